@@ -1,0 +1,79 @@
+"""data-collector: collect values from industrial equipment at exact, wall-clock-aligned intervals.
+
+Build readers (:class:`DataReader` subclasses: Modbus TCP, OPC UA, your own) and writers
+(:class:`DataWriter` subclasses: CSV, SQL, your own), start :class:`DataCollectionContext` objects
+on a :class:`DataCollector`, and listen to lifecycle events with a :class:`DataCollectionListener`::
+
+    import logging
+    from data_collector import DataCollector, DataCollectionContext, Variable
+    from data_reader.random_data_reader import RandomDataReader
+    from data_writer.csv_file_data_writer import CsvFileDataWriter
+
+    variables = [Variable(1, "sine", "float", "random", interval_ms=100)]
+    with DataCollector(logging.getLogger("dc"), [RandomDataReader()], [CsvFileDataWriter("out.csv")]) as c:
+        c.start(DataCollectionContext(1, variables, duration_s=5))
+        ...
+
+Every error raised on purpose is a :class:`DataCollectionError` (tree in ``data_collector._errors``).
+"""
+
+from ._collector import (
+    CollectorStats,
+    ContextStats,
+    DataCollector,
+    ReaderStats,
+    WriterStats,
+)
+from ._errors import (
+    CollectorClosedError,
+    ConfigurationError,
+    ConflictingVariableError,
+    ContextAlreadyStartedError,
+    ContextStateError,
+    DataCollectionError,
+    ReaderError,
+    UnknownContextError,
+    WriteNotSupportedError,
+    WriterError,
+)
+from ._listener import DataCollectionListener
+from ._model import (
+    BUILTIN_VALUE_TYPES,
+    CollectedVariable,
+    CollectedVariables,
+    DataCollectionContext,
+    Quality,
+    Variable,
+)
+from ._reader import DataReader
+from ._writer import DataWriter
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BUILTIN_VALUE_TYPES",
+    "CollectedVariable",
+    "CollectedVariables",
+    "CollectorClosedError",
+    "CollectorStats",
+    "ConfigurationError",
+    "ConflictingVariableError",
+    "ContextAlreadyStartedError",
+    "ContextStateError",
+    "ContextStats",
+    "DataCollectionContext",
+    "DataCollectionError",
+    "DataCollectionListener",
+    "DataCollector",
+    "DataReader",
+    "DataWriter",
+    "Quality",
+    "ReaderError",
+    "ReaderStats",
+    "UnknownContextError",
+    "Variable",
+    "WriteNotSupportedError",
+    "WriterError",
+    "WriterStats",
+    "__version__",
+]

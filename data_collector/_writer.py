@@ -1,0 +1,63 @@
+"""The writer base class (public home: :mod:`data_writer`)."""
+
+from __future__ import annotations
+
+import abc
+import threading
+
+from ._model import CollectedVariables, DataCollectionContext
+
+__all__ = ["DataWriter"]
+
+_LOCK_GUARD = threading.Lock()
+
+
+class DataWriter(abc.ABC):
+    """Persists or publishes collected values.
+
+    The collector runs each writer in its own thread fed by a bounded queue and calls, in the
+    order the data arrived: :meth:`context_started`, :meth:`write` for each batch, and
+    :meth:`context_stopped`. Every call the collector makes holds :attr:`lock`, a re-entrant
+    lock of this writer, so one instance can be shared by any number of contexts and threads;
+    code that calls the writer directly should hold it too.
+
+    :meth:`write` raising is treated as a passing fault: the collector retries the same batch
+    with backoff for a bounded time before counting it as lost. Writers never overwrite or
+    truncate data already stored: reopening appends.
+    """
+
+    def __init__(self) -> None:
+        self._dc_lock = threading.RLock()
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The writer's re-entrant lock (created on first use if ``__init__`` was skipped)."""
+        lock: threading.RLock | None = self.__dict__.get("_dc_lock")
+        if lock is None:
+            with _LOCK_GUARD:
+                lock = self.__dict__.setdefault("_dc_lock", threading.RLock())
+        return lock
+
+    @property
+    def name(self) -> str:
+        """A label for logs and statistics (the class name unless overridden)."""
+        return type(self).__name__
+
+    def open(self) -> None:  # noqa: B027 - optional hook
+        """Acquire resources (files, connections). Called once before the first write."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Flush and release resources. Called once when the collector closes."""
+
+    def context_started(self, context: DataCollectionContext) -> None:  # noqa: B027
+        """A context started: ``context.start_date`` and ``metadata`` are set."""
+
+    def context_stopped(self, context: DataCollectionContext) -> None:  # noqa: B027
+        """A context stopped: every batch of it was handed to :meth:`write` before this call."""
+
+    @abc.abstractmethod
+    def write(self, context: DataCollectionContext, variables: CollectedVariables) -> None:
+        """Persist or publish one batch of one context."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

@@ -1,0 +1,211 @@
+"""CSV file writer: appends one row per sample to a CSV file, one file per context if asked.
+
+Store: plain CSV files (RFC 4180, UTF-8, ``\\n`` line ends), readable by spreadsheets and pandas.
+Each file starts with one header row, then only data rows with the columns::
+
+    context_id, variable_id, address, read_at, value, quality, error, value_type
+
+``read_at`` is ISO-8601 UTC with milliseconds (``2026-11-22T08:15:00.100+00:00``); ``value`` is
+empty for a missing value, ``true``/``false`` for bools, ``repr`` for floats (``nan``, ``inf``
+included) and the text itself for strings; ``quality`` is GOOD, UNCERTAIN or BAD.
+
+Options: ``CsvFileDataWriter(path, *, delimiter=",")``. ``path`` may hold ``{context_id}`` to
+write one file per context (each file closed when its context stops). Parent directories are
+created. Reopening appends: an existing file is never truncated; a file whose header differs
+is refused with a :class:`WriterError` rather than mixed. Every batch is flushed.
+
+Example::
+
+    import logging, time
+    from data_collector import DataCollector, DataCollectionContext, Variable
+    from data_reader.random_data_reader import RandomDataReader
+    from data_writer.csv_file_data_writer import CsvFileDataWriter, read_samples
+
+    writer = CsvFileDataWriter("out/context-{context_id}.csv")
+    with DataCollector(logging.getLogger("csv"), [RandomDataReader()], [writer]) as c:
+        c.start(DataCollectionContext(7, [Variable(1, "sine", "float", "random", 200)]))
+        time.sleep(2)
+    print(read_samples("out/context-7.csv")[:3])
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from data_collector._errors import ConfigurationError, WriterError
+from data_collector._model import CollectedVariables, DataCollectionContext, Quality
+from data_collector._writer import DataWriter
+
+__all__ = ["COLUMNS", "CsvFileDataWriter", "format_value", "parse_value", "read_samples"]
+
+COLUMNS: tuple[str, ...] = (
+    "context_id",
+    "variable_id",
+    "address",
+    "read_at",
+    "value",
+    "quality",
+    "error",
+    "value_type",
+)
+
+
+def format_value(value: Any) -> str:
+    """The CSV text of a value (see the module docstring)."""
+    if value is None:
+        return ""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def parse_value(text: str, value_type: str) -> Any:
+    """Inverse of :func:`format_value` for the built-in value types (others stay text)."""
+    if text == "":
+        return None
+    if value_type == "float":
+        return float(text)
+    if value_type == "int":
+        return int(text)
+    if value_type == "bool":
+        return text == "true"
+    return text
+
+
+def read_samples(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The rows of a CSV file written by this writer, typed (ints, aware datetimes, Quality, values)."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            rows.append(
+                {
+                    "context_id": int(row["context_id"]),
+                    "variable_id": int(row["variable_id"]),
+                    "address": row["address"],
+                    "read_at": datetime.fromisoformat(row["read_at"]),
+                    "value": parse_value(row["value"], row["value_type"]),
+                    "quality": Quality(row["quality"]),
+                    "error": row["error"] or None,
+                    "value_type": row["value_type"],
+                }
+            )
+    return rows
+
+
+class CsvFileDataWriter(DataWriter):
+    """Appends samples to ``path`` (one file per context when it holds ``{context_id}``)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, delimiter: str = ",") -> None:
+        super().__init__()
+        text = os.fspath(path)
+        if not isinstance(text, str) or not text:
+            raise ConfigurationError(f"CsvFileDataWriter: path must be a non-empty path, got {path!r}")
+        try:
+            text.format(context_id=0)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigurationError(
+                f"CsvFileDataWriter: path {text!r} may only hold the field {{context_id}}: {exc}"
+            ) from None
+        if not isinstance(delimiter, str) or len(delimiter) != 1:
+            raise ConfigurationError(f"CsvFileDataWriter: delimiter must be one character, got {delimiter!r}")
+        self.path_template = text
+        self.per_context = "{context_id" in text
+        self._delimiter = delimiter
+        self._header = delimiter.join(COLUMNS)
+        self._files: dict[Path, IO[str]] = {}
+
+    @property
+    def name(self) -> str:
+        return f"CsvFileDataWriter({self.path_template})"
+
+    def path_for(self, context_id: int) -> Path:
+        """The file that holds the samples of ``context_id``."""
+        return Path(self.path_template.format(context_id=context_id))
+
+    def open(self) -> None:
+        with self.lock:
+            if not self.per_context:
+                self._file(self.path_for(0))
+
+    def close(self) -> None:
+        with self.lock:
+            errors = []
+            for path, f in list(self._files.items()):
+                try:
+                    f.close()
+                except OSError as exc:
+                    errors.append(f"{path}: {exc}")
+            self._files.clear()
+            if errors:
+                raise WriterError(f"closing CSV files failed: {'; '.join(errors)}")
+
+    def context_stopped(self, context: DataCollectionContext) -> None:
+        if self.per_context:
+            with self.lock:
+                f = self._files.pop(self.path_for(context.id), None)
+                if f is not None:
+                    f.close()
+
+    def write(self, context: DataCollectionContext, variables: CollectedVariables) -> None:
+        buf = io.StringIO()
+        w = csv.writer(buf, delimiter=self._delimiter, lineterminator="\n")
+        cid = context.id
+        rows = []
+        for item in variables:
+            var = item.variable
+            value = item.value
+            rows.append(
+                (
+                    cid,
+                    var.id,
+                    var.address,
+                    item.read_at.isoformat(timespec="milliseconds") if item.read_at else "",
+                    format_value(value),
+                    item.quality.value,
+                    item.error or "",
+                    var.value_type,
+                )
+            )
+        w.writerows(rows)
+        text = buf.getvalue()
+        with self.lock:
+            f = self._file(self.path_for(cid))
+            try:
+                f.write(text)
+                f.flush()
+            except OSError as exc:
+                raise WriterError(f"writing {f.name} failed: {exc}") from exc
+
+    def _file(self, path: Path) -> IO[str]:
+        f = self._files.get(path)
+        if f is not None:
+            return f
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            f = open(path, "a+", newline="", encoding="utf-8")  # noqa: SIM115 - kept open
+            f.seek(0)
+            first = f.readline()
+            f.seek(0, os.SEEK_END)
+            if not first:
+                f.write(self._header + "\n")
+                f.flush()
+            elif first.rstrip("\r\n") != self._header:
+                f.close()
+                raise WriterError(
+                    f"{path} exists with another header ({first.strip()[:120]!r}); refusing to append to it"
+                )
+        except OSError as exc:
+            raise WriterError(f"cannot open CSV file {path}: {exc}") from exc
+        self._files[path] = f
+        return f

@@ -1,0 +1,97 @@
+"""Plugin cases for the contract suites.
+
+Each module ``test/_cases/<name>_cases.py`` may define ``READER_CASES: list[ReaderCase]`` and/or
+``WRITER_CASES: list[WriterCase]``; ``reader_contract_test.py`` and ``writer_contract_test.py``
+collect them all, so every shipped plugin gets the same checks. A case whose server or optional
+package is missing raises ``pytest.skip`` from ``make`` (unless ``DC_REQUIRE_SERVICES=1``, where it
+must fail instead: use :func:`require_service`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from data_collector import DataReader, DataWriter, Quality, Variable
+
+
+@dataclass(frozen=True)
+class StoredSample:
+    """One sample read back from a writer's store, typed as the writer stored it."""
+
+    context_id: int
+    variable_id: int
+    read_at: datetime  # aware UTC
+    value: Any
+    quality: Quality
+    error: str | None
+
+
+class WriterHarness:
+    """What a writer case yields: writers onto one store, and a way to read the store back."""
+
+    def new_writer(self) -> DataWriter:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def read_back(self, context_id: int) -> list[StoredSample]:  # pragma: no cover - interface
+        """Every sample stored for ``context_id``, in storage order."""
+        raise NotImplementedError
+
+    def read_contexts(self) -> dict[int, list[dict[str, Any]]] | None:
+        """Per context id, its recorded runs ({'start','end','metadata'}), or None if not stored."""
+        return None
+
+
+@dataclass(frozen=True)
+class WriterCase:
+    id: str
+    #: make(tmp_path) -> context manager yielding a WriterHarness on an empty store
+    make: Callable[[Path], AbstractContextManager[WriterHarness]]
+    #: value types whose values come back exactly typed (others come back as str)
+    typed_values: bool = True
+
+
+@dataclass(frozen=True)
+class ReaderCase:
+    id: str
+    #: make() -> context manager yielding (reader, variables, expected) where expected maps a
+    #: variable id to a predicate on the value read (True when the value is right).
+    make: Callable[
+        [], AbstractContextManager[tuple[DataReader, list[Variable], dict[int, Callable[[Any], bool]]]]
+    ]
+
+
+def require_service(host: str, port: int, what: str) -> None:
+    """Skip (or fail under DC_REQUIRE_SERVICES=1) when host:port does not accept connections."""
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return
+    except OSError as exc:
+        reason = f"{what} unreachable at {host}:{port}: {exc}"
+        if os.environ.get("DC_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{reason} (DC_REQUIRE_SERVICES=1)")
+        pytest.skip(reason)
+
+
+def _modules() -> Iterator[Any]:
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if info.name.endswith("_cases"):
+            yield importlib.import_module(f"{__name__}.{info.name}")
+
+
+def all_reader_cases() -> list[ReaderCase]:
+    return [case for mod in _modules() for case in getattr(mod, "READER_CASES", [])]
+
+
+def all_writer_cases() -> list[WriterCase]:
+    return [case for mod in _modules() for case in getattr(mod, "WRITER_CASES", [])]
