@@ -6,10 +6,11 @@ This module imports nothing else from the project (the bottom layer).
 from __future__ import annotations
 
 import enum
+import itertools
 import math
 import types
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, overload
 
@@ -67,6 +68,7 @@ class Variable:
     value_type: str
     reader_type: str
     interval_ms: int | None = None
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
         _check_int("id", self.id, positive=False, where="Variable ")
@@ -76,6 +78,11 @@ class Variable:
         _check_text("reader_type", self.reader_type, where=where)
         if self.interval_ms is not None:
             _check_int("interval_ms", self.interval_ms, where=where)
+        key = (self.id, self.address, self.value_type, self.reader_type, self.interval_ms)
+        object.__setattr__(self, "_hash", hash(key))
+
+    def __hash__(self) -> int:  # computed once: variables key the readers' per-tick lookups
+        return self._hash
 
     def same_definition(self, other: Variable) -> bool:
         """True when both describe the same device value (interval aside)."""
@@ -191,35 +198,86 @@ class DataCollectionContext:
         )
 
 
-class CollectedVariable:
-    """One read of one variable: value, read time (aware UTC), quality and error text.
+_GOOD = Quality.GOOD
 
-    Created by the collector for each due variable of a tick; the reader fills ``value``,
-    ``quality`` (defaults to ``GOOD``) and optionally ``read_at`` and ``error``. An item left
-    without a value is delivered as ``BAD``.
+
+class CollectedVariable:
+    """One read of one variable: ``variable``, ``value``, ``read_at`` (aware UTC), ``quality``, ``error``.
+
+    The collector hands readers a :class:`CollectedVariables` batch; iterating it yields these
+    items, through which the reader sets ``value``, ``quality`` (defaults to ``GOOD``) and
+    optionally ``read_at`` and ``error``. An item left without a value is delivered as ``BAD``.
+
+    An item is a view on one row of its batch (the batch keeps the values in columns, so a
+    batch of 100,000 values costs the garbage collector nothing). An item built on its own,
+    ``CollectedVariable(variable, value, read_at, quality, error)``, holds its own row until it
+    is put into a batch, which then holds the row.
     """
 
-    __slots__ = ("error", "quality", "read_at", "value", "variable")
+    __slots__ = ("_b", "_i")
+
+    _b: CollectedVariables
+    _i: int
 
     def __init__(
         self,
         variable: Variable,
         value: Any = None,
         read_at: datetime | None = None,
-        quality: Quality = Quality.GOOD,
+        quality: Quality = _GOOD,
         error: str | None = None,
     ) -> None:
-        self.variable = variable
-        self.value = value
-        self.read_at = read_at
-        self.quality = quality
-        self.error = error
+        batch = CollectedVariables.__new__(CollectedVariables)
+        batch._vars = [variable]
+        batch._values = [value]
+        batch._read_ats = [read_at]
+        batch._qualities = [quality]
+        batch._errors = [error]
+        self._b = batch
+        self._i = 0
+
+    @property
+    def variable(self) -> Variable:
+        return self._b._vars[self._i]
+
+    @property
+    def value(self) -> Any:
+        return self._b._values[self._i]
+
+    @value.setter
+    def value(self, value: Any) -> None:
+        self._b._values[self._i] = value
+
+    @property
+    def read_at(self) -> datetime | None:
+        return self._b._read_ats[self._i]
+
+    @read_at.setter
+    def read_at(self, value: datetime | None) -> None:
+        self._b._read_ats[self._i] = value
+
+    @property
+    def quality(self) -> Quality:
+        return self._b._qualities[self._i]
+
+    @quality.setter
+    def quality(self, value: Quality) -> None:
+        self._b._qualities[self._i] = value
+
+    @property
+    def error(self) -> str | None:
+        return self._b._errors[self._i]
+
+    @error.setter
+    def error(self, value: str | None) -> None:
+        self._b._errors[self._i] = value
 
     def set_bad(self, error: str) -> None:
         """Mark this item BAD with ``error`` and no value."""
-        self.value = None
-        self.quality = Quality.BAD
-        self.error = error
+        b, i = self._b, self._i
+        b._values[i] = None
+        b._qualities[i] = Quality.BAD
+        b._errors[i] = error
 
     def __repr__(self) -> str:
         return (
@@ -241,24 +299,97 @@ class CollectedVariable:
     __hash__ = None  # type: ignore[assignment]  # mutable
 
 
-class CollectedVariables(Sequence[CollectedVariable]):
-    """An ordered, sized batch of :class:`CollectedVariable`: what a reader fills and writers get."""
+def _view(batch: CollectedVariables, index: int) -> CollectedVariable:
+    item = object.__new__(CollectedVariable)
+    item._b = batch
+    item._i = index
+    return item
 
-    __slots__ = ("_items",)
+
+class CollectedVariables(Sequence[CollectedVariable]):
+    """An ordered, sized batch of :class:`CollectedVariable`: what a reader fills and writers get.
+
+    Iterating or indexing yields item views. For speed, the batch also exposes its columns as
+    live lists of equal length: :attr:`variables`, :attr:`values`, :attr:`read_ats`,
+    :attr:`qualities` and :attr:`errors`. A reader may assign their elements by index (never
+    change their length); a writer may read them, e.g. ``zip(batch.variables, batch.values)``.
+    """
+
+    __slots__ = ("_errors", "_qualities", "_read_ats", "_values", "_vars")
+
+    _vars: list[Variable]
+    _values: list[Any]
+    _read_ats: list[datetime | None]
+    _qualities: list[Quality]
+    _errors: list[str | None]
 
     def __init__(self, items: Iterable[CollectedVariable] = ()) -> None:
-        self._items: list[CollectedVariable] = items if type(items) is list else list(items)
+        """A batch holding ``items``; each item becomes a view on its row in this batch."""
+        items = list(items)
+        self._vars = [it.variable for it in items]
+        self._values = [it.value for it in items]
+        self._read_ats = [it.read_at for it in items]
+        self._qualities = [it.quality for it in items]
+        self._errors = [it.error for it in items]
+        for i, it in enumerate(items):
+            it._b = self
+            it._i = i
 
     @classmethod
-    def of(cls, variables: Iterable[Variable]) -> CollectedVariables:
-        """A fresh batch with one empty item per variable."""
-        return cls([CollectedVariable(v) for v in variables])
+    def of(cls, variables: Iterable[Variable], read_at: datetime | None = None) -> CollectedVariables:
+        """A fresh batch with one empty (GOOD, no value) item per variable."""
+        batch = cls.__new__(cls)
+        batch._vars = list(variables)
+        n = len(batch._vars)
+        batch._values = [None] * n
+        batch._read_ats = [read_at] * n
+        batch._qualities = [_GOOD] * n
+        batch._errors = [None] * n
+        return batch
+
+    @classmethod
+    def _columns(
+        cls,
+        variables: list[Variable],
+        values: list[Any],
+        read_ats: list[datetime | None],
+        qualities: list[Quality],
+        errors: list[str | None],
+    ) -> CollectedVariables:
+        batch = cls.__new__(cls)
+        batch._vars = variables
+        batch._values = values
+        batch._read_ats = read_ats
+        batch._qualities = qualities
+        batch._errors = errors
+        return batch
+
+    @property
+    def variables(self) -> list[Variable]:
+        """The variables, in order (do not modify)."""
+        return self._vars
+
+    @property
+    def values(self) -> list[Any]:
+        return self._values
+
+    @property
+    def read_ats(self) -> list[datetime | None]:
+        return self._read_ats
+
+    @property
+    def qualities(self) -> list[Quality]:
+        return self._qualities
+
+    @property
+    def errors(self) -> list[str | None]:
+        return self._errors
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._vars)
 
     def __iter__(self) -> Iterator[CollectedVariable]:
-        return iter(self._items)
+        return map(_view, itertools.repeat(self, len(self._vars)), range(len(self._vars)))
 
     @overload
     def __getitem__(self, index: int) -> CollectedVariable: ...
@@ -268,8 +399,17 @@ class CollectedVariables(Sequence[CollectedVariable]):
 
     def __getitem__(self, index: int | slice) -> CollectedVariable | CollectedVariables:
         if isinstance(index, slice):
-            return CollectedVariables(self._items[index])
-        return self._items[index]
+            return CollectedVariables._columns(
+                self._vars[index],
+                self._values[index],
+                self._read_ats[index],
+                self._qualities[index],
+                self._errors[index],
+            )
+        n = len(self._vars)
+        if not -n <= index < n:
+            raise IndexError("CollectedVariables index out of range")
+        return _view(self, index % n)
 
     def __repr__(self) -> str:
-        return f"CollectedVariables({len(self._items)} items)"
+        return f"CollectedVariables({len(self._vars)} items)"

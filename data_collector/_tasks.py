@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from ._model import CollectedVariable, CollectedVariables, DataCollectionContext, Quality
+from ._model import CollectedVariables, DataCollectionContext, Quality
 from ._reader import DataReader
 from ._schedule import ReaderPlan, TickPlan
 from ._writer import DataWriter
@@ -163,17 +163,18 @@ class ReaderTask:
     def _tick(self, tick_plan: TickPlan) -> None:
         counters = self.counters
         counters.ticks += 1
-        items = [CollectedVariable(v) for v in tick_plan.variables]
-        batch = CollectedVariables(items)
         started = self._clock.time_ns()
         read_at = datetime.fromtimestamp(started / 1e9, UTC)
+        batch = CollectedVariables.of(tick_plan.variables, read_at)
+        n = len(batch)
         try:
             self.reader.read(batch)
         except Exception as exc:
             counters.read_errors += 1
             text = f"{type(exc).__name__}: {exc}"
-            for item in items:
-                item.set_bad(text)
+            batch.values[:] = [None] * n
+            batch.qualities[:] = [Quality.BAD] * n
+            batch.errors[:] = [text] * n
             if not self._failing:
                 self._failing = True
                 self._log.error(
@@ -190,35 +191,34 @@ class ReaderTask:
         counters.last_read_ms = elapsed_ms
         if elapsed_ms > counters.max_read_ms:
             counters.max_read_ms = elapsed_ms
-        bad = 0
-        for item in items:
-            if item.read_at is None:
-                item.read_at = read_at
-            if item.value is None:
-                if item.quality is not Quality.BAD:
-                    item.quality = Quality.BAD
-                if item.error is None:
-                    item.error = NO_VALUE
-                bad += 1
-            elif item.quality is Quality.BAD:
-                bad += 1
-        counters.samples += len(items)
-        counters.bad_samples += bad
+        values, qualities, errors, read_ats = batch.values, batch.qualities, batch.errors, batch.read_ats
+        if len(values) != n or len(qualities) != n or len(errors) != n or len(read_ats) != n:
+            raise RuntimeError(f"reader {self.reader_type!r} changed the length of a batch column")
+        missing = [i for i, v in enumerate(values) if v is None]
+        if missing:  # items left without a value are BAD
+            bad_q = Quality.BAD
+            for i in missing:
+                qualities[i] = bad_q
+                if errors[i] is None:
+                    errors[i] = NO_VALUE
+        if None in read_ats:
+            for i in [i for i, t in enumerate(read_ats) if t is None]:
+                read_ats[i] = read_at
+        counters.samples += n
+        counters.bad_samples += qualities.count(Quality.BAD)
         dispatch = self._dispatch
         for delivery in tick_plan.deliveries:
             if delivery.whole:
                 out = batch
-            elif delivery.shared:
-                out = CollectedVariables([items[i] for i in delivery.indexes])
             else:
-                copies = []
-                for i, own in zip(delivery.indexes, delivery.variables, strict=True):
-                    src = items[i]
-                    if src.variable is own:
-                        copies.append(src)
-                    else:
-                        copies.append(CollectedVariable(own, src.value, src.read_at, src.quality, src.error))
-                out = CollectedVariables(copies)
+                idx = delivery.indexes
+                out = CollectedVariables._columns(
+                    [batch.variables[i] for i in idx] if delivery.shared else list(delivery.variables),
+                    [values[i] for i in idx],
+                    [read_ats[i] for i in idx],
+                    [qualities[i] for i in idx],
+                    [errors[i] for i in idx],
+                )
             dispatch(delivery.context, out)
 
 

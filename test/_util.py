@@ -14,7 +14,6 @@ from data_collector import (
     CollectedVariables,
     DataCollectionContext,
     DataCollectionListener,
-    DataReader,
     DataWriter,
     Quality,
 )
@@ -84,7 +83,8 @@ class RecordingWriter(DataWriter):
 
     def of(self, context_id: int, variable_id: int | None = None) -> list[Row]:
         return [
-            r for r in list(self.rows)
+            r
+            for r in list(self.rows)
             if r.context_id == context_id and (variable_id is None or r.variable_id == variable_id)
         ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -49,8 +50,8 @@ def test_gcd_merge_reads_once_and_delivers_to_both_contexts() -> None:
     assert all(t % 300 == 0 for t in nominal_a), nominal_a
     assert all(t % 200 == 0 for t in nominal_b), nominal_b
     # A gets ~every 300 ms, B ~every 200 ms (consecutive, none skipped on an idle machine allowed 1)
-    gaps_a = [y - x for x, y in zip(nominal_a, nominal_a[1:], strict=False)]
-    gaps_b = [y - x for x, y in zip(nominal_b, nominal_b[1:], strict=False)]
+    gaps_a = [y - x for x, y in itertools.pairwise(nominal_a)]
+    gaps_b = [y - x for x, y in itertools.pairwise(nominal_b)]
     assert gaps_a.count(300) >= len(gaps_a) - 1 and set(gaps_a) <= {300, 600}, gaps_a
     assert gaps_b.count(200) >= len(gaps_b) - 1 and set(gaps_b) <= {200, 400}, gaps_b
     # at each 600 ms multiple both contexts got the very same read: same value, same read_at
@@ -187,12 +188,20 @@ def test_listener_order_and_raising_listener(caplog: pytest.LogCaptureFixture) -
     c.close()
     c.close()  # idempotent
     assert events.events == [
-        ("before_start", 1), ("after_start", 1),
-        ("before_pause", 1), ("after_pause", 1),
-        ("before_resume", 1), ("after_resume", 1),
-        ("before_stop", 1), ("after_stop", 1),
-        ("before_start", 2), ("after_start", 2),
-        ("before_close", None), ("before_stop", 2), ("after_stop", 2), ("after_close", None),
+        ("before_start", 1),
+        ("after_start", 1),
+        ("before_pause", 1),
+        ("after_pause", 1),
+        ("before_resume", 1),
+        ("after_resume", 1),
+        ("before_stop", 1),
+        ("after_stop", 1),
+        ("before_start", 2),
+        ("after_start", 2),
+        ("before_close", None),
+        ("before_stop", 2),
+        ("after_stop", 2),
+        ("after_close", None),
     ]
 
 
@@ -204,9 +213,10 @@ def test_raising_reader_gives_bad_items_and_collection_goes_on(caplog: pytest.Lo
 
     good = CountingReader("good")
     writer = RecordingWriter()
-    with caplog.at_level(logging.ERROR, logger=LOG.name), DataCollector(
-        LOG, [Exploding("bad"), good], [writer]
-    ) as c:
+    with (
+        caplog.at_level(logging.ERROR, logger=LOG.name),
+        DataCollector(LOG, [Exploding("bad"), good], [writer]) as c,
+    ):
         c.start(DataCollectionContext(1, [V(1, 50, rt="bad"), V(2, 50, rt="good")], min_interval_ms=10))
         wait_for(lambda: len(writer.of(1, 1)) >= 5 and len(writer.of(1, 2)) >= 5)
         stats = c.stats().readers
@@ -262,9 +272,10 @@ def test_writer_failing_for_good_is_counted_lost_and_others_go_on(caplog: pytest
             raise ConnectionError("gone for good")
 
     steady = RecordingWriter("steady")
-    with caplog.at_level(logging.ERROR, logger=LOG.name), DataCollector(
-        LOG, [CountingReader()], [Dead(), steady], write_retry_s=0.2
-    ) as c:
+    with (
+        caplog.at_level(logging.ERROR, logger=LOG.name),
+        DataCollector(LOG, [CountingReader()], [Dead(), steady], write_retry_s=0.2) as c,
+    ):
         c.start(DataCollectionContext(1, [V(1, 100)]))
         wait_for(lambda: c.stats().writers["Dead"].lost_batches >= 2, 10, "lost batches")
         n = len(steady.of(1))
@@ -324,7 +335,7 @@ def test_overrun_skips_and_counts_missed_ticks() -> None:
         stats = c.stats().readers["random"]
     assert stats.missed_ticks >= 5
     starts = [t for t, _ in reader.calls]
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 0.2  # no pile-up: never two reads back to back
 
 
@@ -369,7 +380,10 @@ def test_same_variable_in_two_contexts_is_read_once_per_tick() -> None:
 
 def test_noop_writer_counts(caplog: pytest.LogCaptureFixture) -> None:
     noop = NoopDataWriter(logging.getLogger("test.noop"))
-    with caplog.at_level(logging.DEBUG, logger="test.noop"), DataCollector(LOG, [CountingReader()], [noop]) as c:
+    with (
+        caplog.at_level(logging.DEBUG, logger="test.noop"),
+        DataCollector(LOG, [CountingReader()], [noop]) as c,
+    ):
         c.start(DataCollectionContext(1, [V(1, 100)]))
         wait_for(lambda: noop.written >= 2)
     assert "context 1 variable 1 counter" in caplog.text

@@ -1,0 +1,76 @@
+"""Contract cases of the core plugins: the CSV writer and the random reader."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from data_collector import DataReader, DataWriter, Variable
+from data_reader.random_data_reader import RandomDataReader
+from data_writer.csv_file_data_writer import CsvFileDataWriter, read_samples
+
+from . import ReaderCase, StoredSample, WriterCase, WriterHarness
+
+
+class _CsvHarness(WriterHarness):
+    def __init__(self, tmp: Path, template: str) -> None:
+        self.template = str(tmp / template)
+
+    def new_writer(self) -> DataWriter:
+        return CsvFileDataWriter(self.template)
+
+    def read_back(self, context_id: int) -> list[StoredSample]:
+        path = Path(self.template.format(context_id=context_id))
+        if not path.exists():
+            return []
+        return [
+            StoredSample(
+                r["context_id"], r["variable_id"], r["read_at"], r["value"], r["quality"], r["error"]
+            )
+            for r in read_samples(path)
+            if r["context_id"] == context_id
+        ]
+
+
+@contextmanager
+def _csv_single(tmp: Path) -> Iterator[WriterHarness]:
+    yield _CsvHarness(tmp, "all.csv")
+
+
+@contextmanager
+def _csv_per_context(tmp: Path) -> Iterator[WriterHarness]:
+    yield _CsvHarness(tmp, "ctx-{context_id}/samples.csv")
+
+
+WRITER_CASES = [WriterCase("csv", _csv_single), WriterCase("csv-per-context", _csv_per_context)]
+
+
+@contextmanager
+def _random() -> Iterator[tuple[DataReader, list[Variable], dict[int, Callable[[Any], bool]]]]:
+    variables = [
+        Variable(1, "sine", "float", "random", 100),
+        Variable(2, "ramp:2", "int", "random", 100),
+        Variable(3, "random", "bool", "random", 100),
+        Variable(4, "constant:hello", "str", "random", 100),
+        Variable(5, "constant:-7", "int", "random", 100),
+        Variable(6, "constant:2.5", "float", "random", 100),
+        Variable(7, "constant:on", "bool", "random", 100),
+        Variable(8, "counter", "int", "random", 100),
+    ]
+    expected: dict[int, Callable[[Any], bool]] = {
+        1: lambda v: -1.0 <= v <= 1.0 and math.isfinite(v),
+        2: lambda v: 0 <= v < 100,
+        3: lambda v: v in (True, False),
+        4: lambda v: v == "hello",
+        5: lambda v: v == -7,
+        6: lambda v: v == 2.5,
+        7: lambda v: v is True,
+        8: lambda v: v >= 1,
+    }
+    yield RandomDataReader(), variables, expected
+
+
+READER_CASES = [ReaderCase("random", _random)]

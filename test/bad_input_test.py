@@ -1,0 +1,266 @@
+"""Bad input raises a DataCollectionError naming the bad value and leaves the collector as it was."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from _util import LOG, CountingReader, RecordingWriter, wait_for
+
+from data_collector import (
+    CollectorClosedError,
+    ConfigurationError,
+    ConflictingVariableError,
+    ContextAlreadyStartedError,
+    ContextStateError,
+    DataCollectionContext,
+    DataCollectionError,
+    DataCollector,
+    DataReader,
+    UnknownContextError,
+    Variable,
+)
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda: Variable(1, "sine", "float", "random", 0), "interval_ms must be > 0, got 0"),
+        (lambda: Variable(1, "sine", "float", "random", -5), "got -5"),
+        (lambda: Variable(1, "sine", "float", "random", 1.5), "got 1.5"),  # type: ignore[arg-type]
+        (lambda: Variable("x", "sine", "float", "random"), "got 'x'"),  # type: ignore[arg-type]
+        (lambda: Variable(1, "", "float", "random"), "address"),
+        (lambda: Variable(1, "sine", "", "random"), "value_type"),
+        (lambda: Variable(1, "sine", "float", None), "reader_type"),  # type: ignore[arg-type]
+        (lambda: DataCollectionContext(1, [], min_interval_ms=0), "min_interval_ms must be > 0, got 0"),
+        (lambda: DataCollectionContext(1, [], default_interval_ms=-1), "got -1"),
+        (lambda: DataCollectionContext(1, [], duration_s=0), "duration_s"),
+        (lambda: DataCollectionContext(1, [], duration_s=float("inf")), "inf"),
+        (
+            lambda: DataCollectionContext(
+                1, [Variable(4, "sine", "float", "random"), Variable(4, "ramp", "float", "random")]
+            ),
+            "duplicate variable id 4",
+        ),
+        (lambda: DataCollectionContext(1, ["nope"]), "'nope'"),  # type: ignore[list-item]
+        (lambda: DataCollectionContext(1, [], metadata=[1]), "metadata"),  # type: ignore[arg-type]
+        (lambda: DataCollector("log", [], []), "'log'"),  # type: ignore[arg-type]
+        (lambda: DataCollector(LOG, [object()], []), "object"),  # type: ignore[list-item]
+        (lambda: DataCollector(LOG, [CountingReader(), CountingReader()], []), "'random'"),
+        (lambda: DataCollector(LOG, [], [], max_queue_samples=0), "max_queue_samples"),
+        (lambda: CountingReader(min_interval_ms=0), "min_interval_ms"),
+    ],
+)
+def test_constructors_reject_bad_values(make: Callable[[], Any], needle: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        make()
+    assert needle in str(info.value)
+    assert isinstance(info.value, DataCollectionError) and isinstance(info.value, ValueError)
+
+
+def test_variable_is_frozen_and_keyword_friendly() -> None:
+    v = Variable(id=1, address="sine", value_type="float", reader_type="random", interval_ms=100)
+    with pytest.raises(AttributeError):
+        v.interval_ms = 5  # type: ignore[misc]
+    assert v == Variable(1, "sine", "float", "random", 100) and hash(v) == hash(
+        Variable(1, "sine", "float", "random", 100)
+    )
+
+
+class _Strict(CountingReader):
+    """Rejects addresses starting with 'bad' (as a protocol reader would)."""
+
+    def validate_variable(self, variable: Variable) -> None:
+        if variable.address.startswith("bad"):
+            raise ConfigurationError(f"variable {variable.id}: bad address {variable.address!r}")
+        super().validate_variable(variable)
+
+
+class _Limited(CountingReader):
+    min_interval_ms = 500
+
+
+def _V(
+    id: int, interval: int | None = 100, address: str = "counter", vt: str = "int", rt: str = "random"
+) -> Variable:
+    return Variable(id, address, vt, rt, interval)
+
+
+BAD_STARTS: list[tuple[str, Callable[[], DataCollectionContext], type[DataCollectionError], str]] = [
+    ("below context minimum", lambda: DataCollectionContext(9, [_V(1, 50)]), ConfigurationError, "50 ms"),
+    (
+        "below reader minimum",
+        lambda: DataCollectionContext(9, [_V(1, 200, rt="limited")]),
+        ConfigurationError,
+        "500 ms of reader 'limited'",
+    ),
+    ("unknown reader type", lambda: DataCollectionContext(9, [_V(1, rt="plc")]), ConfigurationError, "'plc'"),
+    (
+        "unknown value type",
+        lambda: DataCollectionContext(9, [_V(1, vt="complex")]),
+        ConfigurationError,
+        "'complex'",
+    ),
+    (
+        "reader rejects address",
+        lambda: DataCollectionContext(9, [_V(1, address="bad:7")]),
+        ConfigurationError,
+        "'bad:7'",
+    ),
+    (
+        "reader signal unknown",
+        lambda: DataCollectionContext(9, [_V(1, address="squarewave")]),
+        ConfigurationError,
+        "'squarewave'",
+    ),
+    (
+        "same id, other address",
+        lambda: DataCollectionContext(9, [_V(1, address="random")]),
+        ConflictingVariableError,
+        "address='random'",
+    ),
+    (
+        "same id, other value type",
+        lambda: DataCollectionContext(9, [_V(1, vt="float")]),
+        ConflictingVariableError,
+        "value_type='float'",
+    ),
+    (
+        "same id, other reader",
+        lambda: DataCollectionContext(9, [_V(1, rt="limited", interval=500)]),
+        ConflictingVariableError,
+        "reader_type='limited'",
+    ),
+    (
+        "already running id",
+        lambda: DataCollectionContext(1, [_V(5)]),
+        ContextAlreadyStartedError,
+        "context 1",
+    ),
+]
+
+
+@pytest.fixture
+def running() -> Any:
+    reader = _Strict()
+    writer = RecordingWriter()
+    c = DataCollector(LOG, [reader, _Limited("limited")], [writer])
+    c.start(DataCollectionContext(1, [_V(1)]))
+    c.start(DataCollectionContext(2, [_V(2)]))
+    c.pause(2)
+    wait_for(lambda: len(writer.of(1)) >= 2)
+    yield c, writer
+    c.close()
+
+
+def _unchanged(c: DataCollector, writer: RecordingWriter) -> None:
+    assert {cid: c.state(cid) for cid in c.contexts()} == {1: "running", 2: "paused"}
+    n = len(writer.of(1))
+    wait_for(lambda: len(writer.of(1)) >= n + 2, what="context 1 still collecting")
+    assert c.stats().readers["random"].tick_ms == 100
+
+
+@pytest.mark.parametrize(("label", "make", "error", "needle"), BAD_STARTS, ids=[b[0] for b in BAD_STARTS])
+def test_start_rejects_and_changes_nothing(
+    running: Any, label: str, make: Callable[[], DataCollectionContext], error: type[Exception], needle: str
+) -> None:
+    c, writer = running
+    ctx = make()
+    with pytest.raises(error) as info:
+        c.start(ctx)
+    assert needle in str(info.value), str(info.value)
+    assert ctx.start_date is None or ctx.id == 1
+    assert "limited" not in c.stats().readers or c.stats().readers["limited"].tick_ms == 0
+    _unchanged(c, writer)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "needle"),
+    [
+        (lambda c: c.stop(42), UnknownContextError, "42"),
+        (lambda c: c.pause(42), UnknownContextError, "42"),
+        (lambda c: c.resume(42), UnknownContextError, "42"),
+        (lambda c: c.pause(2), ContextStateError, "paused"),
+        (lambda c: c.resume(1), ContextStateError, "running"),
+        (lambda c: c.start("ctx"), ConfigurationError, "'ctx'"),
+        (
+            lambda c: c.start(DataCollectionContext(9, [_V(9)]), at="tomorrow"),
+            ConfigurationError,
+            "'tomorrow'",
+        ),
+        (lambda c: c.add_listener(object()), ConfigurationError, "object"),
+    ],
+)
+def test_bad_calls_raise_and_change_nothing(
+    running: Any, call: Callable[[DataCollector], Any], error: type[Exception], needle: str
+) -> None:
+    c, writer = running
+    with pytest.raises(error) as info:
+        call(c)
+    assert needle in str(info.value)
+    _unchanged(c, writer)
+
+
+def test_every_call_after_close_raises() -> None:
+    c = DataCollector(LOG, [CountingReader()], [RecordingWriter()])
+    c.start(DataCollectionContext(1, [_V(1)]))
+    c.close()
+    for call in (
+        lambda: c.start(DataCollectionContext(2, [_V(1)])),
+        lambda: c.stop(1),
+        lambda: c.pause(1),
+        lambda: c.resume(1),
+        lambda: c.add_listener(__import__("data_collector").DataCollectionListener()),
+        lambda: c.__enter__(),
+    ):
+        with pytest.raises(CollectorClosedError):
+            call()
+    c.close()  # still idempotent
+
+
+def test_failing_writer_open_starts_nothing() -> None:
+    class Unreachable(RecordingWriter):
+        def open(self) -> None:
+            raise ConnectionRefusedError("db.plant:5432 refused")
+
+    from data_collector import WriterError
+
+    reader = CountingReader()
+    with DataCollector(LOG, [reader], [Unreachable()]) as c:
+        ctx = DataCollectionContext(1, [_V(1)])
+        with pytest.raises(WriterError, match=r"db\.plant:5432"):
+            c.start(ctx)
+        assert c.contexts() == {} and ctx.start_date is None
+        assert reader.opened == 0 and c.stats().readers == {}
+
+
+def test_reader_without_type_and_skipped_init() -> None:
+    class NoType(DataReader):
+        def read(self, variables: Any) -> None:
+            pass
+
+    with pytest.raises(ConfigurationError, match="reader_type"):
+        DataCollector(LOG, [NoType()], [])
+
+    class OwnInit(DataReader):
+        reader_type = "own"
+
+        def __init__(self, x: int) -> None:
+            super().__init__()
+            self.x = x
+
+        def read(self, variables: Any) -> None:
+            pass
+
+    assert OwnInit(1).reader_type == "own"  # base __init__ keeps the class attribute
+    assert CountingReader("two").reader_type == "two" and CountingReader().reader_type == "random"
+
+
+def test_conflict_check_ignores_stopped_contexts() -> None:
+    with DataCollector(logging.getLogger("t"), [CountingReader()], [RecordingWriter()]) as c:
+        c.start(DataCollectionContext(1, [_V(1)]))
+        c.stop(1)
+        c.start(DataCollectionContext(2, [_V(1, address="random")]))  # no longer a conflict
+        assert c.state(2) == "running"

@@ -1,0 +1,129 @@
+"""Imports in any order in a fresh interpreter, and the pinned public surface."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import data_collector
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        "data_reader",
+        "data_writer",
+        "data_collector",
+        "data_reader.random_data_reader",
+        "data_writer.csv_file_data_writer",
+        "data_writer.noop_data_writer",
+    ],
+)
+def test_import_order(first: str) -> None:
+    code = (
+        f"import {first}\n"
+        "import data_writer, data_reader, data_collector\n"
+        "assert data_collector.DataReader is data_reader.DataReader\n"
+        "assert data_collector.DataWriter is data_writer.DataWriter\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_all_is_pinned() -> None:
+    assert sorted(data_collector.__all__) == sorted(
+        [
+            "BUILTIN_VALUE_TYPES",
+            "CollectedVariable",
+            "CollectedVariables",
+            "CollectorClosedError",
+            "CollectorStats",
+            "ConfigurationError",
+            "ConflictingVariableError",
+            "ContextAlreadyStartedError",
+            "ContextStateError",
+            "ContextStats",
+            "DataCollectionContext",
+            "DataCollectionError",
+            "DataCollectionListener",
+            "DataCollector",
+            "DataReader",
+            "DataWriter",
+            "Quality",
+            "ReaderError",
+            "ReaderStats",
+            "UnknownContextError",
+            "Variable",
+            "WriteNotSupportedError",
+            "WriterError",
+            "WriterStats",
+            "__version__",
+        ]
+    )
+    for name in data_collector.__all__:
+        assert hasattr(data_collector, name), name
+
+
+def test_error_tree() -> None:
+    from data_collector import (
+        CollectorClosedError,
+        ConfigurationError,
+        ConflictingVariableError,
+        ContextAlreadyStartedError,
+        ContextStateError,
+        DataCollectionError,
+        ReaderError,
+        UnknownContextError,
+        WriteNotSupportedError,
+        WriterError,
+    )
+
+    for exc in (ConfigurationError, ContextStateError, CollectorClosedError, ReaderError, WriterError):
+        assert issubclass(exc, DataCollectionError)
+    assert issubclass(ConflictingVariableError, ConfigurationError)
+    assert issubclass(UnknownContextError, ContextStateError) and issubclass(UnknownContextError, LookupError)
+    assert issubclass(ContextAlreadyStartedError, ContextStateError)
+    assert issubclass(WriteNotSupportedError, ReaderError)
+
+
+def test_write_is_refused_by_readers_without_it() -> None:
+    from data_collector import Variable, WriteNotSupportedError
+    from data_reader.random_data_reader import RandomDataReader
+
+    reader = RandomDataReader()
+    assert not reader.supports_write
+    with pytest.raises(WriteNotSupportedError, match="'sine'"):
+        reader.write(Variable(1, "sine", "float", "random"), 1.0)
+
+
+def test_library_has_no_process_wide_side_effects() -> None:
+    """No signal/atexit, no __del__, no print, no logging handlers in library code (commands aside)."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(data_collector.__file__).parent.parent
+    offenders = []
+    for pkg in ("data_collector", "data_reader", "data_writer"):
+        for path in (root / pkg).rglob("*.py"):
+            if path.name.endswith("_simulator.py") or path.name in ("__main__.py", "_cli.py"):
+                continue  # commands may print and handle signals
+            for node in ast.walk(ast.parse(path.read_text())):
+                bad = (
+                    (isinstance(node, ast.Import) and any(a.name in ("signal", "atexit") for a in node.names))
+                    or (isinstance(node, ast.ImportFrom) and node.module in ("signal", "atexit"))
+                    or (isinstance(node, ast.FunctionDef) and node.name == "__del__")
+                    or (
+                        isinstance(node, ast.Call)
+                        and isinstance(node.func, ast.Name)
+                        and node.func.id == "print"
+                    )
+                    or (
+                        isinstance(node, ast.Call)
+                        and isinstance(node.func, ast.Attribute)
+                        and node.func.attr in ("addHandler", "basicConfig", "setswitchinterval")
+                    )
+                )
+                if bad:
+                    offenders.append(f"{path}:{getattr(node, 'lineno', '?')}")
+    assert offenders == []
