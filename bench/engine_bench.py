@@ -4,8 +4,9 @@ Run: ``python bench/engine_bench.py [--seconds 30] [--throughput-seconds 10]``
 
 (a) For ticks of 10 ms and 100 ms, idle and with one CPU-bound Python thread running, the
     lateness (p50/p99/max, µs) of our reader's read() calls against their wall-clock tick, and the
-    lost (missed) ticks, beside a bare deadline loop (time.sleep to absolute deadlines) measured in
-    the same run under the same load, one after the other.
+    lost (missed) ticks, beside a bare deadline loop (time.sleep to absolute deadlines) measured at
+    the same time in a child process with the same in-process load (so both see the same machine
+    noise and neither takes the other's GIL).
 (b) 10,000 random variables at 100 ms into the noop writer: samples/s and CPU seconds per 100k
     samples; then the highest rate sustained with zero missed ticks, growing the variable count.
 
@@ -19,6 +20,7 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import sys
 import threading
 import time
@@ -158,7 +160,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=30.0, help="per lateness scenario (default 30)")
     ap.add_argument("--throughput-seconds", type=float, default=10.0)
+    ap.add_argument("--bare-child", nargs=3, metavar=("TICK_MS", "SECONDS", "LOAD"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.bare_child:
+        tick_ms, seconds, load = (
+            int(args.bare_child[0]),
+            float(args.bare_child[1]),
+            bool(int(args.bare_child[2])),
+        )
+        with cpu_hog(load):
+            print(json.dumps(bare_loop(tick_ms, seconds)))
+        return
     logging.basicConfig(level=logging.WARNING)
 
     print(
@@ -171,9 +183,16 @@ def main() -> None:
     lateness = []
     for tick_ms in (10, 100):
         for load in (False, True):
-            for name, fn in (("bare", bare_loop), ("ours", ours_loop)):
-                with cpu_hog(load):
-                    r = fn(tick_ms, args.seconds)
+            child = subprocess.Popen(
+                [sys.executable, __file__, "--bare-child", str(tick_ms), str(args.seconds), str(int(load))],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            with cpu_hog(load):
+                ours = ours_loop(tick_ms, args.seconds)
+            out, _ = child.communicate(timeout=args.seconds + 60)
+            bare = json.loads(out.strip().splitlines()[-1])
+            for name, r in (("bare", bare), ("ours", ours)):
                 row = {"tick_ms": tick_ms, "load": "cpu" if load else "idle", "loop": name, **r}
                 lateness.append(row)
                 print(

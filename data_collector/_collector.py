@@ -9,7 +9,7 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -243,7 +243,7 @@ class DataCollector:
                 raise ContextAlreadyStartedError(
                     f"context {context.id} is already {self._ctx[context.id].state}"
                 )
-            reader_types = self._validate(context)
+            reader_types = self._validate_started(context)
             record = _Ctx(context, reader_types)
             if at is not None and at > _utcnow():
                 self._ensure_scheduler()
@@ -283,7 +283,7 @@ class DataCollector:
             record = self._get(context_id)
             if record.state != "paused":
                 raise ContextStateError(f"context {context_id} is {record.state}, not paused: cannot resume")
-            self._validate(record.context, ignore=context_id)
+            self._validate_started(record.context, ignore=context_id)
             self._notify("before_resume", record.context)
             record.state = "running"
             self._replan(record.reader_types, barrier=False)
@@ -417,52 +417,85 @@ class DataCollector:
             raise UnknownContextError(f"no started context has id {context_id!r}")
         return record
 
-    def _validate(self, context: DataCollectionContext, ignore: int | None = None) -> frozenset[str]:
-        """Check ``context`` against the readers and the running contexts; return its reader types."""
+    def check(self, context: DataCollectionContext, *others: DataCollectionContext) -> None:
+        """Validate ``context`` exactly as :meth:`start` would, without starting anything.
+
+        ``others`` are contexts meant to run beside it (besides the started ones), checked for
+        conflicting variable definitions.
+        """
+        if not isinstance(context, DataCollectionContext):
+            raise ConfigurationError(f"check() needs a DataCollectionContext, got {context!r}")
+        with self._op_lock:
+            started = [r.context for r in self._ctx.values()]
+        self._validate(context, [*started, *others])
+
+    def _validate_started(self, context: DataCollectionContext, ignore: int | None = None) -> frozenset[str]:
+        others = [r.context for cid, r in self._ctx.items() if cid != ignore]
+        return self._validate(context, others)
+
+    def _validate(
+        self, context: DataCollectionContext, others: Iterable[DataCollectionContext]
+    ) -> frozenset[str]:
+        """Check ``context`` against the readers and ``others``; return its reader types."""
         where = f"context {context.id}"
         running: dict[int, tuple[Variable, int]] = {}
-        for cid, other in self._ctx.items():
-            if cid == ignore:
-                continue
-            for v in other.context.variables:
-                running.setdefault(v.id, (v, cid))
+        for other in others:
+            for v in other.variables:
+                running.setdefault(v.id, (v, other.id))
         reader_types = set()
         for v in context.variables:
+
+            def fail(
+                message: str, field: str, cls: type[ConfigurationError] = ConfigurationError, vid: int = v.id
+            ) -> NoReturn:
+                raise cls(message, context_id=context.id, variable_id=vid, field=field)
+
             reader = self._readers.get(v.reader_type)
             if reader is None:
-                raise ConfigurationError(
+                fail(
                     f"{where}: variable {v.id} ({v.address!r}) names unknown reader_type {v.reader_type!r}; "
-                    f"known: {sorted(self._readers)}"
+                    f"known: {sorted(self._readers)}",
+                    "reader_type",
                 )
             if v.value_type not in BUILTIN_VALUE_TYPES and v.value_type not in reader.value_types:
                 known = sorted(BUILTIN_VALUE_TYPES | reader.value_types)
-                raise ConfigurationError(
+                fail(
                     f"{where}: variable {v.id} ({v.address!r}) has unknown value_type {v.value_type!r}; "
-                    f"reader {v.reader_type!r} supports {known}"
+                    f"reader {v.reader_type!r} supports {known}",
+                    "value_type",
                 )
             interval = context.interval_of(v)
-            minimum = (
-                reader.min_interval_ms if reader.min_interval_ms is not None else context.min_interval_ms
-            )
+            reader_min = reader.min_interval_ms
+            minimum = reader_min if reader_min is not None else context.min_interval_ms
             if interval < minimum:
-                source = f"reader {v.reader_type!r}" if reader.min_interval_ms is not None else where
-                raise ConfigurationError(
+                source = f"reader {v.reader_type!r}" if reader_min is not None else where
+                fail(
                     f"{where}: variable {v.id} ({v.address!r}) interval {interval} ms is below the minimum "
-                    f"{minimum} ms of {source}"
+                    f"{minimum} ms of {source}",
+                    "interval_ms",
                 )
             seen = running.get(v.id)
             if seen is not None and not seen[0].same_definition(v):
-                raise ConflictingVariableError(
-                    f"{where}: variable {v.id} is {_describe(v)} but running context {seen[1]} defines it as "
-                    f"{_describe(seen[0])}"
+                fail(
+                    f"{where}: variable {v.id} is {_describe(v)} but context {seen[1]} defines it as "
+                    f"{_describe(seen[0])}",
+                    "id",
+                    ConflictingVariableError,
                 )
             try:
                 reader.validate_variable(v)
+            except ConfigurationError as exc:
+                if exc.variable_id is None:
+                    exc.context_id, exc.variable_id, exc.field = context.id, v.id, exc.field or "address"
+                raise
             except DataCollectionError:
                 raise
             except Exception as exc:
                 raise ConfigurationError(
-                    f"{where}: variable {v.id} ({v.address!r}) rejected by reader {v.reader_type!r}: {exc}"
+                    f"{where}: variable {v.id} ({v.address!r}) rejected by reader {v.reader_type!r}: {exc}",
+                    context_id=context.id,
+                    variable_id=v.id,
+                    field="address",
                 ) from exc
             reader_types.add(v.reader_type)
         return frozenset(reader_types)
@@ -555,7 +588,7 @@ class DataCollector:
                 return
             del self._ctx[record.context.id]
             try:
-                self._validate(record.context)
+                self._validate_started(record.context)
                 self._start_now(record)
             except Exception:
                 self._log.exception("scheduled start of context %d failed", record.context.id)

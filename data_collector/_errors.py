@@ -39,7 +39,25 @@ class DataCollectionError(Exception):
 
 
 class ConfigurationError(DataCollectionError, ValueError):
-    """A value given to the library is invalid; the message names the value."""
+    """A value given to the library is invalid; the message names the value.
+
+    When the bad value belongs to a variable of a context, ``context_id``, ``variable_id`` and
+    ``field`` (e.g. ``"address"``, ``"interval_ms"``) say which, so that a configuration file
+    can point at the exact key.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        context_id: int | None = None,
+        variable_id: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.context_id = context_id
+        self.variable_id = variable_id
+        self.field = field
 
 
 class ConflictingVariableError(ConfigurationError):

@@ -20,6 +20,7 @@ __all__ = ["Clock", "ReaderTask", "SystemClock", "WriterTask"]
 
 _NS_PER_MS = 1_000_000
 _LATENESS_WINDOW = 10_000
+_FINAL_SLEEP_NS = 2 * _NS_PER_MS  # the last stretch before a deadline is slept, not waited
 NO_VALUE = "the reader set no value"
 
 
@@ -136,14 +137,20 @@ class ReaderTask:
                 # first tick of a plan, or the wall clock stepped back: the next aligned boundary
                 deadline = (now // tick_ns + 1) * tick_ns
             if now < deadline:
+                # Wait on the condition (so a new plan or close wakes us at once) until shortly
+                # before the deadline, then sleep the last stretch: time.sleep wakes up more
+                # precisely than a condition wait, and the stretch is too short to matter for control.
                 with cond:
                     while not self._closing and self._version == version:
                         remaining = deadline - clock.time_ns()
-                        if remaining <= 0:
+                        if remaining <= _FINAL_SLEEP_NS:
                             break
-                        cond.wait(remaining / 1e9)
+                        cond.wait((remaining - _FINAL_SLEEP_NS) / 1e9)
                     if self._closing or self._version != version:
                         continue
+                remaining = deadline - clock.time_ns()
+                if remaining > 0:
+                    time.sleep(remaining / 1e9)
             now = clock.time_ns()
             late = now - deadline
             if late >= tick_ns:

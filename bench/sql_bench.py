@@ -1,0 +1,341 @@
+"""SQL writer throughput: SqlDataWriter vs. the raw driver's best bulk insert, same schema, same run.
+
+For each database (SQLite file, the local PostgreSQL and MariaDB servers; a server that does not
+answer is reported and skipped) and for two workloads (1,000 float samples per batch; 1,000
+mixed float/int/bool/str samples per batch), one transaction per batch:
+
+- ``ours``: ``SqlDataWriter.write(context, batch)`` from ``CollectedVariables`` (values encoded,
+  times converted, variables looked up: everything the writer does in production);
+- ``raw``: the driver alone inserting the same rows, already built as tuples (the strictest
+  baseline): ``sqlite3`` ``executemany``; psycopg ``executemany`` and binary ``COPY`` (the better
+  one counts); PyMySQL ``executemany``;
+- ``raw+conv``: the raw driver plus the minimal tuple building a hand-written writer would do.
+
+Rounds alternate ours / raw / raw+conv so that index growth and machine load hit all alike; the
+median rows/s of the rounds is reported. Bounded in time (about 20 s per database). Prints a
+table, then one JSON line. Runs with ``python bench/sql_bench.py``; URLs from
+``DC_TEST_POSTGRES_URL`` / ``DC_TEST_MARIADB_URL``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from data_collector import CollectedVariable, CollectedVariables, DataCollectionContext, Variable
+from data_writer.sql_data_writer import SqlDataWriter
+
+BATCH = 1000
+N_VARIABLES = 100  # 10 ticks of 100 variables per batch
+SECONDS_PER_DB = 20.0
+MAX_ROUNDS = 25
+POSTGRES_URL = os.environ.get("DC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MARIADB_URL = os.environ.get("DC_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+COLUMNS = (
+    "context_id",
+    "variable_key",
+    "read_at",
+    "value_kind",
+    "value_num",
+    "value_int",
+    "value_text",
+    "quality",
+    "error",
+)
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def reachable(url: str) -> bool:
+    u = sa.make_url(url)
+    if u.get_backend_name() == "sqlite":
+        return True
+    try:
+        with socket.create_connection((u.host or "127.0.0.1", u.port or 0), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def make_batches(workload: str, n: int) -> tuple[list[Variable], list[CollectedVariables]]:
+    if workload == "float":
+        types = ["float"] * N_VARIABLES
+    else:
+        types = [("float", "int", "bool", "str")[i % 4] for i in range(N_VARIABLES)]
+    variables = [Variable(i + 1, f"plc1/{t}/{i}", t, "bench", 100) for i, t in enumerate(types)]
+    batches = []
+    tick = 0
+    for _ in range(n):
+        items = []
+        for _ in range(BATCH // N_VARIABLES):
+            at = T0 + timedelta(milliseconds=100 * tick)
+            for v in variables:
+                x = tick * 0.37 + v.id
+                value: Any
+                if v.value_type == "float":
+                    value = x
+                elif v.value_type == "int":
+                    value = tick * 1000 + v.id
+                elif v.value_type == "bool":
+                    value = tick % 2 == 0
+                else:
+                    value = f"state-{tick % 7}"
+                items.append(CollectedVariable(v, value, at))
+            tick += 1
+        batches.append(CollectedVariables(items))
+    return variables, batches
+
+
+def encode_minimal(
+    batch: CollectedVariables, keys: dict[int, int], ts: Callable[[datetime], Any]
+) -> list[tuple[Any, ...]]:
+    """What a hand-written writer would do: one tuple per sample from the batch's columns."""
+    rows = []
+    for var, value, at, quality in zip(
+        batch.variables, batch.values, batch.read_ats, batch.qualities, strict=True
+    ):
+        t = type(value)
+        num = value if t is float else None
+        ival = int(value) if t is int or t is bool else None
+        text = value if t is str else None
+        rows.append((1, keys[var.id], ts(at), t.__name__, num, ival, text, quality.value, None))  # type: ignore[arg-type]
+    return rows
+
+
+class Raw:
+    """A raw driver connection inserting prebuilt tuples into the writer's samples table."""
+
+    name = ""
+    ts: Callable[[datetime], Any] = staticmethod(lambda d: d)
+
+    def insert(self, rows: list[tuple[Any, ...]]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+def iso(d: datetime) -> str:
+    return d.isoformat(" ", "microseconds")[:26]
+
+
+class RawSqlite(Raw):
+    name = "sqlite3 executemany"
+    ts = staticmethod(iso)
+
+    def __init__(self, path: str, table: str) -> None:
+        self.con = sqlite3.connect(path)
+        self.con.execute("PRAGMA journal_mode = WAL")
+        self.con.execute("PRAGMA synchronous = NORMAL")
+        self.sql = f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+    def insert(self, rows: list[tuple[Any, ...]]) -> None:
+        with self.con:
+            self.con.executemany(self.sql, rows)
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class RawPsycopgCopy(Raw):
+    name = "psycopg binary COPY"
+
+    def __init__(self, url: sa.URL, table: str) -> None:
+        import psycopg
+
+        self.con = psycopg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+        self.sql = f"COPY {table} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+
+    def insert(self, rows: list[tuple[Any, ...]]) -> None:
+        with self.con.cursor() as cur, cur.copy(self.sql) as copy:
+            copy.set_types(
+                ["int8", "int4", "timestamptz", "varchar", "float8", "int8", "text", "varchar", "text"]
+            )
+            for row in rows:
+                copy.write_row(row)
+        self.con.commit()
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class RawPsycopgMany(RawPsycopgCopy):
+    name = "psycopg executemany"
+
+    def __init__(self, url: sa.URL, table: str) -> None:
+        super().__init__(url, table)
+        self.sql = f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
+
+    def insert(self, rows: list[tuple[Any, ...]]) -> None:
+        with self.con.cursor() as cur:
+            cur.executemany(self.sql, rows)
+        self.con.commit()
+
+
+class RawPyMySQL(Raw):
+    name = "pymysql executemany"
+    ts = staticmethod(iso)
+
+    def __init__(self, url: sa.URL, table: str) -> None:
+        import pymysql
+
+        self.con = pymysql.connect(
+            host=url.host,
+            port=url.port or 3306,
+            user=url.username,
+            password=url.password or "",
+            database=url.database,
+            charset="utf8mb4",
+        )
+        self.sql = f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
+
+    def insert(self, rows: list[tuple[Any, ...]]) -> None:
+        with self.con.cursor() as cur:
+            cur.executemany(self.sql, rows)
+        self.con.commit()
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def timed(fn: Callable[[], None]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def bench_db(label: str, url: str, results: dict[str, Any], rows_out: list[list[str]]) -> None:
+    prefix = f"bench{uuid.uuid4().hex[:8]}_"
+    parsed = sa.make_url(url)
+    writer = SqlDataWriter(url, table_prefix=prefix)
+    engine = sa.create_engine(url)
+    try:
+        writer.open()
+        table = f"{prefix}samples"
+        for workload in ("float", "mixed"):
+            variables, batches = make_batches(workload, 12)
+            ctx = DataCollectionContext(1, variables)
+            writer.write(ctx, batches[0])  # registers the variables; warms up
+            with engine.connect() as conn:
+                keys = {
+                    int(vid): int(key)
+                    for key, vid in conn.exec_driver_sql(
+                        f"SELECT id, variable_id FROM {prefix}variables"
+                    ).all()
+                }
+            if parsed.get_backend_name() == "sqlite":
+                raws: list[Raw] = [RawSqlite(str(parsed.database), table)]
+            elif parsed.get_backend_name() == "postgresql":
+                raws = [RawPsycopgCopy(parsed, table), RawPsycopgMany(parsed, table)]
+            else:
+                raws = [RawPyMySQL(parsed, table)]
+            prebuilt = {id(r): [encode_minimal(b, keys, r.ts) for b in batches] for r in raws}
+            ours: list[float] = []
+            raw: dict[str, list[float]] = {r.name: [] for r in raws}
+            conv: list[float] = []
+            deadline = time.monotonic() + SECONDS_PER_DB / 2
+            rounds = 0
+            while rounds < MAX_ROUNDS and (rounds < 3 or time.monotonic() < deadline):
+                rounds += 1
+                b = rounds % len(batches)
+                ours.append(BATCH / timed(lambda batch=batches[b], ctx=ctx: writer.write(ctx, batch)))
+                for r in raws:
+                    rows = prebuilt[id(r)][b]
+                    raw[r.name].append(BATCH / timed(lambda r=r, rows=rows: r.insert(rows)))
+                best = raws[0]
+                conv.append(
+                    BATCH
+                    / timed(
+                        lambda batch=batches[b], best=best, keys=keys: best.insert(
+                            encode_minimal(batch, keys, best.ts)
+                        )
+                    )
+                )
+            for r in raws:
+                r.close()
+            med_ours = statistics.median(ours)
+            med_raw = {name: statistics.median(v) for name, v in raw.items()}
+            best_name = max(med_raw, key=lambda n: med_raw[n])
+            med_conv = statistics.median(conv)
+            ratio = med_ours / med_raw[best_name]
+            results[f"{label}/{workload}"] = {
+                "ours_rows_s": round(med_ours),
+                "ours_path": writer.insert_path,
+                "raw_rows_s": round(med_raw[best_name]),
+                "raw_method": best_name,
+                "raw_all": {k: round(v) for k, v in med_raw.items()},
+                "raw_conv_rows_s": round(med_conv),
+                "ratio_vs_raw": round(ratio, 3),
+                "ratio_vs_raw_conv": round(med_ours / med_conv, 3),
+                "rounds": rounds,
+            }
+            rows_out.append(
+                [
+                    f"{label}/{workload}",
+                    f"{med_ours:,.0f}",
+                    f"{med_raw[best_name]:,.0f} ({best_name})",
+                    f"{med_conv:,.0f}",
+                    f"{ratio:.2f}",
+                    f"{med_ours / med_conv:.2f}",
+                ]
+            )
+            for name, v in med_raw.items():
+                if name != best_name:
+                    rows_out.append([f"  (also {name})", "", f"{v:,.0f}", "", "", ""])
+    finally:
+        writer.close()
+        with engine.begin() as conn:
+            for t in ("samples", "variables", "contexts", "schema_version"):
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {prefix}{t}")
+        engine.dispose()
+
+
+def main() -> None:
+    results: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    table: list[list[str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, url in (
+            ("sqlite", f"sqlite:///{Path(tmp) / 'bench.sqlite'}"),
+            ("postgresql", POSTGRES_URL),
+            ("mariadb", MARIADB_URL),
+        ):
+            if not reachable(url):
+                skipped[label] = f"unreachable: {sa.make_url(url).render_as_string(hide_password=True)}"
+                continue
+            bench_db(label, url, results, table)
+    header = [
+        "database/workload",
+        "ours rows/s",
+        "raw rows/s (method)",
+        "raw+conv rows/s",
+        "ours/raw",
+        "ours/raw+conv",
+    ]
+    widths = [max(len(str(r[i])) for r in [header, *table]) for i in range(len(header))]
+    print(
+        f"SqlDataWriter vs raw driver, batches of {BATCH} rows, one transaction per batch (median of rounds)"
+    )
+    for row in [header, ["-" * w for w in widths], *table]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+    for label, why in skipped.items():
+        print(f"{label}: skipped ({why})")
+    print(json.dumps({"bench": "sql", "batch": BATCH, "results": results, "skipped": skipped}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Contract cases of the SQL writer: SQLite (a file), PostgreSQL and MariaDB (the local servers).
+
+Server URLs come from ``DC_TEST_POSTGRES_URL`` / ``DC_TEST_MARIADB_URL`` (defaults: the local
+servers); a case skips when its server is unreachable unless ``DC_REQUIRE_SERVICES=1``. Every
+store uses its own table prefix and drops its tables on exit, so parallel runs do not collide.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from data_collector import DataWriter
+from data_writer.sql_data_writer import SqlDataWriter, read_contexts, read_samples
+
+from . import StoredSample, WriterCase, WriterHarness, require_service
+
+POSTGRES_URL = os.environ.get("DC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MARIADB_URL = os.environ.get("DC_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+
+TABLES = ("samples", "variables", "contexts", "schema_version")
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
+
+
+def require_database(url: str) -> None:
+    """Skip (or fail under DC_REQUIRE_SERVICES=1) when the server of ``url`` does not answer."""
+    parsed = sa.make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return
+    require_service(parsed.host or "127.0.0.1", parsed.port or DEFAULT_PORTS[backend], backend)
+
+
+def unique_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:12]}_"
+
+
+def drop_tables(url: str, prefix: str) -> None:
+    """Drop the tables of ``prefix`` (tests only: the writer itself never drops anything)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            quote = conn.dialect.identifier_preparer.quote
+            for name in TABLES:
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(prefix + name)}")
+    finally:
+        engine.dispose()
+
+
+def url_for(kind: str, tmp: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp / 'store.sqlite'}"
+    if kind == "postgresql":
+        return POSTGRES_URL
+    if kind == "mariadb":
+        return MARIADB_URL
+    raise ValueError(kind)
+
+
+@contextmanager
+def sql_store(kind: str, tmp: Path) -> Iterator[tuple[str, str]]:
+    """``(url, table_prefix)`` of an empty store of ``kind``; its tables are dropped on exit."""
+    url = url_for(kind, tmp)
+    require_database(url)
+    prefix = unique_prefix()
+    try:
+        yield url, prefix
+    finally:
+        drop_tables(url, prefix)
+
+
+class SqlHarness(WriterHarness):
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+
+    def new_writer(self) -> DataWriter:
+        return SqlDataWriter(self.url, table_prefix=self.prefix)
+
+    def read_back(self, context_id: int) -> list[StoredSample]:
+        try:
+            rows = read_samples(self.url, context_id, table_prefix=self.prefix)
+        except ValueError:  # ConfigurationError: no tables yet, so nothing stored
+            return []
+        return [
+            StoredSample(r.context_id, r.variable_id, r.read_at, r.value, r.quality, r.error) for r in rows
+        ]
+
+    def read_contexts(self) -> dict[int, list[dict[str, Any]]] | None:
+        runs: dict[int, list[dict[str, Any]]] = {}
+        for run in read_contexts(self.url, table_prefix=self.prefix):
+            runs.setdefault(run.context_id, []).append(
+                {"start": run.start, "end": run.end, "metadata": run.metadata}
+            )
+        return runs
+
+
+def _case(kind: str) -> WriterCase:
+    @contextmanager
+    def make(tmp: Path) -> Iterator[WriterHarness]:
+        with sql_store(kind, tmp) as (url, prefix):
+            yield SqlHarness(url, prefix)
+
+    return WriterCase(f"sql-{kind}", make)
+
+
+WRITER_CASES = [_case("sqlite"), _case("postgresql"), _case("mariadb")]
