@@ -264,3 +264,21 @@ def test_conflict_check_ignores_stopped_contexts() -> None:
         c.stop(1)
         c.start(DataCollectionContext(2, [_V(1, address="random")]))  # no longer a conflict
         assert c.state(2) == "running"
+
+
+def test_check_validates_like_start_and_points_at_the_field(running: Any) -> None:
+    c, writer = running
+    good = DataCollectionContext(8, [_V(8)])
+    c.check(good)  # fine, and nothing started
+    assert 8 not in c.contexts()
+    with pytest.raises(ConfigurationError) as info:
+        c.check(DataCollectionContext(8, [_V(8), _V(9, address="bad:1")]))
+    assert (info.value.context_id, info.value.variable_id, info.value.field) == (8, 9, "address")
+    with pytest.raises(ConfigurationError) as info:
+        c.check(DataCollectionContext(8, [_V(8, 20)]))
+    assert (info.value.variable_id, info.value.field) == (8, "interval_ms")
+    # conflicts against contexts meant to run beside it
+    with pytest.raises(ConflictingVariableError) as info:
+        c.check(good, DataCollectionContext(10, [_V(8, address="random")]))
+    assert info.value.field == "id"
+    _unchanged(c, writer)
