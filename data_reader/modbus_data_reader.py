@@ -1,0 +1,682 @@
+"""Modbus TCP reader: coils, discrete inputs, input and holding registers of PLCs, meters and gateways.
+
+``ModbusDataReader`` reads one Modbus TCP connection (a device, or a gateway with several unit ids
+behind it) with pymodbus's synchronous client, in the collector's reader thread. Requires the
+``modbus`` extra (``pip install data-collector[modbus]``). One instance per connection: several
+devices are several readers, each with its own ``reader_type`` and thread, so a slow or dead device
+never delays another.
+
+Configuration (constructor)::
+
+    ModbusDataReader(
+        host,                        # device or gateway address
+        port=502,
+        reader_type="modbus",        # the name Variable.reader_type refers to
+        unit_id=1,                   # default unit (slave) id; an address may name another
+        timeout_s=1.0,               # connect and response timeout
+        min_interval_ms=None,        # minimum interval of this reader's variables
+        max_gap=32,                  # registers of a hole bridged to merge requests (bits: 16x)
+        max_registers=125,           # registers per read request (lower it for picky devices)
+        max_bits=2000,               # coils / discrete inputs per read request
+        reconnect_delay_s=0.1,       # first delay before reconnecting after a failed connect
+        reconnect_delay_max_s=1.0,   # cap of the doubling reconnect delay
+        logger=None,                 # defaults to logging.getLogger("data_reader.modbus_data_reader")
+    )
+
+Addresses (``Variable.address``), case-insensitive::
+
+    <table>:<register>[.<bit>][:<type>[:<order>]][;unit=N][;scale=X][;offset=Y][;encoding=E]
+
+    table     coil | di | ir | hr   (also co/c, discrete/d, input/i, holding/h)
+    register  0-based protocol address, 0..65535 (decimal or 0x hex); "40001" in a manual is hr:0
+    .bit      bit 0 (LSB) .. 15 of an input/holding register, read as bool
+    type      bool (coils, discrete inputs, bits), int16, uint16 (default), int32, uint32, int64,
+              uint64, float16, float32, float64, string<N> (N registers, text cut at the first NUL)
+    order     ABCD (default, big-endian), DCBA (little-endian), BADC (bytes swapped in each
+              register), CDAB (registers swapped); AB/BA and ABCDEFGH/HGFEDCBA/BADCFEHG/GHEFCDAB
+              are accepted aliases; strings take ABCD or BADC
+    unit      unit id 0..255 for this variable (default: the reader's unit_id)
+    scale     value = raw * scale + offset (integers stay integers if both are integers)
+
+    hr:0                         uint16 holding register 0
+    ir:10:int16;scale=0.1        input register 10, signed, tenths -> float
+    hr:100:float32:CDAB          float in registers 100-101, low word first
+    hr:200:uint64;unit=3         64-bit counter of unit 3 behind a gateway
+    hr:40.3                      bit 3 of holding register 40
+    coil:7 / di:12               single bits
+    hr:300:string8               16-byte text in registers 300-307
+
+Values become the variable's ``value_type``: ``bool``, ``int``, ``float``, ``str``, or ``bytes``
+(raw string registers). Numbers convert to float and str, integers and bits to bool (non-zero);
+floats do not become int or bool and strings do not become numbers: such a variable, like a bad
+address, is rejected by ``DataCollector.start()`` with a :class:`ConfigurationError` naming the
+variable id and address.
+
+Requests: per tick the due variables of one unit and table are sorted and merged into as few
+read requests as the protocol allows (125 registers, 2000 bits), bridging holes of up to
+``max_gap`` registers. When a bridged request is refused with an illegal-address (or
+illegal-value) exception, the reader splits it, retries the halves in the same tick, and
+remembers the hole (or the refused value) so later ticks do not bridge it again. A failed request
+marks only its own variables BAD.
+
+Faults: a refused, timed-out or dropped connection marks the tick's variables BAD with the error
+text; reconnection waits ``reconnect_delay_s`` doubling up to ``reconnect_delay_max_s`` between
+failed connects, so with intervals of at least that cap the first tick after the device is back
+reads GOOD again. A unit that does not answer within ``timeout_s`` loses its own variables for
+the tick; units that answered in the previous tick are polled first, so a dead unit behind a
+gateway costs live units nothing. A tick waits for at most one unresponsive unit (``timeout_s``);
+a second timeout in the same tick means the link is dead: the connection is closed and the rest
+of the tick is BAD (the worst case is therefore two timeouts).
+
+Logging: the reader logs connection state changes (lost, failing, back) once each on ``logger``.
+pymodbus itself logs every unanswered request at ERROR level on the ``pymodbus`` logger; raise
+that logger's level if a dead unit's timeouts should not reach your log.
+
+Writes: :meth:`ModbusDataReader.write` writes coils (function 5), holding registers (6 or 16)
+and register bits (mask write, function 22), encoded as they are read (scale and offset undone).
+It may be called from any thread; the client is shared under a lock.
+
+Example (run ``python -m data_reader.modbus_simulator --port 5020`` first)::
+
+    import logging
+    from data_collector import DataCollector, DataCollectionContext, Variable
+    from data_reader.modbus_data_reader import ModbusDataReader
+    from data_writer.csv_file_data_writer import CsvFileDataWriter
+
+    reader = ModbusDataReader("127.0.0.1", 5020, timeout_s=0.5)
+    variables = [
+        Variable(1, "hr:0:float32", "float", "modbus", interval_ms=500),      # sine
+        Variable(2, "hr:240:float32", "float", "modbus"),                     # constant -1234.5625
+        Variable(3, "hr:9.0", "bool", "modbus"),                              # square wave
+    ]
+    with DataCollector(logging.getLogger("dc"), [reader], [CsvFileDataWriter("modbus.csv")]) as c:
+        c.start(DataCollectionContext(1, variables, duration_s=5))
+        ...
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import operator
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.pdu import ModbusPDU
+
+from data_collector import (
+    CollectedVariables,
+    ConfigurationError,
+    DataReader,
+    Quality,
+    ReaderError,
+    Variable,
+)
+from data_collector._model import BUILTIN_VALUE_TYPES
+
+from ._modbus._address import (
+    MAX_READ_BITS,
+    MAX_READ_REGISTERS,
+    SYNTAX,
+    AddressError,
+    ModbusAddress,
+    Table,
+    compile_reader,
+    encode_value,
+    parse_address,
+)
+from ._modbus._client import TcpClient
+from ._modbus._plan import (
+    RAW,
+    REGISTER_BIT,
+    STRUCT,
+    Entry,
+    Request,
+    SplitMemory,
+    plan_requests,
+    split_request,
+)
+
+__all__ = ["ModbusDataReader", "ModbusReaderStats"]
+
+_GOOD = Quality.GOOD
+_EXCEPTIONS = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge",
+    6: "server device busy",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target device failed to respond",
+}
+_SPLIT_CODES = frozenset({2, 3})
+_MAX_PLANS = 32  # cached plans (one per distinct set of due variables)
+_TABLE_ORDER = {Table.COIL: 0, Table.DISCRETE_INPUT: 1, Table.INPUT_REGISTER: 2, Table.HOLDING_REGISTER: 3}
+
+# outcomes of one request
+_DATA, _REFUSED, _TIMEOUT, _LOST = range(4)
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusReaderStats:
+    """Counters of one :class:`ModbusDataReader` since it was built."""
+
+    requests: int
+    exception_responses: int
+    timeouts: int
+    connects: int
+    connect_failures: int
+    disconnects: int
+    splits: int
+    remembered_holes: int
+    isolated_spans: int
+
+
+@dataclass(slots=True)
+class _Plan:
+    variables: list[Variable]
+    version: int
+    invalid: list[tuple[int, str]]
+    units: dict[int, list[Request]]
+    planned: list[int]  # indexes of the items that have a request
+
+
+def _check_number(name: str, value: object, *, minimum: float, integer: bool = False) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, int if integer else int | float)
+    if not ok or not math.isfinite(float(value)) or float(value) < minimum:  # type: ignore[arg-type]
+        kind = "an int" if integer else "a number"
+        raise ConfigurationError(f"ModbusDataReader: {name} must be {kind} >= {minimum}, got {value!r}")
+
+
+class ModbusDataReader(DataReader):
+    """Reads coils, discrete inputs and registers of one Modbus TCP connection (see the module doc)."""
+
+    reader_type = "modbus"
+    value_types = frozenset({"bytes"})
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 502,
+        *,
+        reader_type: str = "modbus",
+        unit_id: int = 1,
+        timeout_s: float = 1.0,
+        min_interval_ms: int | None = None,
+        max_gap: int = 32,
+        max_registers: int = MAX_READ_REGISTERS,
+        max_bits: int = MAX_READ_BITS,
+        reconnect_delay_s: float = 0.1,
+        reconnect_delay_max_s: float = 1.0,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        super().__init__(reader_type=reader_type, min_interval_ms=min_interval_ms)
+        if not isinstance(host, str) or not host.strip():
+            raise ConfigurationError(f"ModbusDataReader: host must be a non-empty str, got {host!r}")
+        _check_number("port", port, minimum=1, integer=True)
+        if port > 65535:
+            raise ConfigurationError(f"ModbusDataReader: port must be 1..65535, got {port!r}")
+        _check_number("unit_id", unit_id, minimum=0, integer=True)
+        if unit_id > 255:
+            raise ConfigurationError(f"ModbusDataReader: unit_id must be 0..255, got {unit_id!r}")
+        _check_number("timeout_s", timeout_s, minimum=0.001)
+        _check_number("max_gap", max_gap, minimum=0, integer=True)
+        _check_number("max_registers", max_registers, minimum=1, integer=True)
+        if max_registers > MAX_READ_REGISTERS:
+            raise ConfigurationError(f"ModbusDataReader: max_registers must be 1..125, got {max_registers!r}")
+        _check_number("max_bits", max_bits, minimum=1, integer=True)
+        if max_bits > MAX_READ_BITS:
+            raise ConfigurationError(f"ModbusDataReader: max_bits must be 1..2000, got {max_bits!r}")
+        _check_number("reconnect_delay_s", reconnect_delay_s, minimum=0)
+        _check_number("reconnect_delay_max_s", reconnect_delay_max_s, minimum=reconnect_delay_s)
+        self.host = host
+        self.port = port
+        self.unit_id = unit_id
+        self.timeout_s = float(timeout_s)
+        self.max_gap = max_gap
+        self.max_registers = max_registers
+        self.max_bits = max_bits
+        self.reconnect_delay_s = float(reconnect_delay_s)
+        self.reconnect_delay_max_s = float(reconnect_delay_max_s)
+        self._log = logger if logger is not None else logging.getLogger(__name__)
+        self._lock = threading.Lock()
+        self._client: TcpClient | None = None
+        self._addresses: dict[str, ModbusAddress] = {}
+        self._readers: dict[tuple[str, str], tuple[ModbusAddress, Callable[[Any], Any] | None]] = {}
+        self._memory = SplitMemory()
+        self._plans: dict[tuple[int, int, int], _Plan] = {}
+        self._suspects: dict[int, int] = {}  # unit -> tick count when it last failed to answer
+        self._backoff = 0.0
+        self._next_connect = 0.0
+        self._connect_error = ""
+        self._ever_connected = False
+        self._ticks = 0
+        self._requests = 0
+        self._exception_responses = 0
+        self._timeouts = 0
+        self._connects = 0
+        self._connect_failures = 0
+        self._disconnects = 0
+        self._splits = 0
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def _address(self, variable: Variable) -> ModbusAddress:
+        addr = self._addresses.get(variable.address)
+        if addr is None:
+            try:
+                addr = parse_address(variable.address)
+            except AddressError as exc:
+                raise ConfigurationError(
+                    f"variable {variable.id} address {variable.address!r}: {exc} (syntax: {SYNTAX})"
+                ) from None
+            self._addresses[variable.address] = addr
+        return addr
+
+    def _reader_of(self, variable: Variable) -> tuple[ModbusAddress, Callable[[Any], Any] | None]:
+        key = (variable.address, variable.value_type)
+        found = self._readers.get(key)
+        if found is None:
+            addr = self._address(variable)
+            if variable.value_type not in BUILTIN_VALUE_TYPES | self.value_types:
+                known = sorted(BUILTIN_VALUE_TYPES | self.value_types)
+                raise ConfigurationError(
+                    f"variable {variable.id} address {variable.address!r}: unknown value_type "
+                    f"{variable.value_type!r}; known: {known}"
+                )
+            try:
+                convert = compile_reader(addr, variable.value_type)
+            except AddressError as exc:
+                raise ConfigurationError(
+                    f"variable {variable.id} address {variable.address!r}: {exc}"
+                ) from None
+            limit = self.max_bits if addr.table.is_bit else self.max_registers
+            if addr.width > limit:
+                raise ConfigurationError(
+                    f"variable {variable.id} address {variable.address!r}: {addr.type.name} needs "
+                    f"{addr.width} registers, more than max_registers={limit} of this reader"
+                )
+            found = self._readers[key] = (addr, convert)
+        return found
+
+    def validate_variable(self, variable: Variable) -> None:
+        """Parse the address and check that its value converts to the variable's value_type."""
+        self._reader_of(variable)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the client; the connection is made by the first read (never raises for a dead device)."""
+        with self._lock:
+            if self._client is None:
+                self._client = TcpClient(self.host, self.port, self.timeout_s)
+
+    def close(self) -> None:
+        """Close the connection. A later read reconnects."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+            self._client = None
+
+    @property
+    def connected(self) -> bool:
+        client = self._client
+        return client is not None and client.connected
+
+    @property
+    def stats(self) -> ModbusReaderStats:
+        return ModbusReaderStats(
+            requests=self._requests,
+            exception_responses=self._exception_responses,
+            timeouts=self._timeouts,
+            connects=self._connects,
+            connect_failures=self._connect_failures,
+            disconnects=self._disconnects,
+            splits=self._splits,
+            remembered_holes=self._memory.hole_count,
+            isolated_spans=self._memory.alone_count,
+        )
+
+    def forget_splits(self) -> None:
+        """Forget the holes and values the device refused (e.g. after its configuration changed)."""
+        with self._lock:
+            self._memory.clear()
+
+    def __repr__(self) -> str:
+        where = f"{self.host}:{self.port}, unit_id={self.unit_id}"
+        return f"ModbusDataReader(reader_type={self.reader_type!r}, {where})"
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _ensure_connected(self, *, force: bool = False) -> bool:
+        client = self._client
+        if client is None:
+            client = self._client = TcpClient(self.host, self.port, self.timeout_s)
+        if client.connected:
+            return True
+        if not force and time.monotonic() < self._next_connect:
+            return False
+        if client.connect():
+            self._connects += 1
+            if self._backoff or self._connect_error:
+                self._log.info("modbus %s:%s (%s): connected again", self.host, self.port, self.reader_type)
+            elif not self._ever_connected:
+                self._log.debug("modbus %s:%s (%s): connected", self.host, self.port, self.reader_type)
+            self._ever_connected = True
+            self._backoff = 0.0
+            self._connect_error = ""
+            return True
+        self._connect_failures += 1
+        first = not self._connect_error
+        self._connect_error = f"cannot connect to {self.host}:{self.port}: {client.last_error}"
+        if self._backoff == 0.0:
+            self._backoff = self.reconnect_delay_s
+        else:
+            self._backoff = min(self._backoff * 2, self.reconnect_delay_max_s)
+        self._next_connect = time.monotonic() + self._backoff
+        log = self._log.warning if first else self._log.debug
+        log("modbus %s (%s); next attempt in %.2f s", self._connect_error, self.reader_type, self._backoff)
+        return False
+
+    def _disconnect(self, reason: str) -> None:
+        """Close a connection that failed in use (pymodbus may have closed the socket already)."""
+        if self._client is not None:
+            self._client.close()
+        self._disconnects += 1
+        self._log.warning(
+            "modbus %s:%s (%s): connection closed: %s", self.host, self.port, self.reader_type, reason
+        )
+        self._next_connect = 0.0  # a connection that worked is retried at the next tick
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _get_plan(self, batch: CollectedVariables) -> _Plan:
+        """The plan of this set of due variables: cached (ticks repeat a few due sets), else built."""
+        current = batch.variables
+        n = len(current)
+        key = (n, id(current[0]), id(current[-1])) if n else (0, 0, 0)
+        plan = self._plans.get(key)
+        if (
+            plan is not None
+            and plan.version == self._memory.version
+            and len(plan.variables) == n
+            and all(map(operator.is_, plan.variables, current))
+        ):
+            return plan
+        if len(self._plans) >= _MAX_PLANS:
+            self._plans.clear()
+        variables = list(current)
+        invalid: list[tuple[int, str]] = []
+        groups: dict[tuple[int, Table], list[Entry]] = {}
+        for index, variable in enumerate(variables):
+            try:
+                addr, convert = self._reader_of(variable)
+            except ConfigurationError as exc:
+                invalid.append((index, str(exc)))
+                continue
+            unit = addr.unit if addr.unit is not None else self.unit_id
+            groups.setdefault((unit, addr.table), []).append(Entry(index, addr, convert))
+        units: dict[int, list[Request]] = {}
+        planned: list[int] = []
+        for (unit, table), entries in sorted(
+            groups.items(), key=lambda kv: (kv[0][0], _TABLE_ORDER[kv[0][1]])
+        ):
+            limit = self.max_bits if table.is_bit else self.max_registers
+            gap = self.max_gap * 16 if table.is_bit else self.max_gap
+            units.setdefault(unit, []).extend(
+                plan_requests(unit, table, entries, limit=limit, max_gap=gap, memory=self._memory)
+            )
+            planned.extend(e.index for e in entries)
+        plan = self._plans[key] = _Plan(variables, self._memory.version, invalid, units, planned)
+        return plan
+
+    def read(self, variables: CollectedVariables) -> None:
+        """Read every item: GOOD with its value, or BAD with the error text. Never raises."""
+        items = variables  # the batch's items, addressed by index
+        with self._lock:
+            self._ticks += 1
+            plan = self._get_plan(items)
+            for index, message in plan.invalid:
+                items[index].set_bad(message)
+            if not plan.units:
+                return
+            if not self._ensure_connected():
+                if self._connect_error:
+                    wait = max(0.0, self._next_connect - time.monotonic())
+                    message = f"{self._connect_error} (next attempt in {wait:.2f} s)"
+                else:  # pragma: no cover - defensive
+                    message = f"not connected to {self.host}:{self.port}"
+                for index in plan.planned:
+                    items[index].set_bad(message)
+                return
+            self._execute(plan, items)
+
+    def _unit_order(self, units: dict[int, list[Request]]) -> list[int]:
+        healthy = [u for u in units if u not in self._suspects]
+        # suspects: the one that failed longest ago first, so each gets its turn
+        suspects = sorted((u for u in units if u in self._suspects), key=lambda u: self._suspects[u])
+        return healthy + suspects
+
+    def _execute(self, plan: _Plan, items: CollectedVariables) -> None:
+        order = self._unit_order(plan.units)
+        timed_out = False
+        for position, unit in enumerate(order):
+            requests = plan.units[unit]
+            if timed_out and unit in self._suspects:
+                message = (
+                    f"unit {unit} not polled: it did not answer before and this tick already waited "
+                    f"{self.timeout_s:g} s for an unresponsive unit"
+                )
+                self._fail(requests, items, message)  # keeps its older failure tick: polled first next time
+                continue
+            for i, request in enumerate(requests):
+                outcome = self._run(request, items)
+                if outcome == _TIMEOUT:
+                    self._suspects[unit] = self._ticks
+                    message = f"unit {unit} did not answer within {self.timeout_s:g} s"
+                    self._fail(requests[i + 1 :], items, message)
+                    if timed_out:
+                        self._disconnect(f"two units did not answer within {self.timeout_s:g} s in one tick")
+                        rest = [r for u in order[position + 1 :] for r in plan.units[u]]
+                        self._fail(rest, items, f"connection to {self.host}:{self.port} closed: no answer")
+                        return
+                    timed_out = True
+                    break
+                if outcome == _LOST:
+                    message = items[request.entries[0].index].error or "connection lost"
+                    rest = requests[i + 1 :] + [r for u in order[position + 1 :] for r in plan.units[u]]
+                    self._fail(rest, items, message)
+                    return
+            else:
+                self._suspects.pop(unit, None)
+
+    @staticmethod
+    def _fail(requests: Sequence[Request], items: CollectedVariables, message: str) -> None:
+        for request in requests:
+            for e in request.entries:
+                items[e.index].set_bad(message)
+
+    def _call(self, request: Request) -> ModbusPDU:
+        client = self._client
+        assert client is not None
+        self._requests += 1
+        table = request.table
+        if table is Table.HOLDING_REGISTER:
+            return client.read_holding_registers(request.start, count=request.count, device_id=request.unit)
+        if table is Table.INPUT_REGISTER:
+            return client.read_input_registers(request.start, count=request.count, device_id=request.unit)
+        if table is Table.COIL:
+            return client.read_coils(request.start, count=request.count, device_id=request.unit)
+        return client.read_discrete_inputs(request.start, count=request.count, device_id=request.unit)
+
+    def _run(self, request: Request, items: CollectedVariables) -> int:
+        """Execute one request (splitting it when refused); return its outcome."""
+        try:
+            response = self._call(request)
+        except ModbusIOException as exc:
+            text = str(exc)
+            if "No response" in text:
+                self._timeouts += 1
+                self._fail(
+                    [request],
+                    items,
+                    f"no answer from unit {request.unit} within {self.timeout_s:g} s "
+                    f"reading {request.describe()}",
+                )
+                return _TIMEOUT
+            self._disconnect(text)
+            self._fail([request], items, f"reading {request.describe()}: {text}")
+            return _LOST
+        except (ConnectionException, ModbusException, OSError) as exc:
+            text = f"connection to {self.host}:{self.port} lost reading {request.describe()}: {exc}"
+            self._disconnect(str(exc))
+            self._fail([request], items, text)
+            return _LOST
+        except Exception as exc:  # unexpected: resynchronise the connection
+            text = f"reading {request.describe()} failed: {type(exc).__name__}: {exc}"
+            self._disconnect(text)
+            self._fail([request], items, text)
+            return _LOST
+        if response.isError():
+            return self._refused(request, items, response.exception_code)
+        try:
+            self._decode(request, response, items)
+        except Exception as exc:  # a malformed or short response: this request only
+            self._fail(
+                [request], items, f"reading {request.describe()}: bad response: {type(exc).__name__}: {exc}"
+            )
+            return _REFUSED
+        return _DATA
+
+    def _refused(self, request: Request, items: CollectedVariables, code: int) -> int:
+        self._exception_responses += 1
+        if code in _SPLIT_CODES:
+            halves = split_request(request)
+            if halves is not None:
+                self._splits += 1
+                left, right, hole = halves
+                first = self._run(left, items)
+                if first in (_TIMEOUT, _LOST):
+                    self._fail([right], items, items[left.entries[0].index].error or "not read")
+                    return first
+                second = self._run(right, items)
+                if (
+                    second == _DATA
+                    and first == _DATA
+                    and hole is not None
+                    and self._memory.add_hole(request.unit, request.table, *hole)
+                ):
+                    self._log.info(
+                        "modbus %s:%s (%s): unit %s refused %s %s..%s; not bridging them any more",
+                        self.host,
+                        self.port,
+                        self.reader_type,
+                        request.unit,
+                        request.table.plural,
+                        hole[0],
+                        hole[1] - 1,
+                    )
+                return second if second in (_TIMEOUT, _LOST) else _REFUSED
+            self._memory.add_alone(request.unit, request.table, request.start, request.end)
+        name = _EXCEPTIONS.get(code, "unknown exception")
+        self._fail(
+            [request],
+            items,
+            f"unit {request.unit} refused reading {request.describe()}: exception {code} ({name})",
+        )
+        return _REFUSED
+
+    @staticmethod
+    def _decode(request: Request, response: ModbusPDU, items: CollectedVariables) -> None:
+        # the batch's columns are assigned by index (the fast path the model offers readers)
+        values, qualities, errors = items.values, items.qualities, items.errors
+        count = request.count
+        if request.table.is_bit:
+            bits = response.bits
+            if len(bits) < count:
+                raise ValueError(f"{len(bits)} bits for {count} requested")
+            for index, _kind, _unpack, off, _little, post, _extra in request.decoders:
+                value: Any = bool(bits[off])
+                values[index] = value if post is None else post(value)
+                qualities[index] = _GOOD
+                errors[index] = None
+            return
+        regs = response.registers
+        if len(regs) != count:
+            raise ValueError(f"{len(regs)} registers for {count} requested")
+        assert request.big is not None and request.little is not None
+        big = request.big.pack(*regs)
+        little = request.little.pack(*regs) if request.needs_little else big
+        for index, kind, unpack, off, use_little, post, extra in request.decoders:
+            if kind == STRUCT:
+                value = unpack(little if use_little else big, off)[0]  # type: ignore[misc]
+            elif kind == REGISTER_BIT:
+                value = bool((regs[off] >> extra) & 1)
+            elif kind == RAW:
+                value = (little if use_little else big)[off : off + extra]
+            else:  # pragma: no cover - BIT is handled above
+                raise AssertionError(kind)
+            values[index] = value if post is None else post(value)
+            qualities[index] = _GOOD
+            errors[index] = None
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(self, variable: Variable, value: Any) -> None:
+        """Write ``value`` (engineering units) to the coil, holding register(s) or bit of ``variable``.
+
+        Raises :class:`ConfigurationError` for a read-only table or a value that does not fit, and
+        :class:`ReaderError` when the device cannot be reached or refuses the write.
+        """
+        addr = self._address(variable)
+        where = f"variable {variable.id} address {variable.address!r}"
+        if not addr.table.writable:
+            raise ConfigurationError(
+                f"{where}: {addr.table.plural} are read-only; only coils and holding registers can be written"
+            )
+        try:
+            encoded = encode_value(addr, value)
+        except AddressError as exc:
+            raise ConfigurationError(f"{where}: {exc}") from None
+        unit = addr.unit if addr.unit is not None else self.unit_id
+        with self._lock:
+            if not self._ensure_connected(force=True):
+                raise ReaderError(f"{where}: cannot write {value!r}: {self._connect_error}")
+            client = self._client
+            assert client is not None
+            try:
+                if addr.table is Table.COIL:
+                    response = client.write_coil(addr.address, bool(encoded), device_id=unit)
+                elif addr.bit is not None:
+                    mask = 1 << addr.bit
+                    response = client.mask_write_register(
+                        address=addr.address,
+                        and_mask=0xFFFF ^ mask,
+                        or_mask=mask if encoded else 0,
+                        device_id=unit,
+                    )
+                else:
+                    assert isinstance(encoded, list)
+                    if len(encoded) == 1:
+                        response = client.write_register(addr.address, encoded[0], device_id=unit)
+                    else:
+                        response = client.write_registers(addr.address, encoded, device_id=unit)
+            except ModbusIOException as exc:
+                if "No response" not in str(exc):
+                    self._disconnect(str(exc))
+                raise ReaderError(f"{where}: writing {value!r} failed: {exc}") from exc
+            except (ModbusException, OSError) as exc:
+                self._disconnect(str(exc))
+                raise ReaderError(f"{where}: writing {value!r} failed: {exc}") from exc
+        if response.isError():
+            code = response.exception_code
+            raise ReaderError(
+                f"{where}: unit {unit} refused writing {value!r}: exception {code} "
+                f"({_EXCEPTIONS.get(code, 'unknown exception')})"
+            )
