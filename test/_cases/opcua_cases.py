@@ -1,0 +1,158 @@
+"""OPC UA reader cases for the contract suite, and helpers shared by the ``opcua_*_test.py`` files.
+
+Every case runs a real asyncua server (:class:`OpcUaSimulator`) on 127.0.0.1 on a free port.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from _cases import ReaderCase
+from data_collector import DataReader, Variable
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SIM_URI = "urn:data-collector:simulator"
+AUX_URI = "urn:data-collector:simulator:aux"
+
+#: Constant nodes of the simulator: name -> (value type, expected value).
+CONSTANTS: dict[str, tuple[str, Any]] = {
+    "Static.Double": ("float", 3.25),
+    "Static.Float": ("float", 1.5),
+    "Static.Int16": ("int", -1234),
+    "Static.Int32": ("int", -42),
+    "Static.UInt32": ("int", 4_000_000_000),
+    "Static.Int64": ("int", 2**40),
+    "Static.Bool": ("bool", True),
+    "Static.String": ("str", "hello"),
+    "Static.Bytes": ("bytes", b"\x00\x01\xfe\xff"),
+    "Static.Text": ("str", "Boiler 1"),
+}
+
+
+@contextmanager
+def _case(mode: str) -> Iterator[tuple[DataReader, list[Variable], dict[int, Callable[[Any], bool]]]]:
+    pytest.importorskip("asyncua")
+    from data_reader.opcua_data_reader import OpcUaDataReader
+    from data_reader.opcua_simulator import OpcUaSimulator
+
+    with OpcUaSimulator() as sim:
+        reader = OpcUaDataReader(sim.endpoint, mode=mode, timeout_s=3.0)  # type: ignore[arg-type]
+        variables = [
+            Variable(1, sim.address("Static.Double"), "float", "opcua"),
+            Variable(2, sim.address("Static.Int32"), "int", "opcua"),
+            Variable(3, sim.address("Static.Bool"), "bool", "opcua"),
+            Variable(4, sim.address("Static.String"), "str", "opcua"),
+            Variable(5, sim.address("Static.UInt32", by_uri=True), "int", "opcua"),
+            Variable(6, sim.address("Sim.Sine"), "float", "opcua"),
+            Variable(7, sim.address("Sim.Counter", by_uri=True), "int", "opcua"),
+            Variable(8, sim.numeric_address(), "float", "opcua"),
+        ]
+        expected: dict[int, Callable[[Any], bool]] = {
+            1: lambda v: v == 3.25,
+            2: lambda v: v == -42,
+            3: lambda v: v is True,
+            4: lambda v: v == "hello",
+            5: lambda v: v == 4_000_000_000,
+            6: lambda v: math.isfinite(v) and -1.0 <= v <= 1.0,
+            7: lambda v: v >= 1,
+            8: lambda v: v == 10.01,
+        }
+        yield reader, variables, expected
+
+
+@contextmanager
+def _poll_case() -> Iterator[tuple[DataReader, list[Variable], dict[int, Callable[[Any], bool]]]]:
+    with _case("poll") as made:
+        yield made
+
+
+@contextmanager
+def _subscribe_case() -> Iterator[tuple[DataReader, list[Variable], dict[int, Callable[[Any], bool]]]]:
+    with _case("subscribe") as made:
+        yield made
+
+
+READER_CASES = [ReaderCase("opcua-poll", _poll_case), ReaderCase("opcua-subscribe", _subscribe_case)]
+
+
+# -- helpers for the opcua tests ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CertPair:
+    certificate: Path
+    private_key: Path
+
+
+def make_certificate(directory: Path, name: str, uri: str, *, server: bool = False) -> CertPair:
+    """A self-signed OPC UA application certificate (PEM) and its key, made for the test."""
+    from asyncua.crypto import cert_gen
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    key = cert_gen.generate_private_key()
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    names = [
+        x509.UniformResourceIdentifier(uri),
+        x509.DNSName(socket.gethostname()),
+        x509.DNSName("localhost"),
+    ]
+    cert = cert_gen.generate_self_signed_app_certificate(key, name, {}, names, [usage], days=2)
+    pair = CertPair(directory / f"{name}-cert.pem", directory / f"{name}-key.pem")
+    pair.certificate.write_bytes(cert.public_bytes(Encoding.PEM))
+    pair.private_key.write_bytes(cert_gen.dump_private_key_as_pem(key))
+    return pair
+
+
+class SimulatorProcess:
+    """``python -m data_reader.opcua_simulator`` in a child process (so it can really be killed)."""
+
+    def __init__(
+        self, port: int = 0, *, reverse_namespaces: bool = False, extra: list[str] | None = None
+    ) -> None:
+        cmd = [sys.executable, "-m", "data_reader.opcua_simulator", "--port", str(port)]
+        if reverse_namespaces:
+            cmd.append("--reverse-namespaces")
+        cmd += extra or []
+        self.process = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        assert self.process.stdout is not None
+        line = self._first_line(60.0)
+        match = re.search(r"opc\.tcp://127\.0\.0\.1:(\d+)/", line)
+        if match is None:
+            self.kill()
+            raise AssertionError(f"simulator did not start: {line!r}")
+        self.port = int(match.group(1))
+        self.banner = line
+        self.endpoint = f"opc.tcp://127.0.0.1:{self.port}/"
+
+    def _first_line(self, timeout_s: float) -> str:
+        import selectors
+
+        assert self.process.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.process.stdout, selectors.EVENT_READ)
+            if not sel.select(timeout_s):
+                self.kill()
+                raise AssertionError(f"simulator printed nothing within {timeout_s} s")
+        return self.process.stdout.readline()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(30)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
