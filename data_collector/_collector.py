@@ -320,6 +320,12 @@ class DataCollector:
                     self._scheduler.shutdown(wait=False)
                 for task in self._reader_tasks.values():
                     task.shutdown(timeout=self._drain_timeout_s)
+                    if task.is_alive():
+                        self._log.error(
+                            "reader %r still busy after %.1f s; closing it anyway",
+                            task.reader_type,
+                            self._drain_timeout_s,
+                        )
                 for wtask in self._writer_tasks or ():
                     if not wtask.shutdown(timeout=self._drain_timeout_s):
                         self._log.error(
@@ -639,6 +645,13 @@ class DataCollector:
             if task is None:
                 continue
             plan = ReaderPlan.build(rt, active)
+            intervals = plan.variable_intervals()
+            old = task.plan
+            if (old.variable_intervals() if old is not None else {}) != intervals:
+                try:
+                    task.reader.variables_changed(intervals)
+                except Exception:
+                    self._log.exception("reader %r raised in variables_changed; ignored", rt)
             task.set_plan(None if plan.empty else plan, barrier=barrier)
 
     def _dispatch(self, context: DataCollectionContext, batch: CollectedVariables) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ._errors import ConfigurationError, WriteNotSupportedError
@@ -65,6 +66,18 @@ class DataReader(abc.ABC):
         Called by ``DataCollector.start()`` for every variable of this reader type, before
         anything starts, so a bad address fails the call that received it. The default accepts
         every variable.
+        """
+
+    def variables_changed(self, intervals: Mapping[Variable, int]) -> None:  # noqa: B027 - optional hook
+        """The set of variables the collector reads with this reader changed.
+
+        Called with every variable now scheduled for this reader and the interval (ms) at which
+        it is read (the GCD of the intervals the running contexts want), whenever a context
+        starts, stops, pauses or resumes, before the first tick of the new schedule; called with
+        an empty mapping when nothing is scheduled any more. Called from the thread that made
+        the change, never concurrently with itself. Readers that subscribe to their device
+        (rather than poll it) use it to create and remove subscriptions. The default does
+        nothing; an exception is logged and does not stop the change.
         """
 
     @abc.abstractmethod

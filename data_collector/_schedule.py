@@ -105,6 +105,14 @@ class ReaderPlan:
         """The distinct effective intervals in this plan, ascending."""
         return tuple(sorted(self._intervals))
 
+    def variable_intervals(self) -> dict[Variable, int]:
+        """Each variable read, with the interval at which it is read (GCD of the wanted intervals)."""
+        out: dict[int, int] = {}
+        for interval, interests in self._intervals.items():
+            for it in interests:
+                out[it.var_index] = math.gcd(out.get(it.var_index, 0), interval)
+        return {self.variables[vi]: ms for vi, ms in sorted(out.items())}
+
     def due(self, t_ms: int) -> TickPlan | None:
         """The tick plan at ``t_ms`` (epoch ms), or ``None`` when nothing is due then."""
         key = frozenset(i for i in self._intervals if t_ms % i == 0)

@@ -102,6 +102,9 @@ class ReaderTask:
             self._cond.notify_all()
         self._thread.join(timeout)
 
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
     def lateness_us(self) -> tuple[int, int, int, int]:
         """(count, p50, p99, max) tick lateness in microseconds over the recent ticks."""
         values = sorted(self._lateness)

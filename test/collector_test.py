@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -387,3 +388,29 @@ def test_noop_writer_counts(caplog: pytest.LogCaptureFixture) -> None:
         c.start(DataCollectionContext(1, [V(1, 100)]))
         wait_for(lambda: noop.written >= 2)
     assert "context 1 variable 1 counter" in caplog.text
+
+
+def test_variables_changed_hook_follows_the_schedule() -> None:
+    class Hooked(CountingReader):
+        def __init__(self) -> None:
+            super().__init__()
+            self.changes: list[dict[int, int]] = []
+
+        def variables_changed(self, intervals: Mapping[Variable, int]) -> None:
+            self.changes.append({v.id: ms for v, ms in intervals.items()})
+
+    reader = Hooked()
+    with DataCollector(LOG, [reader], [RecordingWriter()]) as c:
+        c.start(DataCollectionContext(1, [V(1, 300)]))
+        c.start(DataCollectionContext(2, [V(1, 200), V(2)], default_interval_ms=1000))
+        c.pause(2)
+        c.resume(2)
+        c.stop(1)
+    assert reader.changes == [
+        {1: 300},
+        {1: 100, 2: 1000},
+        {1: 300},
+        {1: 100, 2: 1000},
+        {1: 200, 2: 1000},
+        {},
+    ]
