@@ -24,6 +24,7 @@ from ._collector import (
     ReaderStats,
     WriterStats,
 )
+from ._config import ConfigFileError, ConfigIssue, Configuration, load_config, loads_config
 from ._errors import (
     CollectorClosedError,
     ConfigurationError,
@@ -46,6 +47,18 @@ from ._model import (
     Variable,
 )
 from ._reader import DataReader
+from ._registry import (
+    PluginInfo,
+    available_readers,
+    available_writers,
+    plugins,
+    reader_class,
+    register_reader,
+    register_writer,
+    unregister_reader,
+    unregister_writer,
+    writer_class,
+)
 from ._writer import DataWriter
 
 __version__ = "0.1.0"
@@ -56,6 +69,9 @@ __all__ = [
     "CollectedVariables",
     "CollectorClosedError",
     "CollectorStats",
+    "ConfigFileError",
+    "ConfigIssue",
+    "Configuration",
     "ConfigurationError",
     "ConflictingVariableError",
     "ContextAlreadyStartedError",
@@ -67,6 +83,7 @@ __all__ = [
     "DataCollector",
     "DataReader",
     "DataWriter",
+    "PluginInfo",
     "Quality",
     "ReaderError",
     "ReaderStats",
@@ -76,4 +93,15 @@ __all__ = [
     "WriterError",
     "WriterStats",
     "__version__",
+    "available_readers",
+    "available_writers",
+    "load_config",
+    "loads_config",
+    "plugins",
+    "reader_class",
+    "register_reader",
+    "register_writer",
+    "unregister_reader",
+    "unregister_writer",
+    "writer_class",
 ]

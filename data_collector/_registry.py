@@ -7,16 +7,29 @@ and ``data_collector.writers``, e.g. in their ``pyproject.toml``::
     [project.entry-points."data_collector.readers"]
     s7 = "my_package.s7_reader:S7Reader"
 
-after which ``type = "s7"`` works in a configuration file. Code may also call
-:func:`register_reader` / :func:`register_writer`. Names are looked up in that order: registered
-in code, entry points, built-ins. A plugin that fails to load raises :class:`ConfigurationError`
-naming the plugin and its entry point.
+after which ``type = "s7"`` works in a configuration file (``pip install`` of the package is all it
+takes). Code may also call :func:`register_reader` / :func:`register_writer`. Names are looked up in
+that order: registered in code, entry points, built-ins. A plugin that fails to load raises
+:class:`ConfigurationError` naming the plugin, its entry point and its distribution.
+
+Example::
+
+    from data_collector._registry import available_readers, reader_class, register_reader
+    from data_reader.random_data_reader import RandomDataReader
+
+    class Simulated(RandomDataReader):
+        reader_type = "simulated"
+
+    register_reader("simulated", Simulated)
+    print(available_readers())            # ['modbus', 'opcua', 'random', 'simulated', ...]
+    reader = reader_class("simulated")()  # what a configuration file with type = "simulated" builds
 """
 
 from __future__ import annotations
 
 import importlib
 import threading
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Literal
 
@@ -27,11 +40,15 @@ from ._writer import DataWriter
 __all__ = [
     "READER_GROUP",
     "WRITER_GROUP",
+    "PluginInfo",
     "available_readers",
     "available_writers",
+    "plugins",
     "reader_class",
     "register_reader",
     "register_writer",
+    "unregister_reader",
+    "unregister_writer",
     "writer_class",
 ]
 
@@ -60,6 +77,21 @@ _lock = threading.Lock()
 _registered: dict[Kind, dict[str, type]] = {"reader": {}, "writer": {}}
 
 
+@dataclass(frozen=True, slots=True)
+class PluginInfo:
+    """Where a plugin name comes from: ``source`` is ``"registered"``, ``"entry point"`` or ``"built-in"``.
+
+    ``target`` is ``module:attribute`` (or the class's qualified name when registered in code);
+    ``distribution`` names the installed distribution of an entry point (``name version``).
+    """
+
+    kind: Kind
+    name: str
+    source: str
+    target: str
+    distribution: str | None = None
+
+
 def register_reader(name: str, cls: type[DataReader]) -> None:
     """Make ``cls`` available under ``name`` (overrides entry points and built-ins)."""
     _register("reader", name, cls)
@@ -68,6 +100,18 @@ def register_reader(name: str, cls: type[DataReader]) -> None:
 def register_writer(name: str, cls: type[DataWriter]) -> None:
     """Make ``cls`` available under ``name`` (overrides entry points and built-ins)."""
     _register("writer", name, cls)
+
+
+def unregister_reader(name: str) -> None:
+    """Forget a reader registered with :func:`register_reader` (no error if there is none)."""
+    with _lock:
+        _registered["reader"].pop(name, None)
+
+
+def unregister_writer(name: str) -> None:
+    """Forget a writer registered with :func:`register_writer` (no error if there is none)."""
+    with _lock:
+        _registered["writer"].pop(name, None)
 
 
 def _register(kind: Kind, name: str, cls: type) -> None:
@@ -80,7 +124,20 @@ def _register(kind: Kind, name: str, cls: type) -> None:
 
 
 def _entry_points(kind: Kind) -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=_GROUP[kind])}
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=_GROUP[kind]):
+        found.setdefault(ep.name, ep)  # the first on sys.path wins, as for imports
+    return found
+
+
+def _distribution(ep: EntryPoint) -> str | None:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return None
+    try:
+        return f"{dist.name} {dist.version}"
+    except Exception:  # a broken METADATA file must not hide the real error
+        return None
 
 
 def available_readers() -> list[str]:
@@ -99,6 +156,30 @@ def _available(kind: Kind) -> list[str]:
     return sorted(names | set(_entry_points(kind)) | set(_BUILTIN[kind]))
 
 
+def plugins(kind: Kind) -> list[PluginInfo]:
+    """Every ``kind`` (``"reader"`` or ``"writer"``) name and where it comes from, sorted by name.
+
+    Nothing is imported: a broken plugin is listed too (:func:`reader_class` / :func:`writer_class`
+    then says what is wrong with it).
+    """
+    if kind not in _GROUP:
+        raise ConfigurationError(f"kind must be 'reader' or 'writer', got {kind!r}")
+    with _lock:
+        registered = dict(_registered[kind])
+    eps = _entry_points(kind)
+    infos = []
+    for name in sorted(set(registered) | set(eps) | set(_BUILTIN[kind])):
+        if name in registered:
+            cls = registered[name]
+            infos.append(PluginInfo(kind, name, "registered", f"{cls.__module__}:{cls.__qualname__}"))
+        elif name in eps:
+            ep = eps[name]
+            infos.append(PluginInfo(kind, name, "entry point", ep.value, _distribution(ep)))
+        else:
+            infos.append(PluginInfo(kind, name, "built-in", _BUILTIN[kind][name]))
+    return infos
+
+
 def reader_class(name: str) -> type[DataReader]:
     """The reader class called ``name``; :class:`ConfigurationError` when unknown or broken."""
     cls = _lookup("reader", name)
@@ -114,23 +195,27 @@ def writer_class(name: str) -> type[DataWriter]:
 
 
 def _lookup(kind: Kind, name: str) -> type:
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigurationError(f"a {kind} type must be a non-empty str, got {name!r}")
     with _lock:
         cls = _registered[kind].get(name)
     if cls is not None:
         return cls
     ep = _entry_points(kind).get(name)
     if ep is not None:
+        dist = _distribution(ep)
+        origin = f"entry point {ep.name} = {ep.value} in group {ep.group}" + (
+            f", distribution {dist}" if dist else ""
+        )
         try:
             loaded = ep.load()
         except Exception as exc:
             raise ConfigurationError(
-                f"{kind} plugin {name!r} (entry point {ep.name} = {ep.value} in group {ep.group}) failed to "
-                f"load: {type(exc).__name__}: {exc}"
+                f"{kind} plugin {name!r} ({origin}) failed to load: {type(exc).__name__}: {exc}"
             ) from exc
         if not (isinstance(loaded, type) and issubclass(loaded, _BASE[kind])):
             raise ConfigurationError(
-                f"{kind} plugin {name!r} (entry point {ep.value}) is {loaded!r}, not a "
-                f"{_BASE[kind].__name__} subclass"
+                f"{kind} plugin {name!r} ({origin}) is {loaded!r}, not a {_BASE[kind].__name__} subclass"
             )
         return loaded
     target = _BUILTIN[kind].get(name)

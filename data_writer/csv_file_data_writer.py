@@ -129,6 +129,9 @@ class CsvFileDataWriter(DataWriter):
     def name(self) -> str:
         return f"CsvFileDataWriter({self.path_template})"
 
+    def __repr__(self) -> str:
+        return f"CsvFileDataWriter({self.path_template!r})"
+
     def path_for(self, context_id: int) -> Path:
         """The file that holds the samples of ``context_id``."""
         return Path(self.path_template.format(context_id=context_id))

@@ -69,6 +69,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import sqlalchemy as sa
@@ -198,8 +199,22 @@ class SqlDataWriter(DataWriter):
         with self.lock:
             if self._opened:
                 return
+            self._make_sqlite_directory()
             self._run("creating the tables", self._store.create_schema)
             self._opened = True
+
+    def _make_sqlite_directory(self) -> None:
+        """Create the directory of an SQLite file, as the CSV writer does for its files."""
+        url = self._url
+        database = url.database
+        if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+            return
+        if database.startswith("file:") or url.query.get("mode") == "memory":
+            return
+        try:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WriterError(f"{self.name}: cannot create the directory of {database}: {exc}") from exc
 
     def close(self) -> None:
         """Release the connection and the engine's pool (every batch is already committed)."""

@@ -572,9 +572,11 @@ def test_wrong_password_error_names_host_not_password() -> None:
 
 
 def test_sqlite_unopenable_file_names_the_path(tmp_path: Path) -> None:
-    path = tmp_path / "no" / "such" / "dir" / "x.sqlite"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    path = blocker / "x.sqlite"  # its directory cannot be created: a file stands there
     w = SqlDataWriter(f"sqlite:///{path}")
-    with pytest.raises(WriterError, match="unable to open database file") as info:
+    with pytest.raises(WriterError, match="cannot create the directory") as info:
         w.open()
     assert str(path) in str(info.value)
 
@@ -760,3 +762,11 @@ def test_property_any_values_round_trip(
         assert _same(row.value, value), (row, value)
         assert row.read_at == at and row.read_at.utcoffset() == timedelta(0)
         assert row.quality is quality
+
+
+def test_sqlite_file_in_a_new_directory(tmp_path: Path) -> None:
+    db = tmp_path / "new" / "deeper" / "plant.sqlite"
+    writer = SqlDataWriter(f"sqlite:///{db}")
+    writer.open()
+    writer.close()
+    assert db.exists()

@@ -1,0 +1,1075 @@
+"""Configuration files: readers, writers and collection contexts described in TOML.
+
+Serves plant engineers who commission a collection from a file and a terminal (the
+``data-collector`` command) and programs that keep their collection plan outside the code. The
+file is TOML (read with the standard library's :mod:`tomllib`) and can say everything the Python
+API can: readers and writers by plugin name with their constructor options, the collector's
+options, contexts with their variables, intervals, duration, delayed start and metadata.
+
+Format (every key is optional unless marked *required*)::
+
+    [collector]                      # DataCollector keyword options
+    max_queue_samples = 5000000      #   samples a writer queue holds before dropping
+    write_retry_s = 10               #   how long a failed batch is retried
+    drain_timeout_s = 60             #   how long stop/close wait for the writers
+
+    [metadata]                       # merged into every context's metadata (the context's wins)
+    site = "Plant 3"
+
+    [[readers]]                      # one table per reader (device, connection)
+    type = "modbus"                  # *required*: plugin name (modbus, opcua, random, or a
+                                     #   third-party name from the data_collector.readers entry points)
+    reader_type = "press"            # the name variables use (default: the plugin's own, e.g. "modbus")
+    host = "127.0.0.1"               # every other key is a constructor keyword argument
+    port = 502
+
+    [[writers]]                      # one table per writer
+    type = "csv"                     # *required*: noop, csv, sql, or a data_collector.writers plugin
+    path = "data/context-{context_id}.csv"
+
+    [[contexts]]                     # one table per collection context
+    id = 1                           # *required*: the context id (an int, unique in the file)
+    default_interval_ms = 1000       # interval of variables without their own
+    min_interval_ms = 100            # smallest interval accepted (a reader's min_interval_ms wins)
+    duration_s = 3600                # the context ends by itself after this (default 24 h)
+    start_at = 2026-05-04T06:00:00+02:00   # delayed start: a TOML date-time with an offset
+    reader_type = "press"            # default reader_type of its variables
+    value_type = "float"             # default value_type of its variables
+    metadata = { batch = "B-1042", operator = "J. Doe" }
+
+    [[contexts.variables]]           # one table per variable (or an array of inline tables)
+    id = 1                           # *required*: the variable id (an int)
+    address = "hr:0:float32"         # *required*: the address in the reader's syntax
+    value_type = "float"             # float, int, bool, str (readers may add e.g. bytes)
+    reader_type = "press"            # default: the context's, else the only reader's
+    interval_ms = 500                # default: the context's default_interval_ms
+    name = "Press 1 pressure"        # a label shown by the command line (not stored)
+
+Environment variables: ``${NAME}`` and ``${NAME:-default}`` are replaced by their value before
+the file is parsed, as written (so ``port = ${MODBUS_PORT:-502}`` is an integer and
+``url = "postgresql+psycopg://dc:${DB_PASSWORD}@db/plant"`` keeps a secret out of the file);
+``$${`` writes a literal ``${``. Relative paths in options are relative to the current directory.
+
+Errors. :func:`load_config` validates everything that can be checked without connecting: the TOML
+syntax, every key and its type, plugin names and their options (by the constructor's signature,
+then by constructing the reader or writer, which does not connect), each variable against its
+reader (address syntax, value type, interval against the minimum) and variable ids defined
+differently in two contexts. It reports every problem it finds at once in a
+:class:`ConfigFileError`, one line per problem naming the file, the key path and the bad value::
+
+    plant.toml: contexts[0].variables[2].address: "hr:7:flaot32": unknown type 'flaot32' ...
+
+Array indexes in key paths count from 0, in file order.
+
+Example::
+
+    import logging
+    from data_collector._config import load_config
+
+    config = load_config("examples/plant.toml")   # raises ConfigFileError listing every problem
+    with config.collector(logging.getLogger("plant")) as collector:
+        config.start(collector)                    # every context, at its start_at
+        ...                                        # collector.contexts() empties as they end
+"""
+
+from __future__ import annotations
+
+import bisect
+import difflib
+import inspect
+import json
+import logging
+import math
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from pathlib import Path, PurePath
+from typing import Any, Literal, Union
+
+from ._collector import DataCollector
+from ._errors import ConfigurationError
+from ._listener import DataCollectionListener
+from ._model import DataCollectionContext, Variable
+from ._reader import DataReader
+from ._registry import reader_class, writer_class
+from ._writer import DataWriter
+
+__all__ = ["ConfigFileError", "ConfigIssue", "Configuration", "load_config", "loads_config"]
+
+_log = logging.getLogger("data_collector.config")
+
+
+class _Missing:
+    """No value at the key path (a missing key)."""
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+MISSING: Any = _Missing()
+
+#: The most problems one error lists.
+MAX_ISSUES = 100
+
+_TOP_KEYS = ("collector", "metadata", "readers", "writers", "contexts")
+_COLLECTOR_KEYS = ("max_queue_samples", "write_retry_s", "drain_timeout_s")
+_CONTEXT_KEYS = (
+    "id",
+    "variables",
+    "min_interval_ms",
+    "default_interval_ms",
+    "duration_s",
+    "metadata",
+    "start_at",
+    "reader_type",
+    "value_type",
+)
+_VARIABLE_KEYS = ("id", "address", "value_type", "reader_type", "interval_ms", "name")
+_ENV = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}\n]*))?\}")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+# -- problems --------------------------------------------------------------------------------------
+def show_value(value: Any, limit: int = 120) -> str:
+    """``value`` as it would be written in TOML (strings in double quotes), cut to ``limit`` chars."""
+    text = _show(value, 0)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _show(value: Any, depth: int) -> str:
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if depth > 3:
+        return "..."
+    if isinstance(value, list):
+        shown = [_show(v, depth + 1) for v in value[:8]]
+        return "[" + ", ".join(shown + (["..."] if len(value) > 8 else [])) + "]"
+    if isinstance(value, dict):
+        items = [f"{_key(str(k))} = {_show(v, depth + 1)}" for k, v in list(value.items())[:8]]
+        return "{" + ", ".join(items + (["..."] if len(value) > 8 else [])) + "}"
+    return repr(value)
+
+
+def _key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{_key(key)}" if path else _key(key)
+
+
+def _kind(value: Any) -> str:
+    """The TOML name of a value's type."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, datetime):
+        return "offset date-time" if value.tzinfo is not None else "local date-time"
+    if isinstance(value, date):
+        return "date"
+    if isinstance(value, time):
+        return "time"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "table"
+    return type(value).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem of a configuration: where (``path``, e.g. ``contexts[0].variables[2].address``,
+    empty for the whole file or ``line N`` before parsing), the bad ``value`` (:data:`MISSING` when
+    the key is absent) and what is wrong (``message``)."""
+
+    path: str
+    message: str
+    value: Any = MISSING
+
+    def __str__(self) -> str:
+        parts = [self.path] if self.path else []
+        if self.value is not MISSING:
+            parts.append(show_value(self.value))
+        parts.append(self.message)
+        return ": ".join(parts)
+
+
+class ConfigFileError(ConfigurationError):
+    """A configuration file has problems; ``issues`` lists every one found, ``source`` names the file.
+
+    The message holds one line per issue: ``<file>: <key path>: <bad value>: <what is wrong>``.
+    """
+
+    def __init__(self, source: str, issues: Sequence[ConfigIssue], *, more: int = 0) -> None:
+        self.source = source
+        self.issues = tuple(issues)
+        lines = [f"{source}: {issue}" for issue in self.issues]
+        if more:
+            lines.append(f"{source}: ... and {more} more problems")
+        super().__init__("\n".join(lines) if lines else f"{source}: invalid configuration")
+
+
+# -- the loaded configuration --------------------------------------------------------------------
+class Configuration:
+    """A validated configuration: built readers, writers and contexts, ready to collect.
+
+    The readers and writers are constructed (not opened: nothing has connected yet); the contexts
+    are fresh. Build one collector from it with :meth:`collector` and start the contexts with
+    :meth:`start`; load the file again for another run.
+    """
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        readers: Sequence[DataReader],
+        writers: Sequence[DataWriter],
+        contexts: Sequence[DataCollectionContext],
+        start_at: Mapping[int, datetime],
+        collector_options: Mapping[str, Any],
+        variable_names: Mapping[int, str],
+        reader_paths: Mapping[str, str],
+        writer_paths: Sequence[str],
+        writer_types: Sequence[str],
+        variable_paths: Mapping[tuple[int, int], str],
+        context_paths: Mapping[int, str],
+    ) -> None:
+        self.source = source
+        self.readers: tuple[DataReader, ...] = tuple(readers)
+        self.writers: tuple[DataWriter, ...] = tuple(writers)
+        self.contexts: tuple[DataCollectionContext, ...] = tuple(contexts)
+        self.start_at: Mapping[int, datetime] = types.MappingProxyType(dict(start_at))
+        self.collector_options: Mapping[str, Any] = types.MappingProxyType(dict(collector_options))
+        #: variable id -> the ``name`` given in the file (display only)
+        self.variable_names: Mapping[int, str] = types.MappingProxyType(dict(variable_names))
+        #: reader_type -> key path of its reader table (``readers[0]``)
+        self.reader_paths: Mapping[str, str] = types.MappingProxyType(dict(reader_paths))
+        #: key path of each writer table, in order
+        self.writer_paths: tuple[str, ...] = tuple(writer_paths)
+        #: the plugin type of each writer, in order
+        self.writer_types: tuple[str, ...] = tuple(writer_types)
+        self._variable_paths = dict(variable_paths)
+        self._context_paths = dict(context_paths)
+
+    @property
+    def variables(self) -> list[Variable]:
+        """Every distinct variable of every context (by id, first definition), in file order."""
+        seen: dict[int, Variable] = {}
+        for context in self.contexts:
+            for v in context.variables:
+                seen.setdefault(v.id, v)
+        return list(seen.values())
+
+    def context(self, context_id: int) -> DataCollectionContext:
+        """The context with this id; :class:`ConfigurationError` when there is none."""
+        for context in self.contexts:
+            if context.id == context_id:
+                return context
+        known = ", ".join(str(c.id) for c in self.contexts)
+        raise ConfigurationError(f"{self.source}: no context with id {context_id!r} (contexts: {known})")
+
+    def path_of(
+        self, context_id: int | None, variable_id: int | None = None, field: str | None = None
+    ) -> str:
+        """The key path of a context, one of its variables, or one of their fields (``""`` if unknown)."""
+        if context_id is None:
+            return ""
+        if variable_id is None:
+            base = self._context_paths.get(context_id, "")
+        else:
+            base = self._variable_paths.get((context_id, variable_id), "")
+        return _join(base, field) if base and field else base
+
+    def describe_error(self, exc: ConfigurationError) -> str:
+        """``exc`` (raised by the collector for one of these contexts) as ``<file>: <key path>: <msg>``."""
+        path = self.path_of(exc.context_id, exc.variable_id, exc.field)
+        return f"{self.source}: {path}: {exc}" if path else f"{self.source}: {exc}"
+
+    def collector(
+        self,
+        logger: logging.Logger | None = None,
+        listeners: Iterable[DataCollectionListener] = (),
+        *,
+        extra_writers: Iterable[DataWriter] = (),
+    ) -> DataCollector:
+        """A :class:`DataCollector` over the configured readers and writers (plus ``extra_writers``)."""
+        return DataCollector(
+            logger if logger is not None else logging.getLogger("data_collector"),
+            self.readers,
+            [*self.writers, *extra_writers],
+            listeners,
+            **self.collector_options,
+        )
+
+    def start(self, collector: DataCollector) -> None:
+        """Start every context on ``collector``, in file order, each at its ``start_at`` if any."""
+        for context in self.contexts:
+            collector.start(context, at=self.start_at.get(context.id))
+
+    def __repr__(self) -> str:
+        return (
+            f"Configuration({self.source!r}: {len(self.readers)} readers, {len(self.writers)} writers, "
+            f"{len(self.contexts)} contexts)"
+        )
+
+
+# -- loading ----------------------------------------------------------------------------------------
+def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Configuration:
+    """Read, check and build the configuration in the TOML file at ``path``.
+
+    Raises :class:`ConfigFileError` listing every problem found (see the module documentation).
+    ``environ`` replaces :data:`os.environ` for ``${NAME}`` substitutions.
+    """
+    source = os.fspath(path)
+    try:
+        data = Path(source).read_bytes()
+    except OSError as exc:
+        raise ConfigFileError(
+            source, [ConfigIssue("", f"cannot read the file: {exc.strerror or exc}")]
+        ) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(source, [ConfigIssue("", f"not UTF-8 text: {exc}")]) from None
+    return loads_config(text, source=source, environ=environ)
+
+
+def loads_config(
+    text: str, *, source: str = "<string>", environ: Mapping[str, str] | None = None
+) -> Configuration:
+    """Check and build the configuration in the TOML ``text``; ``source`` names it in errors."""
+    return _Loader(source, os.environ if environ is None else environ).load(text)
+
+
+class _TooMany(Exception):
+    """Internal: the issue limit was reached."""
+
+
+@dataclass(slots=True)
+class _VarEntry:
+    variable: Variable
+    path: str
+
+
+class _Loader:
+    def __init__(self, source: str, environ: Mapping[str, str]) -> None:
+        self.source = source
+        self.environ = environ
+        self.issues: list[ConfigIssue] = []
+        self.more = 0
+        #: the reader_type each [[readers]] table gives or would give (None when unknown)
+        self.reader_names: list[str | None] = []
+
+    # -- issues ---------------------------------------------------------------------------------
+    def issue(self, path: str, message: str, value: Any = MISSING) -> None:
+        if len(self.issues) >= MAX_ISSUES:
+            self.more += 1
+            return
+        self.issues.append(ConfigIssue(path, message, value))
+
+    def fail(self) -> ConfigFileError:
+        return ConfigFileError(self.source, self.issues, more=self.more)
+
+    def unknown_keys(self, table: Mapping[str, Any], path: str, allowed: Sequence[str], what: str) -> None:
+        for key, value in table.items():
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f'; did you mean "{close[0]}"?' if close else ""
+                self.issue(_join(path, key), f"unknown key{hint} ({what} keys: {', '.join(allowed)})", value)
+
+    def get_int(self, table: Mapping[str, Any], path: str, key: str, *, positive: bool = True) -> Any:
+        value = table.get(key, MISSING)
+        if value is MISSING:
+            return MISSING
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.issue(_join(path, key), f"must be an integer, got {_kind(value)}", value)
+            return MISSING
+        if positive and value <= 0:
+            self.issue(_join(path, key), "must be > 0", value)
+            return MISSING
+        return value
+
+    def get_str(self, table: Mapping[str, Any], path: str, key: str) -> Any:
+        value = table.get(key, MISSING)
+        if value is MISSING:
+            return MISSING
+        if not isinstance(value, str) or not value.strip():
+            got = "an empty string" if isinstance(value, str) else _kind(value)
+            self.issue(_join(path, key), f"must be a non-empty string, got {got}", value)
+            return MISSING
+        return value
+
+    def get_table(self, table: Mapping[str, Any], path: str, key: str) -> Any:
+        value = table.get(key, MISSING)
+        if value is MISSING:
+            return MISSING
+        if not isinstance(value, dict):
+            self.issue(_join(path, key), f"must be a table, got {_kind(value)}", value)
+            return MISSING
+        return value
+
+    def get_tables(
+        self, table: Mapping[str, Any], base: str, key: str, what: str
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The tables of the array ``key`` (``[[what]]``) of ``table`` (at ``base``) with their paths."""
+        value = table.get(key, MISSING)
+        if value is MISSING:
+            return []
+        path = _join(base, key)
+        if not isinstance(value, list):
+            self.issue(path, f"must be an array of tables ([[{what}]]), got {_kind(value)}", value)
+            return []
+        out = []
+        for i, entry in enumerate(value):
+            p = f"{path}[{i}]"
+            if not isinstance(entry, dict):
+                self.issue(p, f"must be a table, got {_kind(entry)}", entry)
+                continue
+            out.append((p, entry))
+        return out
+
+    # -- text -----------------------------------------------------------------------------------
+    def substitute(self, text: str) -> str:
+        if "${" not in text:
+            return text
+        comments = _comment_spans(text)
+        starts = [a for a, _b in comments]
+
+        def in_comment(pos: int) -> bool:
+            i = bisect.bisect_right(starts, pos) - 1
+            return i >= 0 and pos < comments[i][1]
+
+        def replace(match: re.Match[str]) -> str:
+            if in_comment(match.start()):
+                return match.group(0)
+            if match.group(0) == "$${":
+                return "${"
+            name, default = match.group(1), match.group(2)
+            value = self.environ.get(name)
+            if value is None or (value == "" and default is not None):
+                if default is not None:
+                    return default
+                self.issue(
+                    f"line {text.count(chr(10), 0, match.start()) + 1}",
+                    f"environment variable {name} is not set (write ${{{name}:-default}} to give a default)",
+                    match.group(0),
+                )
+                return match.group(0)
+            return value
+
+        return _ENV.sub(replace, text)
+
+    # -- the whole file -------------------------------------------------------------------------
+    def load(self, text: str) -> Configuration:
+        text = self.substitute(text)
+        if self.issues:
+            raise self.fail()
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigFileError(self.source, [ConfigIssue("", f"invalid TOML: {exc}")]) from None
+        try:
+            return self.build(doc)
+        except _TooMany:
+            raise self.fail() from None
+
+    def build(self, doc: dict[str, Any]) -> Configuration:
+        self.unknown_keys(doc, "", _TOP_KEYS, "top-level")
+        collector_options = self.collector_options(doc)
+        base_metadata = self.get_table(doc, "", "metadata")
+        readers, reader_paths, broken = self.readers(doc)
+        writers, writer_paths, writer_types = self.writers(doc)
+        if "contexts" not in doc:
+            self.issue("contexts", "missing: a configuration needs at least one [[contexts]] table")
+        contexts, start_at, names, var_paths, ctx_paths = self.contexts(
+            doc, {} if base_metadata is MISSING else base_metadata, readers, broken
+        )
+        if self.issues:
+            raise self.fail()
+        return Configuration(
+            source=self.source,
+            readers=list(readers.values()),
+            writers=writers,
+            contexts=contexts,
+            start_at=start_at,
+            collector_options=collector_options,
+            variable_names=names,
+            reader_paths=reader_paths,
+            writer_paths=writer_paths,
+            writer_types=writer_types,
+            variable_paths=var_paths,
+            context_paths=ctx_paths,
+        )
+
+    # -- [collector] ----------------------------------------------------------------------------
+    def collector_options(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        table = self.get_table(doc, "", "collector")
+        if table is MISSING:
+            return {}
+        self.unknown_keys(table, "collector", _COLLECTOR_KEYS, "[collector]")
+        options = {k: v for k, v in table.items() if k in _COLLECTOR_KEYS}
+        try:
+            DataCollector(_log, [], [], **options).close()
+        except ConfigurationError as exc:
+            key = _blame(str(exc), options)
+            self.issue(_join("collector", key) if key else "collector", str(exc), options.get(key, MISSING))
+            return {}
+        return options
+
+    # -- [[readers]] / [[writers]] ----------------------------------------------------------------
+    def readers(self, doc: Mapping[str, Any]) -> tuple[dict[str, DataReader], dict[str, str], set[str]]:
+        built: dict[str, DataReader] = {}
+        paths: dict[str, str] = {}
+        broken: set[str] = set()
+        for path, entry in self.get_tables(doc, "", "readers", "readers"):
+            cls, type_name = self.plugin_class("reader", entry, path)
+            wanted = entry.get("reader_type")
+            if not isinstance(wanted, str):
+                wanted = getattr(cls, "reader_type", None) if cls is not None else type_name
+            reader = self.construct("reader", cls, entry, path) if cls is not None else None
+            if not isinstance(reader, DataReader):
+                if isinstance(wanted, str) and wanted:
+                    broken.add(wanted)
+                self.reader_names.append(wanted if isinstance(wanted, str) and wanted else None)
+                continue
+            rt = reader.reader_type
+            self.reader_names.append(rt if isinstance(rt, str) and rt.strip() else None)
+            if not isinstance(rt, str) or not rt.strip():
+                self.issue(
+                    _join(path, "reader_type"),
+                    f'{type(reader).__name__} has no reader_type: give one with reader_type = "..."',
+                )
+                continue
+            if rt in built:
+                self.issue(
+                    _join(path, "reader_type"),
+                    f"reader_type is already used by {paths[rt]}: give each reader its own reader_type",
+                    rt,
+                )
+                continue
+            built[rt] = reader
+            paths[rt] = path
+        return built, paths, broken
+
+    def writers(self, doc: Mapping[str, Any]) -> tuple[list[DataWriter], list[str], list[str]]:
+        built: list[DataWriter] = []
+        paths: list[str] = []
+        type_names: list[str] = []
+        for path, entry in self.get_tables(doc, "", "writers", "writers"):
+            cls, type_name = self.plugin_class("writer", entry, path)
+            if cls is None:
+                continue
+            writer = self.construct("writer", cls, entry, path)
+            if isinstance(writer, DataWriter):
+                built.append(writer)
+                paths.append(path)
+                type_names.append(type_name or "")
+        return built, paths, type_names
+
+    def plugin_class(
+        self, kind: Literal["reader", "writer"], entry: Mapping[str, Any], path: str
+    ) -> tuple[type | None, str | None]:
+        type_name = entry.get("type", MISSING)
+        if type_name is MISSING:
+            example = "modbus, opcua, random" if kind == "reader" else "csv, sql, noop"
+            self.issue(path, f'missing key "type" (the {kind} plugin: {example}, or an installed plugin)')
+            return None, None
+        if not isinstance(type_name, str) or not type_name.strip():
+            self.issue(_join(path, "type"), f"must be a non-empty string, got {_kind(type_name)}", type_name)
+            return None, None
+        try:
+            cls: type = reader_class(type_name) if kind == "reader" else writer_class(type_name)
+        except ConfigurationError as exc:
+            self.issue(_join(path, "type"), str(exc), type_name)
+            return None, type_name
+        return cls, type_name
+
+    def construct(
+        self, kind: Literal["reader", "writer"], cls: type, entry: Mapping[str, Any], path: str
+    ) -> object | None:
+        options = {k: v for k, v in entry.items() if k != "type"}
+        before = len(self.issues) + self.more
+        late: dict[str, Any] = {}
+        try:
+            signature: inspect.Signature | None = inspect.signature(cls)
+        except (TypeError, ValueError):
+            signature = None
+        if signature is not None:
+            params = signature.parameters
+            var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+            named = [
+                name
+                for name, p in params.items()
+                if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            ]
+            settable = ("reader_type", "min_interval_ms") if kind == "reader" else ()
+            for key, value in options.items():
+                if key in named or var_kw:
+                    continue
+                if key in settable:
+                    late[key] = value
+                    continue
+                known = list(dict.fromkeys([*named, *settable]))
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f'; did you mean "{close[0]}"?' if close else ""
+                self.issue(
+                    _join(path, key),
+                    f"unknown option of {kind} {cls.__name__}{hint} (options: {', '.join(known) or 'none'})",
+                    value,
+                )
+            for name, p in params.items():
+                if p.default is not inspect.Parameter.empty or name in options:
+                    continue
+                if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+                    self.issue(path, f'missing key "{name}" (a required option of {kind} {cls.__name__})')
+                elif p.kind is inspect.Parameter.POSITIONAL_ONLY:
+                    self.issue(
+                        path,
+                        f"{kind} {cls.__name__} needs the positional-only argument {name!r}, which a "
+                        "configuration file cannot give",
+                    )
+            hints = _hints(cls)
+            for key, value in options.items():
+                hint_type = hints.get(key)
+                if hint_type is not None and _accepts(hint_type, value) is False:
+                    expected = _describe_hint(hint_type)
+                    got = "" if expected.startswith("one of") else f", got {_kind(value)}"
+                    self.issue(
+                        _join(path, key), f"option {key} of {cls.__name__} must be {expected}{got}", value
+                    )
+        if len(self.issues) + self.more > before:
+            return None
+        kwargs = {k: v for k, v in options.items() if k not in late}
+        try:
+            obj: object = cls(**kwargs)
+        except (ConfigurationError, TypeError, ValueError) as exc:
+            blamed = _blame(str(exc), options) or (next(iter(options)) if len(options) == 1 else None)
+            self.issue(
+                _join(path, blamed) if blamed else path, str(exc), options[blamed] if blamed else MISSING
+            )
+            return None
+        except Exception as exc:
+            self.issue(path, f"{cls.__name__} could not be created: {type(exc).__name__}: {exc}")
+            return None
+        for key, value in late.items():
+            if key == "reader_type" and (not isinstance(value, str) or not value.strip()):
+                got = "an empty string" if isinstance(value, str) else _kind(value)
+                self.issue(_join(path, key), f"must be a non-empty string, got {got}", value)
+                return None
+            if key == "min_interval_ms" and (
+                isinstance(value, bool) or not isinstance(value, int) or value <= 0
+            ):
+                self.issue(_join(path, key), "must be an integer > 0", value)
+                return None
+            setattr(obj, key, value)
+        return obj
+
+    # -- [[contexts]] ---------------------------------------------------------------------------
+    def contexts(
+        self,
+        doc: Mapping[str, Any],
+        base_metadata: Mapping[str, Any],
+        readers: Mapping[str, DataReader],
+        broken: set[str],
+    ) -> tuple[
+        list[DataCollectionContext],
+        dict[int, datetime],
+        dict[int, str],
+        dict[tuple[int, int], str],
+        dict[int, str],
+    ]:
+        contexts: list[tuple[DataCollectionContext, str, list[_VarEntry]]] = []
+        start_at: dict[int, datetime] = {}
+        names: dict[int, str] = {}
+        var_paths: dict[tuple[int, int], str] = {}
+        ctx_paths: dict[int, str] = {}
+        entries = self.get_tables(doc, "", "contexts", "contexts")
+        if "contexts" in doc and isinstance(doc["contexts"], list) and not doc["contexts"]:
+            self.issue("contexts", "a configuration needs at least one context", doc["contexts"])
+        for path, entry in entries:
+            self.unknown_keys(entry, path, _CONTEXT_KEYS, "context")
+            cid = entry.get("id", MISSING)
+            if cid is MISSING:
+                self.issue(path, 'missing key "id" (the context id, an integer)')
+            elif isinstance(cid, bool) or not isinstance(cid, int):
+                self.issue(_join(path, "id"), f"must be an integer, got {_kind(cid)}", cid)
+                cid = MISSING
+            elif cid in ctx_paths:
+                self.issue(_join(path, "id"), f"context id is already used by {ctx_paths[cid]}", cid)
+                cid = MISSING
+            else:
+                ctx_paths[cid] = path
+            options: dict[str, Any] = {}
+            for key in ("min_interval_ms", "default_interval_ms"):
+                value = self.get_int(entry, path, key)
+                if value is not MISSING:
+                    options[key] = value
+            duration = entry.get("duration_s", MISSING)
+            if duration is not MISSING:
+                if (
+                    isinstance(duration, bool)
+                    or not isinstance(duration, int | float)
+                    or not math.isfinite(duration)
+                    or duration <= 0
+                ):
+                    self.issue(_join(path, "duration_s"), "must be a number of seconds > 0", duration)
+                else:
+                    options["duration_s"] = duration
+            metadata = self.get_table(entry, path, "metadata")
+            options["metadata"] = {**base_metadata, **({} if metadata is MISSING else metadata)}
+            when = self.start_time(entry, path)
+            default_rt = self.get_str(entry, path, "reader_type")
+            default_vt = self.get_str(entry, path, "value_type")
+            if default_rt is MISSING and len(self.reader_names) == 1 and self.reader_names[0]:
+                default_rt = self.reader_names[0]  # the only reader reads every variable
+            variables = self.variables(entry, path, default_rt, default_vt, readers, broken, names)
+            if cid is MISSING:
+                continue
+            for v in variables:
+                var_paths[(cid, v.variable.id)] = v.path
+            if when is not None:
+                start_at[cid] = when
+            try:
+                context = DataCollectionContext(cid, [v.variable for v in variables], **options)
+            except ConfigurationError as exc:  # pre-checked: only unforeseen cases get here
+                blamed = _blame(str(exc), entry)
+                self.issue(_join(path, blamed) if blamed else path, str(exc))
+                continue
+            contexts.append((context, path, variables))
+        self.check_conflicts(contexts)
+        self.check_with_readers(contexts, readers, broken)
+        return [c for c, _p, _v in contexts], start_at, names, var_paths, ctx_paths
+
+    def start_time(self, entry: Mapping[str, Any], path: str) -> datetime | None:
+        value = entry.get("start_at", MISSING)
+        if value is MISSING:
+            return None
+        when = value
+        if isinstance(value, str):
+            try:
+                when = datetime.fromisoformat(value)
+            except ValueError:
+                self.issue(
+                    _join(path, "start_at"), "not a date-time (write 2026-05-04T06:00:00+02:00)", value
+                )
+                return None
+        if not isinstance(when, datetime):
+            self.issue(
+                _join(path, "start_at"),
+                f"must be a date-time with a UTC offset, e.g. 2026-05-04T06:00:00+02:00, got {_kind(value)}",
+                value,
+            )
+            return None
+        if when.tzinfo is None:
+            self.issue(
+                _join(path, "start_at"),
+                "needs a UTC offset (e.g. 2026-05-04T06:00:00+02:00 or 2026-05-04T04:00:00Z)",
+                value,
+            )
+            return None
+        return when
+
+    def variables(
+        self,
+        entry: Mapping[str, Any],
+        path: str,
+        default_rt: Any,
+        default_vt: Any,
+        readers: Mapping[str, DataReader],
+        broken: set[str],
+        names: dict[int, str],
+    ) -> list[_VarEntry]:
+        if "variables" not in entry:
+            self.issue(path, 'missing key "variables" (the [[contexts.variables]] of the context)')
+            return []
+        tables = self.get_tables(entry, path, "variables", "contexts.variables")
+        vpath_base = _join(path, "variables")
+        if isinstance(entry["variables"], list) and not entry["variables"]:
+            self.issue(vpath_base, "a context needs at least one variable", entry["variables"])
+        out: list[_VarEntry] = []
+        seen: dict[int, str] = {}
+        for vpath, table in tables:
+            before = len(self.issues) + self.more
+            self.unknown_keys(table, vpath, _VARIABLE_KEYS, "variable")
+            vid = table.get("id", MISSING)
+            if vid is MISSING:
+                self.issue(vpath, 'missing key "id" (the variable id, an integer)')
+            elif isinstance(vid, bool) or not isinstance(vid, int):
+                self.issue(_join(vpath, "id"), f"must be an integer, got {_kind(vid)}", vid)
+            elif vid in seen:
+                self.issue(
+                    _join(vpath, "id"), f"duplicate variable id in this context (also {seen[vid]})", vid
+                )
+            else:
+                seen[vid] = vpath
+            address = self.get_str(table, vpath, "address")
+            if address is MISSING and "address" not in table:
+                self.issue(vpath, 'missing key "address"')
+            value_type = self.get_str(table, vpath, "value_type")
+            if value_type is MISSING and "value_type" not in table:
+                value_type = default_vt
+                if value_type is MISSING:
+                    self.issue(vpath, 'missing key "value_type" (float, int, bool, str, ...)')
+            reader_type = self.get_str(table, vpath, "reader_type")
+            if reader_type is MISSING and "reader_type" not in table:
+                reader_type = default_rt
+                if reader_type is MISSING:
+                    known = ", ".join(sorted({*readers, *broken})) or "none configured"
+                    self.issue(vpath, f'missing key "reader_type" (the reader that reads it: {known})')
+            interval = self.get_int(table, vpath, "interval_ms")
+            name = table.get("name", MISSING)
+            if name is not MISSING and not isinstance(name, str):
+                self.issue(_join(vpath, "name"), f"must be a string, got {_kind(name)}", name)
+            if len(self.issues) + self.more > before:
+                continue
+            try:
+                variable = Variable(
+                    vid, address, value_type, reader_type, None if interval is MISSING else interval
+                )
+            except ConfigurationError as exc:
+                key = _blame(str(exc), table)
+                self.issue(
+                    _join(vpath, key) if key else vpath, str(exc), table.get(key, MISSING) if key else MISSING
+                )
+                continue
+            if isinstance(name, str):
+                names.setdefault(vid, name)
+            out.append(_VarEntry(variable, vpath))
+        return out
+
+    def check_conflicts(self, contexts: list[tuple[DataCollectionContext, str, list[_VarEntry]]]) -> None:
+        first: dict[int, _VarEntry] = {}
+        for _context, _path, variables in contexts:
+            for entry in variables:
+                v = entry.variable
+                seen = first.get(v.id)
+                if seen is None:
+                    first[v.id] = entry
+                    continue
+                if seen.variable.same_definition(v):
+                    continue
+                other = seen.variable
+                field = next(
+                    f for f in ("address", "value_type", "reader_type") if getattr(v, f) != getattr(other, f)
+                )
+                self.issue(
+                    _join(entry.path, field),
+                    f"variable {v.id} is defined differently in {seen.path} ({field} = "
+                    f"{show_value(getattr(other, field))}); one id must mean one device value in every "
+                    "context",
+                    getattr(v, field),
+                )
+
+    def check_with_readers(
+        self,
+        contexts: list[tuple[DataCollectionContext, str, list[_VarEntry]]],
+        readers: Mapping[str, DataReader],
+        broken: set[str],
+    ) -> None:
+        probe = DataCollector(_log, list(readers.values()), [])
+        try:
+            for context, path, variables in contexts:
+                by_id = {e.variable.id: e for e in variables}
+                usable = []
+                for entry in variables:
+                    rt = entry.variable.reader_type
+                    if rt in broken:
+                        continue
+                    if rt not in readers:
+                        known = ", ".join(show_value(r) for r in sorted({*readers, *broken})) or "none"
+                        self.issue(
+                            _join(entry.path, "reader_type"),
+                            f"no reader has this reader_type (configured: {known})",
+                            rt,
+                        )
+                        continue
+                    usable.append(entry.variable)
+                if not usable:
+                    continue
+                ctx = context if len(usable) == len(context.variables) else _like(context, usable)
+                try:
+                    probe.check(ctx)
+                    continue
+                except ConfigurationError:
+                    pass
+                for v in usable:  # find every problem, not just the first
+                    try:
+                        probe.check(_like(context, [v]))
+                    except ConfigurationError as exc:
+                        self.variable_issue(exc, context, path, by_id)
+                        if len(self.issues) >= MAX_ISSUES:
+                            raise _TooMany() from None
+        finally:
+            probe.close()
+
+    def variable_issue(
+        self,
+        exc: ConfigurationError,
+        context: DataCollectionContext,
+        path: str,
+        by_id: Mapping[int, _VarEntry],
+    ) -> None:
+        entry = by_id.get(exc.variable_id) if exc.variable_id is not None else None
+        if entry is None:
+            self.issue(path, str(exc))
+            return
+        v = entry.variable
+        field = exc.field or "address"
+        message = _clean(str(exc))
+        if field == "interval_ms" and v.interval_ms is None:
+            self.issue(
+                _join(path, "default_interval_ms"),
+                f"{message} (variable {v.id} at {entry.path} has no interval_ms of its own)",
+                context.default_interval_ms,
+            )
+            return
+        if field == "value_type":
+            self.issue(_join(entry.path, field), message, v.value_type)
+            return
+        if field == "reader_type":
+            self.issue(_join(entry.path, field), message, v.reader_type)
+            return
+        value = getattr(v, field, MISSING) if field in _VARIABLE_KEYS else MISSING
+        self.issue(_join(entry.path, field) if field in _VARIABLE_KEYS else entry.path, message, value)
+
+
+_TOKENS = re.compile(
+    r'"""(?:\\.|[^\\])*?"""'  # multi-line basic string
+    r"|'''[\s\S]*?'''"  # multi-line literal string
+    r'|"(?:\\.|[^"\\\n])*"'  # basic string
+    r"|'[^'\n]*'"  # literal string
+    r"|#[^\n]*"  # comment
+)
+
+
+def _comment_spans(text: str) -> list[tuple[int, int]]:
+    """The (start, end) offsets of the TOML comments of ``text`` (``#`` outside strings, to the line end)."""
+    return [m.span() for m in _TOKENS.finditer(text) if m.group(0).startswith("#")]
+
+
+def _like(context: DataCollectionContext, variables: list[Variable]) -> DataCollectionContext:
+    return DataCollectionContext(
+        context.id,
+        variables,
+        min_interval_ms=context.min_interval_ms,
+        default_interval_ms=context.default_interval_ms,
+        duration_s=context.duration_s,
+    )
+
+
+_PREFIX = re.compile(r"^(?:context -?\d+: )?(?:variable -?\d+(?: address '(?:[^'\\]|\\.)*')?: )?")
+
+
+def _clean(message: str) -> str:
+    """The message without a leading ``context N: variable N address '...': `` (the key path says it)."""
+    cleaned = _PREFIX.sub("", message, count=1)
+    return cleaned or message
+
+
+def _blame(message: str, options: Mapping[str, Any]) -> str | None:
+    """The option key that ``message`` names first (None when it names none)."""
+    best: tuple[int, str] | None = None
+    for key in options:
+        match = re.search(rf"(?<![\w.]){re.escape(key)}(?!\w)", message)
+        if match and (best is None or match.start() < best[0]):
+            best = (match.start(), key)
+    return best[1] if best else None
+
+
+# -- option types -----------------------------------------------------------------------------------
+def _hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls.__init__)  # type: ignore[misc]
+    except Exception:  # unresolvable annotations: the constructor checks its own arguments
+        return {}
+
+
+_MAPPINGS: tuple[Any, ...] = (dict, Mapping, typing.MutableMapping)
+_SEQUENCES: tuple[Any, ...] = (
+    list,
+    tuple,
+    set,
+    frozenset,
+    Sequence,
+    Iterable,
+    typing.Collection,
+    typing.MutableSequence,
+    typing.AbstractSet,
+)
+
+
+def _accepts(hint: Any, value: Any) -> bool | None:
+    """Whether a TOML ``value`` fits the annotation ``hint`` (None: cannot tell)."""
+    if hint is Any or hint is object:
+        return True
+    if hint is None or hint is type(None):
+        return value is None
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is Union or origin is types.UnionType:
+        results = [_accepts(a, value) for a in args]
+        if any(r is True for r in results):
+            return True
+        return False if all(r is False for r in results) else None
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin is typing.Annotated or origin is typing.ClassVar:
+        return _accepts(args[0], value) if args else None
+    target = origin if origin is not None else hint
+    if target is bool:
+        return isinstance(value, bool)
+    if target is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if target is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if target is str:
+        return isinstance(value, str)
+    if target is bytes:
+        return False
+    if target in _MAPPINGS:
+        return isinstance(value, dict)
+    if target in _SEQUENCES:
+        return isinstance(value, list)
+    if isinstance(target, type):
+        if issubclass(target, PurePath) or target is os.PathLike:
+            return isinstance(value, str)
+        return isinstance(value, target)
+    return None
+
+
+def _describe_hint(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is Union or origin is types.UnionType:
+        parts = [_describe_hint(a) for a in args if a is not type(None)]
+        return " or ".join(dict.fromkeys(parts))
+    if origin is Literal:
+        return "one of " + ", ".join(show_value(a) for a in args)
+    target = origin if origin is not None else hint
+    names: dict[Any, str] = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    if target in names:
+        return names[target]
+    if target in _MAPPINGS:
+        return "a table"
+    if target in _SEQUENCES:
+        return "an array"
+    if isinstance(target, type) and (issubclass(target, PurePath) or target is os.PathLike):
+        return "a string (a path)"
+    name = getattr(target, "__name__", str(target))
+    return f"a {name} (which a configuration file cannot give)"
