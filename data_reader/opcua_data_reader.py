@@ -23,16 +23,7 @@ variable's type (a float 2.5 read as ``int``) is ``BAD`` with the reason.
 Options (keyword arguments):
 
 - ``mode``: ``"poll"`` (default) reads all due nodes of a tick in one Read service call (split
-  only by the server's MaxNodesPerRead); ``"subscribe"`` creates one monitored item per variable
-  (sampling interval = the variable's ``interval_ms``; without one, ``default_interval_ms``
-  until the period at which the collector reads it is known) when it is
-  first validated or read, and removes it once no running context has read it for
-  ``max(unmonitor_after_s, 3 intervals)`` (``unmonitor_after_s`` 5 s: a stopped context).
-  New items are primed with one Read, and subscriptions publish at least every 250 ms. Each
-  tick then delivers the latest value received, UNCERTAIN when the server has not confirmed it
-  for ``max_age_s`` (default: three keep-alive periods, ``keepalive_s`` 1 s). Server queues hold
-  one value per item and the client keeps only the latest one per node (no client-side queue),
-  so no queue can overflow and silently drop recent data.
+  only by the server's MaxNodesPerRead); ``"subscribe"`` monitors the nodes instead (see below).
 - ``timeout_s`` (5): per request; a tick never waits much longer.
 - ``source_timestamps`` (False): use the server's SourceTimestamp as ``read_at`` (else the tick time).
 - ``security_policy`` ``"None"`` (default) / ``"Basic256Sha256"`` / ``"Aes128Sha256RsaOaep"`` /
@@ -47,6 +38,30 @@ Options (keyword arguments):
   reader reconnects with a capped exponential backoff (``reconnect_min_delay_s`` 0.5 s to
   ``reconnect_max_delay_s`` 10 s), resolving namespace URIs and re-creating subscriptions.
 - ``reader_type`` (``"opcua"``), ``min_interval_ms``: as for every :class:`DataReader`.
+
+Subscribe mode: the monitored items follow the contexts' variables. The collector tells the
+reader (:meth:`~OpcUaDataReader.variables_changed`) every variable it reads with it and the
+interval at which it reads it (the GCD of the intervals the running contexts want, a context's
+``default_interval_ms`` applying to variables without ``interval_ms``) whenever a context starts,
+stops, pauses or resumes. The reader then creates one monitored item per new node and interval
+(sampling interval = that interval; one subscription per interval, publishing at least every
+250 ms), moves an item whose interval changed, and deletes the items (and subscriptions) no longer
+read; a stop or pause with nothing else running deletes them all. It waits for the server (at
+most ``timeout_s``) so the first tick of the new schedule finds the items in place; a server out
+of reach delays nothing: the items are created when it answers. After every reconnect the items
+of the last announced set are created again. New items are primed with one Read, so the first
+tick has a value; each tick then delivers the latest value received, UNCERTAIN when the server
+has not confirmed it for ``max_age_s`` (default: three keep-alive periods, ``keepalive_s`` 1 s).
+Server queues hold one value per item and the client keeps only the latest one per node (no
+client-side queue), so no queue can overflow and silently drop recent data.
+
+Used directly, without a collector, a subscribe-mode reader monitors a node the first time
+:meth:`~OpcUaDataReader.read` gets a variable that was never announced, at the variable's
+``interval_ms`` or else ``default_interval_ms`` (1000), waiting at most ``first_value_wait_s``
+(``min(timeout_s, 2)``) for its first value; such items stay until the reader closes or the next
+announcement (which replaces the whole set). A variable the last announcement removed is not
+monitored again on read: it gets the last value received (a tick of the schedule that just ended
+may still read it), UNCERTAIN once older than ``max_age_s`` (3 s by default).
 
 :meth:`~OpcUaDataReader.write` writes a value to a node (converted to the node's data type).
 
@@ -75,6 +90,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -100,6 +116,7 @@ from ._opcua._link import (
     SECURITY_POLICIES,
     ConnectFailed,
     Credentials,
+    ItemKey,
     Link,
     LinkOptions,
     MonitoredItem,
@@ -146,7 +163,6 @@ class OpcUaDataReader(DataReader):
         max_age_s: float | None = None,
         default_interval_ms: int = 1000,
         first_value_wait_s: float | None = None,
-        unmonitor_after_s: float = 5.0,
         session_timeout_s: float = 60.0,
         watchdog_interval_s: float = 1.0,
         reconnect_min_delay_s: float = 0.5,
@@ -166,7 +182,6 @@ class OpcUaDataReader(DataReader):
             ("reconnect_min_delay_s", reconnect_min_delay_s),
             ("reconnect_max_delay_s", reconnect_max_delay_s),
             ("keepalive_s", keepalive_s),
-            ("unmonitor_after_s", unmonitor_after_s),
         ):
             _check_positive(cls, name, value)
         if max_age_s is not None:
@@ -254,7 +269,6 @@ class OpcUaDataReader(DataReader):
         self.source_timestamps = bool(source_timestamps)
         self.max_age_s = max_age_s
         self.default_interval_ms = default_interval_ms
-        self.unmonitor_after_s = float(unmonitor_after_s)
         self.first_value_wait_s = (
             min(self.timeout_s, 2.0) if first_value_wait_s is None else float(first_value_wait_s)
         )
@@ -285,11 +299,15 @@ class OpcUaDataReader(DataReader):
         self._link: Link | None = None
         self._lock = threading.Lock()
         self._addresses: dict[str, NodeAddress | str] = {}  # address text -> parsed, or parse error
-        self._validated: dict[Variable, None] = {}  # subscribe mode: monitored as soon as open
         self._rv_generation = -1
         self._rv_cache: dict[str, ua.ReadValueId | str] = {}
-        # subscribe mode, variables without interval_ms: id -> (last read, last gaps ms, sampling ms)
-        self._learned: dict[int, tuple[float, tuple[int, ...], int]] = {}
+        # subscribe mode: the last announced variables and intervals, their items on the open
+        # link, and the items of variables the last announcement dropped (a tick of the schedule
+        # that just ended may still read them: it gets their last value). The dicts are replaced,
+        # never changed, so the reading thread needs no lock.
+        self._intervals: dict[Variable, int] = {}
+        self._subscribed: dict[Variable, MonitoredItem] = {}
+        self._dropped: dict[Variable, MonitoredItem] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -305,7 +323,7 @@ class OpcUaDataReader(DataReader):
                 return
             self._rv_generation, self._rv_cache = -1, {}  # a new session: resolve addresses again
             self._loop.start()
-            link = Link(self._options, self._log, unmonitor_after_s=self.unmonitor_after_s)
+            link = Link(self._options, self._log)
             try:
                 self._loop.call(link.start(), timeout=self.timeout_s * 3 + 5)
             except ConnectFailed as exc:
@@ -323,9 +341,8 @@ class OpcUaDataReader(DataReader):
                     "%r: not connected yet (%s); retrying in the background", self, link.last_error
                 )
             self._link = link
-            for variable in list(self._validated):
-                self._want(link, variable)
-            self._validated.clear()
+            if self.mode == "subscribe":
+                self._subscribe(link)  # a reopened reader: the last announced variables
 
     def _abandon(self, link: Link) -> None:
         """A failed open(): stop what it started, leaving the reader closed."""
@@ -339,6 +356,7 @@ class OpcUaDataReader(DataReader):
         """Disconnect and stop the reader's thread. The reader may be opened again."""
         with self._lock:
             link, self._link = self._link, None
+            self._subscribed, self._dropped = {}, {}
             if link is not None:
                 try:
                     self._loop.call(link.close(), timeout=self.timeout_s + 5)
@@ -395,11 +413,46 @@ class OpcUaDataReader(DataReader):
         parsed = self._address(variable.address)
         if isinstance(parsed, str):
             raise ConfigurationError(f"variable {variable.id}: {parsed}")
-        if self.mode == "subscribe":
-            self._validated[variable] = None
+
+    def variables_changed(self, intervals: Mapping[Variable, int]) -> None:
+        """Subscribe mode: monitor exactly these variables at these intervals (see the module
+        docstring); waits at most ``timeout_s`` for the server, never raises. Poll mode: no-op."""
+        if self.mode != "subscribe":
+            return
+        with self._lock:
+            self._intervals = dict(intervals)
             link = self._link
-            if link is not None:
-                self._want(link, variable)
+            if link is None:
+                return  # open() subscribes them
+            self._subscribe(link)
+        if not link.connected:
+            return  # created on (re)connect
+        try:
+            self._loop.submit(link.sync()).result(self.timeout_s)
+        except TimeoutError:  # not cancelled: it goes on in the background
+            self._log.warning(
+                "%r: monitored items not all updated within %g s; continuing in the background",
+                self,
+                self.timeout_s,
+            )
+        except Exception as exc:
+            self._log.warning("%r: monitored item update failed: %s", self, describe_error(exc))
+
+    def _subscribe(self, link: Link) -> None:
+        """Make the link's monitored items those of the announced variables (caller: ``_lock``)."""
+        wanted: dict[ItemKey, NodeAddress] = {}
+        keys: dict[Variable, ItemKey] = {}
+        for variable, interval_ms in self._intervals.items():
+            parsed = self._address(variable.address)
+            if isinstance(parsed, str):
+                continue  # rejected by validate_variable; read() reports it
+            keys[variable] = key = (parsed.text, interval_ms)
+            wanted[key] = parsed
+        items = link.assign(wanted)
+        subscribed = {variable: items[key] for variable, key in keys.items()}
+        # in this order: a tick reading a dropped variable finds it in one or the other
+        self._dropped = {v: m for v, m in self._subscribed.items() if v not in subscribed}
+        self._subscribed = subscribed
 
     def _address(self, text: str) -> NodeAddress | str:
         parsed = self._addresses.get(text)
@@ -499,46 +552,22 @@ class OpcUaDataReader(DataReader):
         item.quality = quality
         item.error = None if quality is Quality.GOOD else status_name(code)
 
-    def _sampling_ms(self, variable: Variable) -> int:
-        if variable.interval_ms is not None:
-            return variable.interval_ms
-        learned = self._learned.get(variable.id)
-        return learned[2] if learned is not None else self.default_interval_ms
-
-    def _learn_interval(self, variable: Variable, now: float) -> None:
-        """For a variable without ``interval_ms``: sample at the period the collector reads it.
-
-        The shortest of the last three gaps between reads (rounded to 10 ms) replaces the
-        sampling interval when it differs by more than 25 %.
-        """
-        if variable.interval_ms is not None:
-            return
-        learned = self._learned.get(variable.id)
-        if learned is None:
-            self._learned[variable.id] = (now, (), self.default_interval_ms)
-            return
-        last, gaps, current = learned
-        gap_ms = round((now - last) * 100) * 10
-        gaps = (*gaps[-2:], gap_ms) if gap_ms > 0 else gaps
-        if len(gaps) == 3:
-            shortest = max(10, min(gaps))
-            if abs(shortest - current) > 0.25 * current:
-                current = shortest
-        self._learned[variable.id] = (now, gaps, current)
-
-    def _want(self, link: Link, variable: Variable) -> MonitoredItem | str:
+    def _unannounced(self, link: Link, variable: Variable) -> MonitoredItem | str:
+        """The fallback for a variable read without being announced (a reader used directly)."""
         parsed = self._address(variable.address)
         if isinstance(parsed, str):
             return parsed
-        return link.want(parsed, self._sampling_ms(variable))
+        interval_ms = variable.interval_ms if variable.interval_ms is not None else self.default_interval_ms
+        return link.want(parsed, interval_ms)
 
     def _read_subscribed(self, link: Link, variables: CollectedVariables) -> None:
         pairs: list[tuple[CollectedVariable, MonitoredItem]] = []
-        started = time.monotonic()
+        subscribed, dropped = self._subscribed, self._dropped
         for item in variables:
-            if item.variable.interval_ms is None:
-                self._learn_interval(item.variable, started)
-            monitored = self._want(link, item.variable)
+            variable = item.variable
+            monitored: MonitoredItem | str | None = subscribed.get(variable) or dropped.get(variable)
+            if monitored is None:
+                monitored = self._unannounced(link, variable)
             if isinstance(monitored, str):
                 item.set_bad(monitored)
             else:

@@ -7,7 +7,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from _cases.opcua_cases import CONSTANTS, SIM_URI
+from _cases.opcua_cases import (
+    CONSTANTS,
+    SIM_URI,
+    record_sampling_intervals,
+    server_items,
+    server_subscriptions,
+)
 from _util import LOG, RecordingWriter, wait_for
 
 from data_collector import (
@@ -264,50 +270,80 @@ def test_bad_nodeids_fail_at_start_and_nothing_starts(sim: OpcUaSimulator) -> No
             )
 
 
-def test_monitored_items_follow_the_contexts(sim: OpcUaSimulator) -> None:
-    reader = _reader(sim, "subscribe", unmonitor_after_s=0.5)
+def test_monitored_items_follow_the_contexts(sim: OpcUaSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    record_sampling_intervals(monkeypatch)
+    reader = _reader(sim, "subscribe")
     first = [
-        Variable(1, sim.address("Sim.Counter"), "int", "opcua", interval_ms=100),
-        Variable(2, sim.address("Static.Int32"), "int", "opcua", interval_ms=100),
-        Variable(3, sim.address("Sim.Sine"), "float", "opcua", interval_ms=200),
+        Variable(1, sim.address("Sim.Counter"), "int", "opcua", interval_ms=300),
+        Variable(2, sim.address("Sim.Sine"), "float", "opcua"),  # the context's default_interval_ms
     ]
-    second = [Variable(4, sim.address("Static.Bool"), "bool", "opcua", interval_ms=100)]
+    second = [
+        Variable(1, sim.address("Sim.Counter"), "int", "opcua", interval_ms=200),
+        Variable(3, sim.address("Static.Bool"), "bool", "opcua", interval_ms=200),
+    ]
+    both = [("Sim.Counter", 100), ("Sim.Sine", 400), ("Static.Bool", 200)]  # 100 = GCD(300, 200)
+    only_first = [("Sim.Counter", 300), ("Sim.Sine", 400)]
+    only_second = [("Sim.Counter", 200), ("Static.Bool", 200)]
     writer = RecordingWriter()
     with DataCollector(LOG, [reader], [writer]) as collector:
-        collector.start(DataCollectionContext(1, first))
-        wait_for(lambda: reader.opcua_stats()["monitored_items"] == 3, 10, "3 monitored items")
-        assert reader.opcua_stats()["subscriptions"] == 2  # one per sampling interval
-        wait_for(lambda: len(writer.of(1, 3)) >= 2, 10, "two reads of the 200 ms variable")
+        # each change is on the server when the call returns: the first tick finds the items
+        collector.start(DataCollectionContext(1, first, default_interval_ms=400))
+        assert server_items(sim) == only_first
+        assert server_subscriptions(sim) == 2  # one per sampling interval
         collector.start(DataCollectionContext(2, second))
-        wait_for(lambda: reader.opcua_stats()["monitored_items"] == 4, 10, "4 monitored items")
-        collector.stop(1)
+        assert server_items(sim) == sorted(both)
+        stats = reader.opcua_stats()
+        assert (stats["monitored_items"], stats["subscriptions"]) == (3, 3)
+        assert stats["sampling_intervals_ms"] == [100, 200, 400]
         wait_for(
-            lambda: (
-                (reader.opcua_stats()["monitored_items"], reader.opcua_stats()["subscriptions"]) == (1, 1)
-            ),
-            10,
-            "the first context's items and its 200 ms subscription removed",
+            lambda: len(writer.of(1, 1)) >= 3 and len(writer.of(2, 3)) >= 2, 10, "reads of both contexts"
         )
-        after_stop = len(writer.of(2, 4))
-        wait_for(lambda: len(writer.of(2, 4)) >= after_stop + 3, 10, "more reads of context 2")
-        rows = writer.of(2, 4)
-        assert rows and all(r.value is True and r.quality is Quality.GOOD for r in rows)
-    good = [r for r in writer.of(1) if r.quality is Quality.GOOD]
-    assert len(good) == len(writer.of(1)), [r for r in writer.of(1) if r.quality is not Quality.GOOD][:3]
+        collector.pause(2)
+        assert server_items(sim) == only_first
+        collector.resume(2)
+        assert server_items(sim) == sorted(both)
+        collector.stop(1)
+        assert server_items(sim) == only_second
+        assert server_subscriptions(sim) == 1
+        after_stop = len(writer.of(2, 1))
+        wait_for(lambda: len(writer.of(2, 1)) >= after_stop + 3, 10, "more reads of context 2")
+        collector.pause(2)  # nothing scheduled any more: everything goes
+        assert (server_items(sim), server_subscriptions(sim)) == ([], 0)
+        stats = reader.opcua_stats()
+        assert (stats["monitored_items"], stats["subscriptions"]) == (0, 0)
+        collector.resume(2)
+        assert server_items(sim) == only_second
+        collector.stop(2)
+        assert (server_items(sim), server_subscriptions(sim)) == ([], 0)
+        assert reader.connected  # nothing lost its session on the way
+    for context_id in (1, 2):
+        rows = writer.of(context_id)
+        assert rows and [r for r in rows if r.quality is not Quality.GOOD] == []
+        counters = [r.value for r in writer.of(context_id, 1)]
+        assert counters == sorted(counters) and counters[-1] > counters[0]
+    assert {r.value for r in writer.of(2, 3)} == {True}
 
 
-def test_subscribed_variables_without_interval_sample_at_the_read_period(sim: OpcUaSimulator) -> None:
-    reader = _reader(sim, "subscribe", unmonitor_after_s=0.5)  # default_interval_ms stays 1000
-    variable = Variable(1, sim.address("Sim.Counter"), "int", "opcua")  # no interval_ms
-    writer = RecordingWriter()
-    with DataCollector(LOG, [reader], [writer]) as collector:
-        collector.start(DataCollectionContext(1, [variable], default_interval_ms=200))
-        wait_for(lambda: reader.opcua_stats()["sampling_intervals_ms"] == [200], 10, "sampling at 200 ms")
-        count = len(writer.of(1, 1))
-        wait_for(lambda: len(writer.of(1, 1)) >= count + 5, 10, "five more reads")
-    values = [r.value for r in writer.of(1, 1)[count:] if r.quality is Quality.GOOD]
-    assert len(values) >= 5
-    assert len(set(values)) >= 3  # 1000 ms sampling would give at most 2 distinct values in 1 s
+def test_a_reader_used_directly_monitors_what_it_reads_until_told_otherwise(
+    sim: OpcUaSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record_sampling_intervals(monkeypatch)
+    plain = Variable(1, sim.address("Static.Int32"), "int", "opcua")  # default_interval_ms
+    timed = Variable(2, sim.address("Static.Double"), "float", "opcua", interval_ms=250)
+    counter = Variable(3, sim.address("Sim.Counter"), "int", "opcua", interval_ms=100)
+    with _reader(sim, "subscribe", default_interval_ms=700) as reader:
+        assert [(i.value, i.quality) for i in _read(reader, [plain, timed])] == [
+            (-42, Quality.GOOD),
+            (3.25, Quality.GOOD),
+        ]
+        assert server_items(sim) == [("Static.Double", 250), ("Static.Int32", 700)]
+        # an announcement replaces the whole set
+        reader.variables_changed({counter: 500, plain: 300})
+        assert server_items(sim) == [("Sim.Counter", 500), ("Static.Int32", 300)]
+        assert _read(reader, [counter])[0].quality is Quality.GOOD
+        assert server_items(sim) == [("Sim.Counter", 500), ("Static.Int32", 300)]
+        reader.variables_changed({})
+        assert (server_items(sim), server_subscriptions(sim)) == ([], 0)
 
 
 @pytest.mark.parametrize("mode", MODES)

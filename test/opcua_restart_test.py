@@ -1,7 +1,8 @@
 """A real server restart: variables go BAD with the reason, then GOOD again by themselves.
 
 The simulator runs as a child process so it can really be killed; it comes back on the same port
-with its namespaces registered in the other order, so every namespace index moves.
+with its namespaces registered in the other order, so every namespace index moves. The monitored
+items are checked on the server itself with an in-process simulator, stopped and started again.
 """
 
 from __future__ import annotations
@@ -10,11 +11,20 @@ import signal
 import time
 from datetime import UTC, datetime
 
-from _cases.opcua_cases import AUX_URI, SIM_URI, SimulatorProcess
+import pytest
+from _cases.opcua_cases import (
+    AUX_URI,
+    SIM_URI,
+    SimulatorProcess,
+    record_sampling_intervals,
+    server_items,
+    server_subscriptions,
+)
 from _util import LOG, RecordingWriter, wait_for
 
 from data_collector import CollectedVariables, DataCollectionContext, DataCollector, Quality, Variable
 from data_reader.opcua_data_reader import OpcUaDataReader
+from data_reader.opcua_simulator import OpcUaSimulator
 
 READERS = {1: "ua-poll", 2: "ua-sub"}  # context id -> reader type
 
@@ -74,6 +84,7 @@ def test_server_restart_with_moved_namespaces_recovers_in_both_modes() -> None:
         for s in stats.values():
             assert s["reconnects"] >= 1
             assert s["namespaces"].index(SIM_URI) == 3 and s["namespaces"].index(AUX_URI) == 2
+        assert (stats["sub"]["monitored_items"], stats["sub"]["sampling_intervals_ms"]) == (3, [100, 200])
         after = [r for r in writer.rows if r.read_at > again and r.quality is Quality.GOOD]
         for context_id in READERS:
             base = 10 * context_id
@@ -91,6 +102,54 @@ def test_server_restart_with_moved_namespaces_recovers_in_both_modes() -> None:
         first.kill()
         if second is not None:
             second.kill()
+
+
+def test_monitored_items_come_back_after_a_restart_with_the_same_intervals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    record_sampling_intervals(monkeypatch)
+    sim = OpcUaSimulator()
+    sim.start()
+    try:
+        reader = OpcUaDataReader(
+            sim.endpoint, mode="subscribe", timeout_s=2.0, watchdog_interval_s=0.5, reconnect_max_delay_s=1.0
+        )
+        counter = sim.address("Sim.Counter", by_uri=True)
+        first = [
+            Variable(1, counter, "int", "opcua", interval_ms=300),
+            Variable(2, sim.address("Sim.Sine", by_uri=True), "float", "opcua"),  # default 400 ms
+        ]
+        second = [Variable(1, counter, "int", "opcua", interval_ms=200)]
+        third = [Variable(3, sim.address("Static.Bool", by_uri=True), "bool", "opcua", interval_ms=500)]
+        expected = [("Sim.Counter", 100), ("Sim.Sine", 400)]  # 100 = GCD(300, 200)
+        writer = RecordingWriter()
+        with DataCollector(LOG, [reader], [writer]) as collector:
+            collector.start(DataCollectionContext(1, first, default_interval_ms=400))
+            collector.start(DataCollectionContext(2, second))
+            collector.start(DataCollectionContext(3, third))
+            assert server_items(sim) == [*expected, ("Static.Bool", 500)]
+            sim.stop()
+            wait_for(lambda: not reader.connected, 10, "the session declared lost")
+            began = time.monotonic()
+            collector.stop(3)  # announced while the server is away: no error, no wait
+            assert time.monotonic() - began < 1.5
+            sim.start()  # the same port, a brand-new server: it knows no subscription
+            wait_for(lambda: server_items(sim) == expected, 20, "the monitored items on the new server")
+            assert server_subscriptions(sim) == 2
+            restarted = datetime.now(UTC)
+
+            def good_since_restart() -> set[int]:
+                return {
+                    r.variable_id for r in writer.rows if r.read_at > restarted and r.quality is Quality.GOOD
+                }
+
+            wait_for(lambda: good_since_restart() == {1, 2}, 20, "GOOD values again")
+            assert reader.opcua_stats()["reconnects"] >= 1
+            collector.stop(1)  # the announcements still work on the new session
+            assert server_items(sim) == [("Sim.Counter", 200)]
+        assert (server_items(sim), server_subscriptions(sim)) == ([], 0)
+    finally:
+        sim.stop()
 
 
 def test_a_hung_server_is_detected_by_the_keepalive_and_recovered() -> None:

@@ -6,7 +6,11 @@ marked *thread-safe*, which the reader's synchronous side calls from the collect
 A lost session is replaced by a brand-new asyncua ``Client`` (asyncua 2.x can reconnect by itself,
 but it restores the old NodeIds, which is wrong when a restarted server registered its namespaces
 in another order): namespace URIs are resolved again, the server limits read again and every
-monitored item created again, so values come back without any user action.
+monitored item the reader wants created again, so values come back without any user action.
+
+Subscribe mode: the reader says which items it wants (:meth:`Link.assign`, the whole set, or
+:meth:`Link.want`, one more); :meth:`Link.sync` then creates the new ones on the server and deletes
+the others, and the supervisor runs it after every (re)connect and whenever asked (:meth:`Link.wake`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +35,7 @@ from ._address import NodeAddress, UnknownNamespaceError
 from ._convert import status_name, status_text
 from ._ua import ua
 
-__all__ = ["Credentials", "Link", "LinkOptions", "MonitoredItem", "describe_error"]
+__all__ = ["Credentials", "ItemKey", "Link", "LinkOptions", "MonitoredItem", "describe_error"]
 
 _POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
     "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
@@ -45,6 +49,9 @@ _MODES: dict[str, ua.MessageSecurityMode] = {
 SECURITY_POLICIES = ("None", *_POLICIES)
 _MAX_PUBLISHING_MS = 250
 SECURITY_MODES = ("None", *_MODES)
+
+#: A monitored item is one node (address text) at one sampling interval (ms).
+ItemKey = tuple[str, int]
 
 #: Rejections that retrying cannot cure: wrong credentials, certificates or security settings.
 _PERMANENT = frozenset(
@@ -190,7 +197,6 @@ class MonitoredItem:
         "client_handle",
         "created_at",
         "error",
-        "last_wanted",
         "latest",
         "monitored_id",
         "nodeid",
@@ -201,7 +207,7 @@ class MonitoredItem:
     def __init__(self, address: NodeAddress, sampling_ms: int) -> None:
         self.address = address
         self.sampling_ms = sampling_ms
-        self.created_at = self.last_wanted = time.monotonic()
+        self.created_at = time.monotonic()
         self.latest: tuple[Any, int, Any, float] | None = None
         self.error: str | None = None
         self.armed_at: float | None = None  # when the server accepted the item (monotonic)
@@ -235,9 +241,7 @@ class _Subscription:
 class Link:
     """The session of one :class:`OpcUaDataReader` (see the module docstring)."""
 
-    def __init__(
-        self, options: LinkOptions, logger: logging.Logger, *, unmonitor_after_s: float = 5.0
-    ) -> None:
+    def __init__(self, options: LinkOptions, logger: logging.Logger) -> None:
         self.options = options
         self._log = logger
         # -- state read by the collector's thread (single assignments only) --
@@ -264,12 +268,13 @@ class Link:
         self._variant_types: dict[ua.NodeId, ua.VariantType] = {}
         # -- subscribe mode registry, shared with the collector's thread under _items_lock --
         self._items_lock = threading.Lock()
-        self._items: dict[tuple[str, int], MonitoredItem] = {}
+        self._items: dict[ItemKey, MonitoredItem] = {}  # the wanted items
+        self._unwanted: list[MonitoredItem] = []  # to delete from the server at the next sync
         self._subscriptions: dict[int, _Subscription] = {}
+        self._sync_lock = asyncio.Lock()  # one sync (or connect) at a time
         self._next_handle = 1
         self.first_value = threading.Event()  # set when an item receives its first value
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._gc_after_s = unmonitor_after_s
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -317,7 +322,8 @@ class Link:
         last_failure = ""
         while not self._closing:
             try:
-                await self._connect()
+                async with self._sync_lock:  # a sync still running on the old session ends first
+                    await self._connect()
             except ConnectFailed as exc:
                 self.connected = False
                 self.last_error = f"{exc}; retrying"
@@ -366,13 +372,9 @@ class Link:
         """While connected: keep monitored items in sync and watch subscriptions' health."""
         assert self._lost is not None and self._wake is not None
         while not self._lost.is_set():
-            try:
-                await self._sync_items()
-            except Exception as exc:  # a failed service call: is the session still there?
-                if _status_of(exc) in _SESSION_LOST or isinstance(exc, ConnectionError | OSError):
-                    self.connection_lost(describe_error(exc))
-                    break
-                self._log.warning("OPC UA %s: monitored item update failed: %s", self.options.endpoint, exc)
+            await self.sync()
+            if self._lost.is_set():
+                break
             silent = self._silent_subscription()
             if silent is not None:
                 self.connection_lost(silent)
@@ -600,11 +602,14 @@ class Link:
     # ------------------------------------------------------------------ subscribe mode
 
     def want(self, address: NodeAddress, sampling_ms: int) -> MonitoredItem:
-        """*Thread-safe*: the monitored item of ``address`` at ``sampling_ms``, created if new."""
+        """*Thread-safe*: the monitored item of ``address`` at ``sampling_ms``, added if new.
+
+        An added item is created on the server by the next sync (asked for here) and stays
+        until an :meth:`assign` leaves it out or the link closes.
+        """
         key = (address.text, sampling_ms)
         item = self._items.get(key)
         if item is not None:
-            item.last_wanted = time.monotonic()
             return item
         with self._items_lock:
             item = self._items.get(key)
@@ -612,6 +617,23 @@ class Link:
                 item = self._items[key] = MonitoredItem(address, sampling_ms)
         self.wake()
         return item
+
+    def assign(self, wanted: Mapping[ItemKey, NodeAddress]) -> dict[ItemKey, MonitoredItem]:
+        """*Thread-safe*: make ``wanted`` the whole set of monitored items; returns them by key.
+
+        Items already there are kept as they are; the new ones are created and the others
+        deleted from the server by the next :meth:`sync` (the caller runs it, or the supervisor
+        does within a second; after a reconnect it creates exactly this set again).
+        """
+        with self._items_lock:
+            current = self._items
+            self._items = {
+                key: current.get(key) or MonitoredItem(address, key[1]) for key, address in wanted.items()
+            }
+            self._unwanted += [item for key, item in current.items() if key not in self._items]
+            items = dict(self._items)
+        self.wake()
+        return items
 
     def items(self) -> list[MonitoredItem]:
         with self._items_lock:
@@ -624,6 +646,8 @@ class Link:
     def _reset_items(self) -> None:
         """After a (re)connect: nothing exists on the new session yet."""
         self._subscriptions = {}
+        with self._items_lock:
+            self._unwanted = []
         for item in self.items():
             item.monitored_id = None
             item.subscription = None
@@ -632,47 +656,74 @@ class Link:
             item.error = None
             item.nodeid = None
 
+    async def sync(self) -> None:
+        """Create the wanted items missing on the server, then delete the unwanted ones.
+
+        Returns at once when not connected (the supervisor syncs after connecting). A failure
+        that means the session is gone declares it lost (the reconnect then re-creates every
+        item); another failure is logged and the items concerned are retried at the next sync.
+        """
+        if self._client is None or not self.connected:
+            return
+        async with self._sync_lock:
+            try:
+                await self._sync_items()
+            except Exception as exc:  # a failed service call: is the session still there?
+                if _status_of(exc) in _SESSION_LOST or isinstance(exc, ConnectionError | OSError):
+                    self.connection_lost(describe_error(exc))
+                else:
+                    self._log.warning(
+                        "OPC UA %s: monitored item update failed: %s", self.options.endpoint, exc
+                    )
+
     async def _sync_items(self) -> None:
         client = self._client
         if client is None or not self.connected:
             return
-        now = time.monotonic()
-        stale: list[MonitoredItem] = []
-        fresh: list[MonitoredItem] = []
-        for item in self.items():
-            horizon = max(self._gc_after_s, 3 * item.sampling_ms / 1000)
-            if now - item.last_wanted > horizon:
-                stale.append(item)
-            elif item.monitored_id is None and item.error is None:
-                fresh.append(item)
-        if stale:
-            await self._delete_items(client, stale)
-        if fresh:
+        fresh = [item for item in self.items() if item.monitored_id is None and item.error is None]
+        if fresh:  # first: an item moving to another interval is never missing
             await self._create_items(client, fresh)
+        with self._items_lock:
+            unwanted, self._unwanted = self._unwanted, []
+        try:
+            await self._delete_items(client, unwanted)
+        except BaseException:
+            with self._items_lock:  # retried at the next sync (a reconnect clears them)
+                self._unwanted = unwanted + self._unwanted
+            raise
 
     async def _delete_items(self, client: Client, items: list[MonitoredItem]) -> None:
-        with self._items_lock:
-            for item in items:
-                self._items.pop((item.address.text, item.sampling_ms), None)
-        by_sub: dict[int, list[MonitoredItem]] = {}
+        """Delete ``items`` from their subscriptions, and every subscription left empty."""
+        by_sub: dict[int, tuple[_Subscription, list[int]]] = {}
         for item in items:
             sub = item.subscription
             if sub is not None and item.monitored_id is not None:
-                by_sub.setdefault(sub.sampling_ms, []).append(item)
-                sub.by_handle.pop(item.client_handle, None)
-        for sampling_ms, gone in by_sub.items():
-            sub = self._subscriptions[sampling_ms]
-            if sub.subscription_id is None:
-                continue
-            if not sub.by_handle:
-                await client.uaclient.delete_subscriptions([sub.subscription_id])
-                del self._subscriptions[sampling_ms]
-                continue
-            params = ua.DeleteMonitoredItemsParameters()
-            params.SubscriptionId = sub.subscription_id
-            params.MonitoredItemIds = [i.monitored_id for i in gone if i.monitored_id is not None]
-            await client.uaclient.delete_monitored_items(params)
-        self._log.debug("OPC UA %s: removed %d monitored items", self.options.endpoint, len(items))
+                by_sub.setdefault(id(sub), (sub, []))[1].append(item.monitored_id)
+        for sub, ids in by_sub.values():
+            if sub.subscription_id is None or self._subscriptions.get(sub.sampling_ms) is not sub:
+                continue  # gone with its session
+            if len(ids) < len(sub.by_handle):
+                params = ua.DeleteMonitoredItemsParameters()
+                params.SubscriptionId = sub.subscription_id
+                params.MonitoredItemIds = ids
+                await client.uaclient.delete_monitored_items(params)
+            for item in items:
+                if item.subscription is sub:
+                    sub.by_handle.pop(item.client_handle, None)
+                    item.monitored_id = item.subscription = None
+        empty = [s for s in self._subscriptions.values() if not s.by_handle]
+        empty_ids = [s.subscription_id for s in empty if s.subscription_id is not None]
+        if empty_ids:
+            await client.uaclient.delete_subscriptions(empty_ids)
+        for sub in empty:
+            del self._subscriptions[sub.sampling_ms]
+        if items or empty:
+            self._log.debug(
+                "OPC UA %s: removed %d monitored items, %d subscriptions",
+                self.options.endpoint,
+                len(items),
+                len(empty),
+            )
 
     async def _create_items(self, client: Client, items: list[MonitoredItem]) -> None:
         groups: dict[int, list[MonitoredItem]] = {}

@@ -156,3 +156,59 @@ class SimulatorProcess:
         self.process.wait(30)
         if self.process.stdout is not None:
             self.process.stdout.close()
+
+
+# -- the monitored items as the server sees them (in-process simulators only) ---------------------
+
+
+def record_sampling_intervals(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every in-process asyncua server note, on each monitored item it creates, the sampling
+    interval the client requested (asyncua's server keeps only the subscription's publishing one).
+
+    Patched on the class, so a server started later (a restart) records too; undone by pytest.
+    """
+    from asyncua.server.subscription_service import SubscriptionService
+
+    original = SubscriptionService.create_monitored_items
+
+    async def create_monitored_items(self: SubscriptionService, params: Any) -> Any:
+        results = await original(self, params)
+        sub = self.subscriptions.get(params.SubscriptionId)
+        if sub is not None:
+            created = sub.monitored_item_srv._monitored_items
+            for request, result in zip(params.ItemsToCreate, results, strict=True):
+                data = created.get(result.MonitoredItemId)
+                if data is not None:
+                    data.sampling_ms = round(request.RequestedParameters.SamplingInterval)
+        return results
+
+    monkeypatch.setattr(SubscriptionService, "create_monitored_items", create_monitored_items)
+
+
+def server_items(sim: Any) -> list[tuple[str, int | None]]:
+    """The monitored items on ``sim``'s server now, sorted: (node identifier, sampling ms).
+
+    The sampling interval is ``None`` unless :func:`record_sampling_intervals` was active.
+    """
+
+    async def collect() -> list[tuple[str, int | None]]:
+        server = sim._server
+        if server is None:
+            return []
+        return sorted(
+            (str(data.read_value_id.NodeId.Identifier), getattr(data, "sampling_ms", None))
+            for sub in server.iserver.subscription_service.subscriptions.values()
+            for data in sub.monitored_item_srv._monitored_items.values()
+        )
+
+    return sim._call(collect())
+
+
+def server_subscriptions(sim: Any) -> int:
+    """How many subscriptions ``sim``'s server holds now."""
+
+    async def count() -> int:
+        server = sim._server
+        return 0 if server is None else len(server.iserver.subscription_service.subscriptions)
+
+    return sim._call(count())
