@@ -4,9 +4,9 @@ Run: ``python bench/engine_bench.py [--seconds 30] [--throughput-seconds 10]``
 
 (a) For ticks of 10 ms and 100 ms, idle and with one CPU-bound Python thread running, the
     lateness (p50/p99/max, µs) of our reader's read() calls against their wall-clock tick, and the
-    lost (missed) ticks, beside a bare deadline loop (time.sleep to absolute deadlines) measured at
-    the same time in a child process with the same in-process load (so both see the same machine
-    noise and neither takes the other's GIL).
+    lost (missed) ticks, beside a bare deadline loop (time.sleep to absolute deadlines) measured in
+    the same process under the same load: the scenario is cut into rounds that alternate the two
+    loops (bare-ours, ours-bare, ...), so both see the same machine noise without competing.
 (b) 10,000 random variables at 100 ms into the noop writer: samples/s and CPU seconds per 100k
     samples; then the highest rate sustained with zero missed ticks, growing the variable count.
 
@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import platform
-import subprocess
 import sys
 import threading
 import time
@@ -84,13 +83,7 @@ def bare_loop(tick_ms: int, seconds: float) -> dict[str, Any]:
             lag -= k * tick
         late.append(lag)
         deadline += tick
-    return {
-        "ticks": len(late),
-        "lost": lost,
-        "p50": pct(late, 0.5),
-        "p99": pct(late, 0.99),
-        "max": pct(late, 1.0),
-    }
+    return {"late": late, "lost": lost}
 
 
 class TimingReader(RandomDataReader):
@@ -116,10 +109,15 @@ def ours_loop(tick_ms: int, seconds: float) -> dict[str, Any]:
         c.start(ctx)
         time.sleep(seconds)
         stats = c.stats().readers["bench"]
-    late = reader.late
+    return {"late": reader.late, "lost": stats.missed_ticks}
+
+
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pool the rounds of one loop: ticks, lost ticks and lateness percentiles (µs)."""
+    late = [x for p in parts for x in p["late"]]
     return {
         "ticks": len(late),
-        "lost": stats.missed_ticks,
+        "lost": sum(p["lost"] for p in parts),
         "p50": pct(late, 0.5),
         "p99": pct(late, 0.99),
         "max": pct(late, 1.0),
@@ -160,17 +158,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=30.0, help="per lateness scenario (default 30)")
     ap.add_argument("--throughput-seconds", type=float, default=10.0)
-    ap.add_argument("--bare-child", nargs=3, metavar=("TICK_MS", "SECONDS", "LOAD"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.bare_child:
-        tick_ms, seconds, load = (
-            int(args.bare_child[0]),
-            float(args.bare_child[1]),
-            bool(int(args.bare_child[2])),
-        )
-        with cpu_hog(load):
-            print(json.dumps(bare_loop(tick_ms, seconds)))
-        return
     logging.basicConfig(level=logging.WARNING)
 
     print(
@@ -181,18 +169,18 @@ def main() -> None:
     print(f"\n(a) tick lateness, {args.seconds:g} s per row (µs; lost = missed ticks)", flush=True)
     print(f"{'tick':>6} {'load':>6} {'loop':>6} {'ticks':>7} {'lost':>5} {'p50':>8} {'p99':>8} {'max':>9}")
     lateness = []
+    rounds = 6
     for tick_ms in (10, 100):
         for load in (False, True):
-            child = subprocess.Popen(
-                [sys.executable, __file__, "--bare-child", str(tick_ms), str(args.seconds), str(int(load))],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
+            parts: dict[str, list[dict[str, Any]]] = {"bare": [], "ours": []}
             with cpu_hog(load):
-                ours = ours_loop(tick_ms, args.seconds)
-            out, _ = child.communicate(timeout=args.seconds + 60)
-            bare = json.loads(out.strip().splitlines()[-1])
-            for name, r in (("bare", bare), ("ours", ours)):
+                for k in range(rounds):
+                    order = ("bare", "ours") if k % 2 == 0 else ("ours", "bare")
+                    for name in order:
+                        fn = bare_loop if name == "bare" else ours_loop
+                        parts[name].append(fn(tick_ms, args.seconds / rounds))
+            for name in ("bare", "ours"):
+                r = merge(parts[name])
                 row = {"tick_ms": tick_ms, "load": "cpu" if load else "idle", "loop": name, **r}
                 lateness.append(row)
                 print(

@@ -20,7 +20,7 @@ __all__ = ["Clock", "ReaderTask", "SystemClock", "WriterTask"]
 
 _NS_PER_MS = 1_000_000
 _LATENESS_WINDOW = 10_000
-_FINAL_SLEEP_NS = 2 * _NS_PER_MS  # the last stretch before a deadline is slept, not waited
+_FINAL_SLEEP_NS = _NS_PER_MS // 2  # the last stretch before a deadline is slept, not waited
 NO_VALUE = "the reader set no value"
 
 
