@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from ._writer import DataWriter
 
 __all__ = ["CollectorStats", "ContextStats", "DataCollector", "ReaderStats", "WriterStats"]
 
-ContextState = Literal["scheduled", "running", "paused"]
+ContextState = Literal["scheduled", "running", "paused", "stopping"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,7 @@ class CollectorStats:
 class _Ctx:
     """The collector's record of one started (or scheduled) context."""
 
-    __slots__ = ("context", "ends_at", "job_id", "reader_types", "samples", "state")
+    __slots__ = ("accepting", "context", "ends_at", "job_id", "reader_types", "samples", "state")
 
     def __init__(self, context: DataCollectionContext, reader_types: frozenset[str]) -> None:
         self.context = context
@@ -105,6 +106,7 @@ class _Ctx:
         self.ends_at: datetime | None = None
         self.job_id: str | None = None
         self.reader_types = reader_types
+        self.accepting = False  # whether values read for it are delivered
 
 
 def _utcnow() -> datetime:
@@ -149,6 +151,14 @@ class DataCollector:
             rt = reader.reader_type
             if not isinstance(rt, str) or not rt.strip():
                 raise ConfigurationError(f"{type(reader).__name__} has no reader_type (got {rt!r})")
+            mi = reader.min_interval_ms
+            if mi is not None and (isinstance(mi, bool) or not isinstance(mi, int) or mi <= 0):
+                raise ConfigurationError(
+                    f"{reader!r}: min_interval_ms must be None or an int > 0, got {mi!r}"
+                )
+            vts = reader.value_types
+            if not isinstance(vts, frozenset | set) or not all(isinstance(t, str) for t in vts):
+                raise ConfigurationError(f"{reader!r}: value_types must be a frozenset of str, got {vts!r}")
             if rt in self._readers:
                 raise ConfigurationError(
                     f"two readers have reader_type {rt!r}: {self._readers[rt]!r} and {reader!r}"
@@ -216,14 +226,15 @@ class DataCollector:
             self._listeners = [x for x in self._listeners if x is not listener]
 
     def contexts(self) -> dict[int, DataCollectionContext]:
-        """The started and scheduled contexts by id."""
-        with self._op_lock:
-            return {cid: c.context for cid, c in self._ctx.items()}
+        """The started and scheduled contexts by id (never blocks: safe from readers and writers)."""
+        return {cid: c.context for cid, c in list(self._ctx.items())}
 
     def state(self, context_id: int) -> ContextState:
-        """``"scheduled"``, ``"running"`` or ``"paused"``; :class:`UnknownContextError` otherwise."""
-        with self._op_lock:
-            return self._get(context_id).state
+        """``"scheduled"``, ``"running"``, ``"paused"`` (or ``"stopping"`` during :meth:`stop`).
+
+        :class:`UnknownContextError` when no context has this id. Never blocks.
+        """
+        return self._get(context_id).state
 
     def start(self, context: DataCollectionContext, *, at: datetime | None = None) -> None:
         """Start collecting ``context`` now, or at ``at`` (an aware datetime) if it is in the future.
@@ -271,8 +282,11 @@ class DataCollector:
             if record.state != "running":
                 raise ContextStateError(f"context {context_id} is {record.state}, not running: cannot pause")
             self._notify("before_pause", record.context)
+            if self._ctx.get(context_id) is not record or record.state != "running":
+                return  # a listener changed it meanwhile
             record.state = "paused"
             self._replan(record.reader_types, barrier=True)
+            record.accepting = False
             self._log.info("context %d paused", context_id)
             self._notify("after_pause", record.context)
 
@@ -285,7 +299,10 @@ class DataCollector:
                 raise ContextStateError(f"context {context_id} is {record.state}, not paused: cannot resume")
             self._validate_started(record.context, ignore=context_id)
             self._notify("before_resume", record.context)
+            if self._ctx.get(context_id) is not record or record.state != "paused":
+                return  # a listener changed it meanwhile
             record.state = "running"
+            record.accepting = True
             self._replan(record.reader_types, barrier=False)
             self._log.info("context %d resumed", context_id)
             self._notify("after_resume", record.context)
@@ -560,9 +577,14 @@ class DataCollector:
         context = record.context
         self._open_resources(record.reader_types)
         self._notify("before_start", context)
+        if self._closed or self._closing:
+            raise CollectorClosedError(f"the collector was closed while context {context.id} was starting")
+        if context.id in self._ctx and self._ctx[context.id] is not record:
+            raise ContextAlreadyStartedError(f"context {context.id} was started while it was starting")
         context._start_date = _utcnow()
         context._end_date = None
         record.state = "running"
+        record.accepting = True
         record.ends_at = context._start_date + timedelta(seconds=context.duration_s)
         self._ctx[context.id] = record
         for wtask in self._writer_tasks or ():
@@ -616,14 +638,25 @@ class DataCollector:
             self._log.info("scheduled context %d cancelled", context.id)
             return
         self._notify("before_stop", context)
-        del self._ctx[context.id]
+        if self._ctx.get(context.id) is not record or record.state == "stopping":
+            return  # a listener stopped it meanwhile
+        record.state = "stopping"
         if not from_job:
             self._remove_job(record)
-        self._replan(record.reader_types, barrier=True)
+        if not self._replan(record.reader_types, barrier=True):
+            self._log.error(
+                "context %d: a reader was still busy after %.1f s; the values of its current read will "
+                "not reach this context",
+                context.id,
+                self._drain_timeout_s,
+            )
+        record.accepting = False
+        del self._ctx[context.id]
         context._end_date = _utcnow()
         events = [(w.name, w.put_stopped(context)) for w in self._writer_tasks or ()]
+        deadline = time.monotonic() + self._drain_timeout_s
         for name, done in events:
-            if not done.wait(self._drain_timeout_s):
+            if not done.wait(max(0.0, deadline - time.monotonic())):
                 self._log.error(
                     "writer %s did not take every value of context %d within %.1f s",
                     name,
@@ -638,8 +671,10 @@ class DataCollector:
             with contextlib.suppress(Exception):  # already run or gone
                 self._scheduler.remove_job(record.job_id)
 
-    def _replan(self, reader_types: Iterable[str], *, barrier: bool) -> None:
+    def _replan(self, reader_types: Iterable[str], *, barrier: bool) -> bool:
+        """Give the reader tasks the plans of the running contexts; False if a barrier timed out."""
         active = [r.context for r in self._ctx.values() if r.state == "running"]
+        ok = True
         for rt in reader_types:
             task = self._reader_tasks.get(rt)
             if task is None:
@@ -652,12 +687,15 @@ class DataCollector:
                     task.reader.variables_changed(intervals)
                 except Exception:
                     self._log.exception("reader %r raised in variables_changed; ignored", rt)
-            task.set_plan(None if plan.empty else plan, barrier=barrier)
+            timeout = self._drain_timeout_s if barrier else None
+            ok = task.set_plan(None if plan.empty else plan, barrier=timeout) and ok
+        return ok
 
     def _dispatch(self, context: DataCollectionContext, batch: CollectedVariables) -> None:
         record = self._ctx.get(context.id)
-        if record is not None:
-            record.samples += len(batch)
+        if record is None or record.context is not context or not record.accepting:
+            return  # a read that outlived stop()/pause() of this context (its barrier timed out)
+        record.samples += len(batch)
         for wtask in self._writer_tasks or ():
             wtask.put_data(context, batch)
 

@@ -25,6 +25,9 @@ __all__ = [
     "Variable",
 ]
 
+#: The longest ``duration_s`` a context may have (100 years).
+MAX_DURATION_S = 100 * 365.25 * 86400
+
 #: The value types every reader understands; a reader may declare more in ``value_types``.
 BUILTIN_VALUE_TYPES: frozenset[str] = frozenset({"float", "int", "bool", "str"})
 
@@ -84,6 +87,10 @@ class Variable:
     def __hash__(self) -> int:  # computed once: variables key the readers' per-tick lookups
         return self._hash
 
+    def __reduce__(self) -> tuple[type[Variable], tuple[int, str, str, str, int | None]]:
+        # rebuilt through the constructor, so the cached hash is that of the receiving process
+        return (Variable, (self.id, self.address, self.value_type, self.reader_type, self.interval_ms))
+
     def same_definition(self, other: Variable) -> bool:
         """True when both describe the same device value (interval aside)."""
         return (
@@ -132,6 +139,10 @@ class DataCollectionContext:
             or duration_s <= 0
         ):
             raise ConfigurationError(f"{where}duration_s must be a finite number > 0, got {duration_s!r}")
+        if duration_s > MAX_DURATION_S:
+            raise ConfigurationError(
+                f"{where}duration_s must be at most {MAX_DURATION_S:g} s (100 years), got {duration_s!r}"
+            )
         if isinstance(variables, str | bytes) or not isinstance(variables, Iterable):
             raise ConfigurationError(f"{where}variables must be an iterable of Variable, got {variables!r}")
         plan = tuple(variables)

@@ -86,15 +86,24 @@ class ReaderTask:
     def plan(self) -> ReaderPlan | None:
         return self._plan
 
-    def set_plan(self, plan: ReaderPlan | None, *, barrier: bool) -> None:
-        """Install a new plan; with ``barrier``, return only once no tick of the old plan runs."""
+    def set_plan(self, plan: ReaderPlan | None, *, barrier: float | None = None) -> bool:
+        """Install a new plan.
+
+        With ``barrier`` (seconds), wait until no tick of the old plan runs any more; False when a
+        read was still busy after that long (its results then reach only contexts still accepting).
+        """
         with self._cond:
             self._plan = plan
             self._version += 1
             self._cond.notify_all()
-        if barrier:
-            with self._tick_lock:
-                pass
+        if barrier is None:
+            return True
+        if threading.current_thread() is self._thread:
+            return False  # called from inside read(): the tick in progress is this very call
+        if not self._tick_lock.acquire(timeout=barrier):
+            return False
+        self._tick_lock.release()
+        return True
 
     def shutdown(self, timeout: float | None = None) -> None:
         with self._cond:
@@ -122,10 +131,11 @@ class ReaderTask:
         plan: ReaderPlan | None = None
         version = -1
         tick_ns = 0
-        deadline: int | None = None
+        deadline: int | None = None  # the next tick not run yet
         while True:
             with cond:
                 while not self._closing and (self._plan is None or self._plan.empty):
+                    deadline = None  # idle: a later plan starts afresh
                     cond.wait()
                 if self._closing:
                     return
@@ -133,23 +143,30 @@ class ReaderTask:
                     plan, version = self._plan, self._version
                     assert plan is not None
                     tick_ns = plan.tick_ms * _NS_PER_MS
-                    deadline = None
-            assert plan is not None
+                    # A new plan keeps the tick that was pending: its first boundary at or after it
+                    # (so starting a context just before a boundary costs the others nothing).
+                    now = clock.time_ns()
+                    base = now if deadline is None else min(now, deadline)
+                    deadline = -(-base // tick_ns) * tick_ns
+            assert plan is not None and deadline is not None
             now = clock.time_ns()
-            if deadline is None or deadline - now > 2 * tick_ns:
-                # first tick of a plan, or the wall clock stepped back: the next aligned boundary
+            if deadline - now > 2 * tick_ns:  # the wall clock stepped back: resynchronise
                 deadline = (now // tick_ns + 1) * tick_ns
             if now < deadline:
                 # Wait on the condition (so a new plan or close wakes us at once) until shortly
                 # before the deadline, then sleep the last stretch: time.sleep wakes up more
                 # precisely than a condition wait, and the stretch is too short to matter for control.
+                stepped = False
                 with cond:
                     while not self._closing and self._version == version:
                         remaining = deadline - clock.time_ns()
                         if remaining <= _FINAL_SLEEP_NS:
                             break
+                        if remaining > 2 * tick_ns:
+                            stepped = True  # the wall clock stepped back while we waited
+                            break
                         cond.wait((remaining - _FINAL_SLEEP_NS) / 1e9)
-                    if self._closing or self._version != version:
+                    if self._closing or self._version != version or stepped:
                         continue
                 remaining = deadline - clock.time_ns()
                 if remaining > 0:
@@ -164,10 +181,14 @@ class ReaderTask:
             self._lateness.append(late)
             with self._tick_lock:
                 if self._version != version:
-                    continue
+                    continue  # re-planned meanwhile: this deadline is evaluated against the new plan
                 tick_plan = plan.due(deadline // _NS_PER_MS)
                 if tick_plan is not None:
-                    self._tick(tick_plan)
+                    try:
+                        self._tick(tick_plan)
+                    except Exception:  # never let one tick end the loop
+                        self.counters.read_errors += 1
+                        self._log.exception("reader %r: a tick failed; collection goes on", self.reader_type)
             deadline += tick_ns
 
     def _tick(self, tick_plan: TickPlan) -> None:
@@ -203,7 +224,13 @@ class ReaderTask:
             counters.max_read_ms = elapsed_ms
         values, qualities, errors, read_ats = batch.values, batch.qualities, batch.errors, batch.read_ats
         if len(values) != n or len(qualities) != n or len(errors) != n or len(read_ats) != n:
-            raise RuntimeError(f"reader {self.reader_type!r} changed the length of a batch column")
+            counters.read_errors += 1
+            text = f"reader {self.reader_type!r} changed the length of a batch column"
+            self._log.error("%s; the items of this tick are BAD", text)
+            values[:] = [None] * n
+            qualities[:] = [Quality.BAD] * n
+            errors[:] = [text] * n
+            read_ats[:] = [read_at] * n
         missing = [i for i, v in enumerate(values) if v is None]
         if missing:  # items left without a value are BAD
             bad_q = Quality.BAD
@@ -296,7 +323,7 @@ class WriterTask:
         """Queue a batch; never blocks. False (logged loudly, counted) when the queue is full."""
         n = len(batch)
         with self._cond:
-            if self._depth + n > self._max:
+            if self._depth + n > self._max and self._depth > 0:  # an empty queue takes any batch
                 c = self.counters
                 c.dropped_batches += 1
                 c.dropped_samples += n

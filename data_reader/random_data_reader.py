@@ -59,7 +59,10 @@ def parse_constant(text: str, value_type: str) -> Any:
     if value_type == "float":
         return float(text)
     if value_type == "int":
-        return int(text, 0)
+        try:
+            return int(text, 0)  # 42, 0x2a, 0b101010, 0o52
+        except ValueError:
+            return int(text)  # 08 and other leading zeros
     if value_type == "bool":
         low = text.strip().lower()
         if low in _TRUE:
@@ -82,27 +85,29 @@ class RandomDataReader(DataReader):
     ) -> None:
         super().__init__(reader_type=reader_type, min_interval_ms=min_interval_ms)
         self._random = random.Random(seed)
-        self._signals: dict[Variable, Signal] = {}
+        # keyed by what defines a signal (not the interval: contexts sharing a variable share it)
+        self._signals: dict[tuple[int, str, str], Signal] = {}
         self._lock = threading.Lock()
-
-    def validate_variable(self, variable: Variable) -> None:
-        self._signal(variable)
 
     def read(self, variables: CollectedVariables) -> None:
         now = time.time()
         signals = self._signals
         values = variables.values  # column fast path: qualities are GOOD already
         for i, var in enumerate(variables.variables):
-            fn = signals.get(var)
+            fn = signals.get((var.id, var.address, var.value_type))
             if fn is None:
                 fn = self._signal(var)
             values[i] = fn(now)
 
+    def validate_variable(self, variable: Variable) -> None:
+        self._make(variable)  # checks only: the signal is made at the first read
+
     def _signal(self, variable: Variable) -> Signal:
+        key = (variable.id, variable.address, variable.value_type)
         with self._lock:
-            fn = self._signals.get(variable)
+            fn = self._signals.get(key)
             if fn is None:
-                fn = self._signals[variable] = self._make(variable)
+                fn = self._signals[key] = self._make(variable)
             return fn
 
     def _make(self, variable: Variable) -> Signal:

@@ -30,10 +30,11 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -93,7 +94,7 @@ def read_samples(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                     "context_id": int(row["context_id"]),
                     "variable_id": int(row["variable_id"]),
                     "address": row["address"],
-                    "read_at": datetime.fromisoformat(row["read_at"]),
+                    "read_at": datetime.fromisoformat(row["read_at"]) if row["read_at"] else None,
                     "value": parse_value(row["value"], row["value_type"]),
                     "quality": Quality(row["quality"]),
                     "error": row["error"] or None,
@@ -108,7 +109,10 @@ class CsvFileDataWriter(DataWriter):
 
     def __init__(self, path: str | os.PathLike[str], *, delimiter: str = ",") -> None:
         super().__init__()
-        text = os.fspath(path)
+        try:
+            text = os.fspath(path)
+        except TypeError:
+            raise ConfigurationError(f"CsvFileDataWriter: path must be a str or path, got {path!r}") from None
         if not isinstance(text, str) or not text:
             raise ConfigurationError(f"CsvFileDataWriter: path must be a non-empty path, got {path!r}")
         try:
@@ -117,7 +121,7 @@ class CsvFileDataWriter(DataWriter):
             raise ConfigurationError(
                 f"CsvFileDataWriter: path {text!r} may only hold the field {{context_id}}: {exc}"
             ) from None
-        if not isinstance(delimiter, str) or len(delimiter) != 1:
+        if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '\r\n"':
             raise ConfigurationError(f"CsvFileDataWriter: delimiter must be one character, got {delimiter!r}")
         self.path_template = text
         self.per_context = "{context_id" in text
@@ -173,7 +177,7 @@ class CsvFileDataWriter(DataWriter):
                     cid,
                     var.id,
                     var.address,
-                    item.read_at.isoformat(timespec="milliseconds") if item.read_at else "",
+                    _iso_utc(item.read_at) if item.read_at else "",
                     format_value(value),
                     item.quality.value,
                     item.error or "",
@@ -183,12 +187,20 @@ class CsvFileDataWriter(DataWriter):
         w.writerows(rows)
         text = buf.getvalue()
         with self.lock:
-            f = self._file(self.path_for(cid))
+            path = self.path_for(cid)
+            f = self._file(path)
+            size = os.fstat(f.fileno()).st_size  # everything before was flushed
             try:
                 f.write(text)
                 f.flush()
             except OSError as exc:
-                raise WriterError(f"writing {f.name} failed: {exc}") from exc
+                # Undo the partial write, so that the collector's retry writes the batch once.
+                self._files.pop(path, None)
+                with contextlib.suppress(OSError):
+                    f.close()
+                with contextlib.suppress(OSError):
+                    os.truncate(path, size)
+                raise WriterError(f"writing {path} failed: {exc}") from exc
 
     def _file(self, path: Path) -> IO[str]:
         f = self._files.get(path)
@@ -199,8 +211,8 @@ class CsvFileDataWriter(DataWriter):
             f = open(path, "a+", newline="", encoding="utf-8")  # noqa: SIM115 - kept open
             f.seek(0)
             first = f.readline()
-            f.seek(0, os.SEEK_END)
-            if not first:
+            end = f.seek(0, os.SEEK_END)
+            if not end:
                 f.write(self._header + "\n")
                 f.flush()
             elif first.rstrip("\r\n") != self._header:
@@ -208,7 +220,22 @@ class CsvFileDataWriter(DataWriter):
                 raise WriterError(
                     f"{path} exists with another header ({first.strip()[:120]!r}); refusing to append to it"
                 )
+            elif not _ends_with_newline(path):
+                f.write("\n")  # a row torn by a crash stays alone on its line
+                f.flush()
         except OSError as exc:
             raise WriterError(f"cannot open CSV file {path}: {exc}") from exc
         self._files[path] = f
         return f
+
+
+def _iso_utc(t: datetime) -> str:
+    if t.utcoffset():
+        t = t.astimezone(UTC)
+    return t.isoformat(timespec="milliseconds")
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as raw:
+        raw.seek(-1, os.SEEK_END)
+        return raw.read(1) == b"\n"
