@@ -614,11 +614,12 @@ class DataCollector:
         with self._op_lock:
             if self._closed or self._closing or self._ctx.get(record.context.id) is not record:
                 return
-            del self._ctx[record.context.id]
             try:
-                self._validate_started(record.context)
+                self._validate_started(record.context, ignore=record.context.id)
                 self._start_now(record)
             except Exception:
+                if self._ctx.get(record.context.id) is record and record.state == "scheduled":
+                    del self._ctx[record.context.id]
                 self._log.exception("scheduled start of context %d failed", record.context.id)
 
     def _expire(self, record: _Ctx) -> None:
