@@ -85,8 +85,10 @@ class RandomDataReader(DataReader):
     ) -> None:
         super().__init__(reader_type=reader_type, min_interval_ms=min_interval_ms)
         self._random = random.Random(seed)
-        # keyed by what defines a signal (not the interval: contexts sharing a variable share it)
-        self._signals: dict[tuple[int, str, str], Signal] = {}
+        # one signal per definition (not per interval: contexts sharing a variable share its
+        # counter), looked up per tick through the Variable objects (their hash is cached)
+        self._by_definition: dict[tuple[int, str, str], Signal] = {}
+        self._signals: dict[Variable, Signal] = {}
         self._lock = threading.Lock()
 
     def read(self, variables: CollectedVariables) -> None:
@@ -94,20 +96,21 @@ class RandomDataReader(DataReader):
         signals = self._signals
         values = variables.values  # column fast path: qualities are GOOD already
         for i, var in enumerate(variables.variables):
-            fn = signals.get((var.id, var.address, var.value_type))
+            fn = signals.get(var)
             if fn is None:
                 fn = self._signal(var)
             values[i] = fn(now)
 
     def validate_variable(self, variable: Variable) -> None:
-        self._make(variable)  # checks only: the signal is made at the first read
+        self._signal(variable)  # checks the address, and spares the first tick making the signal
 
     def _signal(self, variable: Variable) -> Signal:
         key = (variable.id, variable.address, variable.value_type)
         with self._lock:
-            fn = self._signals.get(key)
+            fn = self._by_definition.get(key)
             if fn is None:
-                fn = self._signals[key] = self._make(variable)
+                fn = self._by_definition[key] = self._make(variable)
+            self._signals[variable] = fn
             return fn
 
     def _make(self, variable: Variable) -> Signal:
