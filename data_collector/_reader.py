@@ -75,7 +75,8 @@ class DataReader(abc.ABC):
         it is read (the GCD of the intervals the running contexts want), whenever a context
         starts, stops, pauses or resumes, before the first tick of the new schedule; called with
         an empty mapping when nothing is scheduled any more. Called from the thread that made
-        the change, never concurrently with itself. Readers that subscribe to their device
+        the change, never concurrently with itself, but possibly while :meth:`read` of the
+        previous schedule is still running in the reader's thread. Readers that subscribe to their device
         (rather than poll it) use it to create and remove subscriptions. The default does
         nothing; an exception is logged and does not stop the change.
         """
