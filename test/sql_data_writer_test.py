@@ -770,3 +770,17 @@ def test_sqlite_file_in_a_new_directory(tmp_path: Path) -> None:
     writer.open()
     writer.close()
     assert db.exists()
+
+
+@pytest.mark.parametrize("bits", [0x7FF8000000000001, 0xFFF8000000000000, 0x7FF0000000000123])
+def test_nan_payloads_round_trip(bits: int, tmp_path: Path) -> None:
+    value = struct.unpack("<d", struct.pack("<Q", bits))[0]
+    url = f"sqlite:///{tmp_path / 'nan.sqlite'}"
+    v = Variable(1, "n", "float", "hyp")
+    writer = SqlDataWriter(url)
+    writer.open()
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    writer.write(_ctx(1, [v]), CollectedVariables([CollectedVariable(v, value, at)]))
+    writer.close()
+    (row,) = read_samples(url, 1)
+    assert struct.pack("<d", row.value) == struct.pack("<d", value)

@@ -7,7 +7,8 @@ A sample row holds ``value_kind`` (the Python type stored) and exactly one of ``
 kind       stored as
 =========  =========================================================================
 float      ``value_num``; NaN, +-infinity and -0.0 (not kept by every database) as
-           ``value_text`` ``repr`` ("nan", "inf", "-inf", "-0.0")
+           ``value_text`` ``repr`` ("nan", "inf", "-inf", "-0.0"; a NaN with another sign or
+           payload as ``nan:<64 bits in hex>``)
 int        ``value_int`` within the signed 64-bit range, else ``value_text`` (decimal)
 bool       ``value_int`` 0 / 1
 str        ``value_text``
@@ -30,6 +31,7 @@ import itertools
 import json
 import math
 import numbers
+import struct
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -95,10 +97,23 @@ def _json_native(value: Any, depth: int = 0) -> bool:
     return False
 
 
+_CANONICAL_NAN = struct.unpack("<Q", struct.pack("<d", math.nan))[0]
+
+
 def _float(value: float) -> _Encoded:
     if value - value == 0.0 and (value != 0.0 or math.copysign(1.0, value) > 0.0):
         return "float", value, None, None
+    if value != value:  # NaN: keep a sign or payload other than the usual one as its bits
+        bits = struct.unpack("<Q", struct.pack("<d", value))[0]
+        if bits != _CANONICAL_NAN:
+            return "float", None, None, f"nan:{bits:016x}"
     return "float", None, None, repr(value)
+
+
+def _decode_float_text(text: str) -> float:
+    if text.startswith("nan:"):
+        return float(struct.unpack("<d", struct.pack("<Q", int(text[4:], 16)))[0])
+    return float(text)
 
 
 def _int(value: int) -> _Encoded:
@@ -158,7 +173,7 @@ def decode_value(kind: str | None, num: Any, int_: Any, text: str | None) -> Any
     if kind is None:
         return None
     if kind == "float":
-        return float(num) if num is not None else float(text)  # type: ignore[arg-type]
+        return float(num) if num is not None else _decode_float_text(text)  # type: ignore[arg-type]
     if kind == "int":
         return int(int_) if int_ is not None else int(text)  # type: ignore[arg-type]
     if kind == "bool":
