@@ -49,6 +49,7 @@ class ReaderStats:
     samples: int
     bad_samples: int
     missed_ticks: int
+    missed_samples: int
     read_errors: int
     last_read_ms: float
     max_read_ms: float
@@ -72,6 +73,7 @@ class WriterStats:
     lost_samples: int
     dropped_batches: int
     dropped_samples: int
+    unwritten_samples: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,6 +384,7 @@ class DataCollector:
                 samples=c.samples,
                 bad_samples=c.bad_samples,
                 missed_ticks=c.missed_ticks,
+                missed_samples=c.missed_samples,
                 read_errors=c.read_errors,
                 last_read_ms=c.last_read_ms,
                 max_read_ms=c.max_read_ms,
@@ -404,6 +407,7 @@ class DataCollector:
                 lost_samples=w.lost_samples,
                 dropped_batches=w.dropped_batches,
                 dropped_samples=w.dropped_samples,
+                unwritten_samples=w.unwritten_samples,
             )
         contexts = {
             cid: ContextStats(cid, r.state, r.samples, r.context.start_date, r.ends_at)

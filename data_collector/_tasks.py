@@ -53,6 +53,7 @@ class _ReaderCounters:
     samples: int = 0
     bad_samples: int = 0
     missed_ticks: int = 0
+    missed_samples: int = 0
     read_errors: int = 0
     last_read_ms: float = 0.0
     max_read_ms: float = 0.0
@@ -286,6 +287,7 @@ class _WriterCounters:
     lost_samples: int = 0
     dropped_batches: int = 0
     dropped_samples: int = 0
+    unwritten_samples: int = 0
     max_queue_depth: int = 0
 
 

@@ -55,6 +55,19 @@ class DataWriter(abc.ABC):
     def context_stopped(self, context: DataCollectionContext) -> None:  # noqa: B027
         """A context stopped: every batch of it was handed to :meth:`write` before this call."""
 
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether retrying the call that raised ``exc`` may succeed.
+
+        The collector retries a batch whose :meth:`write` raised a transient error (with capped
+        backoff, never holding back other contexts' batches for longer than one retry step) and
+        counts a batch whose error is permanent as lost at once, logging the reason. The default
+        takes :class:`OSError` (connection refused or reset, disk full, ...) and
+        :class:`TimeoutError` as transient and every other exception as permanent (a value the
+        store refuses, an encoding error, a file that is not ours). Writers whose driver has its
+        own connection errors override this.
+        """
+        return isinstance(exc, OSError | TimeoutError)
+
     @abc.abstractmethod
     def write(self, context: DataCollectionContext, variables: CollectedVariables) -> None:
         """Persist or publish one batch of one context."""
