@@ -9,6 +9,12 @@ Run: ``python bench/engine_bench.py [--seconds 30] [--throughput-seconds 10]``
     loops (bare-ours, ours-bare, ...), so both see the same machine noise without competing.
 (b) 10,000 random variables at 100 ms into the noop writer: samples/s and CPU seconds per 100k
     samples; then the highest rate sustained with zero missed ticks, growing the variable count.
+(c) Near-coprime intervals: variables at 1000 ms, 1001 ms and 10 ms beside one CPU-bound thread
+    for ``--coprime-seconds`` (default 60): per variable the samples stored (GOOD, BAD with a
+    reason) against the due boundaries, silent gaps (boundaries without a sample), wake-ups per
+    second and CPU seconds of the reader thread; beside it, in the same run and under the same
+    load, two bare loops: one ticking at the GCD (1 ms, what the engine did before) and one
+    sleeping to the next due boundary.
 
 Prints a table, then one JSON line. Asserts nothing.
 """
@@ -25,6 +31,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from data_collector import CollectedVariables, DataCollectionContext, DataCollector, Variable
@@ -154,10 +161,149 @@ def throughput(n_vars: int, interval_ms: int, seconds: float) -> dict[str, Any]:
     }
 
 
+def thread_cpu_s(native_id: int | None) -> float:
+    """CPU seconds (user + system) of one thread of this process (Linux /proc)."""
+    try:
+        with open(f"/proc/self/task/{native_id}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+class CountingWriter(NoopDataWriter):
+    """Counts samples per variable: GOOD, BAD missed (with a reason), other BAD; boundaries seen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.per_var: dict[int, dict[str, int]] = {}
+        self.boundaries: dict[int, set[int]] = {}
+        self.intervals: dict[int, int] = {}
+
+    def write(self, context: DataCollectionContext, variables: CollectedVariables) -> None:
+        for v, q, e, at in zip(
+            variables.variables, variables.qualities, variables.errors, variables.read_ats, strict=True
+        ):
+            c = self.per_var.setdefault(v.id, {"good": 0, "missed": 0, "bad": 0})
+            if q.value == "GOOD":
+                c["good"] += 1
+            elif e and e.startswith("missed:"):
+                c["missed"] += 1
+            else:
+                c["bad"] += 1
+            assert at is not None
+            i = self.intervals[v.id]
+            ms = (at - EPOCH) // timedelta(milliseconds=1)
+            self.boundaries.setdefault(v.id, set()).add(ms // i * i)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def bare_gcd_loop(seconds: float) -> dict[str, Any]:
+    """The old engine's shape: wake at every 1 ms GCD tick, read what is due (1000/1001/10 ms)."""
+    tick = 1_000_000
+    intervals = (1000, 1001, 10)
+    wakeups = reads = 0
+    cpu0 = time.thread_time()
+    now = time.time_ns()
+    deadline = (now // tick + 1) * tick
+    end = now + int(seconds * 1e9)
+    while deadline < end:
+        delay = deadline - time.time_ns()
+        if delay > 0:
+            time.sleep(delay / 1e9)
+        wakeups += 1
+        lag = time.time_ns() - deadline
+        if lag >= tick:
+            deadline += lag // tick * tick  # skipped ticks are forgotten, as the old engine did
+        if any((deadline // tick) % i == 0 for i in intervals):
+            reads += 1
+        deadline += tick
+    return {
+        "wakeups_per_s": wakeups / seconds,
+        "reads_per_s": reads / seconds,
+        "cpu_s_per_min": (time.thread_time() - cpu0) / seconds * 60,
+    }
+
+
+def bare_next_due_loop(seconds: float) -> dict[str, Any]:
+    """A bare loop sleeping to the next boundary at which one of 1000/1001/10 ms is due."""
+    intervals = (1000, 1001, 10)
+    wakeups = 0
+    cpu0 = time.thread_time()
+    now_ms = time.time_ns() // 1_000_000
+    end_ms = now_ms + int(seconds * 1000)
+    done = now_ms
+    while True:
+        nxt = min((done // i + 1) * i for i in intervals)
+        if nxt > end_ms:
+            break
+        delay = nxt * 1_000_000 - time.time_ns()
+        if delay > 0:
+            time.sleep(delay / 1e9)
+        wakeups += 1
+        done = time.time_ns() // 1_000_000
+    return {
+        "wakeups_per_s": wakeups / seconds,
+        "reads_per_s": wakeups / seconds,
+        "cpu_s_per_min": (time.thread_time() - cpu0) / seconds * 60,
+    }
+
+
+def coprime(seconds: float) -> dict[str, Any]:
+    reader = RandomDataReader(reader_type="bench", min_interval_ms=1)
+    writer = CountingWriter()
+    intervals = {1: 1000, 2: 1001, 3: 10}
+    writer.intervals = intervals
+    variables = [Variable(vid, "sine", "float", "bench", ms) for vid, ms in intervals.items()]
+    out: dict[str, Any] = {"seconds": seconds}
+    with cpu_hog(True):
+        out["bare_gcd"] = bare_gcd_loop(min(seconds, 10.0))
+        out["bare_next_due"] = bare_next_due_loop(min(seconds, 10.0))
+        with DataCollector(LOG, [reader], [writer]) as c:
+            c.start(DataCollectionContext(1, variables, min_interval_ms=1, duration_s=3600))
+            thread = next(t for t in threading.enumerate() if t.name == "dc-reader-bench")
+            cpu0, t0 = thread_cpu_s(thread.native_id), time.monotonic()
+            s0 = c.stats().readers["bench"]
+            time.sleep(seconds)
+            s1 = c.stats().readers["bench"]
+            cpu1, t1 = thread_cpu_s(thread.native_id), time.monotonic()
+            c.stop(1)
+    elapsed = t1 - t0
+    per_var = []
+    for vid, ms in intervals.items():
+        seen = sorted(writer.boundaries.get(vid, ()))
+        span = (seen[-1] - seen[0]) // ms + 1 if seen else 0
+        counts = writer.per_var.get(vid, {"good": 0, "missed": 0, "bad": 0})
+        samples = sum(counts.values())
+        per_var.append(
+            {
+                "interval_ms": ms,
+                "samples": samples,
+                **counts,
+                "boundaries_in_span": span,
+                "silent_gaps": span - len(seen),
+                "duplicates": samples - len(seen),
+            }
+        )
+    out["ours"] = {
+        "wakeups_per_s": (s1.ticks - s0.ticks) / elapsed,
+        "cpu_s_per_min": (cpu1 - cpu0) / elapsed * 60,
+        "missed_ticks": s1.missed_ticks - s0.missed_ticks,
+        "missed_samples": s1.missed_samples - s0.missed_samples,
+        "due_boundaries_per_s": sum(1000 / ms for ms in intervals.values()),
+        "variables": per_var,
+    }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=30.0, help="per lateness scenario (default 30)")
     ap.add_argument("--throughput-seconds", type=float, default=10.0)
+    ap.add_argument("--coprime-seconds", type=float, default=60.0)
+    ap.add_argument("--only", choices=("lateness", "throughput", "coprime"), help="run one part")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -166,7 +312,20 @@ def main() -> None:
         f"switchinterval {sys.getswitchinterval() * 1000:.1f} ms",
         flush=True,
     )
-    print(f"\n(a) tick lateness, {args.seconds:g} s per row (µs; lost = missed ticks)", flush=True)
+    run = {"lateness", "throughput", "coprime"} if args.only is None else {args.only}
+    lateness: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    best_rate = float("nan")
+    if "lateness" in run:
+        lateness = part_lateness(args.seconds)
+    if "throughput" in run:
+        runs, best_rate = part_throughput(args.throughput_seconds)
+    cop = part_coprime(args.coprime_seconds) if "coprime" in run else None
+    summary_json(lateness, runs, best_rate, cop)
+
+
+def part_lateness(seconds: float) -> list[dict[str, Any]]:
+    print(f"\n(a) tick lateness, {seconds:g} s per row (µs; lost = missed ticks)", flush=True)
     print(f"{'tick':>6} {'load':>8} {'loop':>5} {'ticks':>7} {'lost':>5} {'p50':>8} {'p99':>8} {'max':>9}")
     lateness = []
     rounds = 6
@@ -189,7 +348,7 @@ def main() -> None:
                     order = ("bare", "ours") if k % 2 == 0 else ("ours", "bare")
                     for name in order:
                         fn = bare_loop if name == "bare" else ours_loop
-                        parts[name].append(fn(tick_ms, args.seconds / rounds))
+                        parts[name].append(fn(tick_ms, seconds / rounds))
         finally:
             sys.setswitchinterval(default_switch)
         label = ("cpu" if load else "idle") + (f"+si{switch * 1000:g}" if switch else "")
@@ -203,11 +362,14 @@ def main() -> None:
                 flush=True,
             )
     print("(si1 = the application set sys.setswitchinterval(0.001); default 5 ms)")
+    return lateness
 
-    print(f"\n(b) throughput into the noop writer, {args.throughput_seconds:g} s per row", flush=True)
+
+def part_throughput(seconds: float) -> tuple[list[dict[str, Any]], float]:
+    print(f"\n(b) throughput into the noop writer, {seconds:g} s per row", flush=True)
     print(f"{'vars':>7} {'ms':>4} {'samples/s':>11} {'cpu s/100k':>11} {'missed':>7} {'max read ms':>12}")
     runs = []
-    main_run = throughput(10_000, 100, args.throughput_seconds)
+    main_run = throughput(10_000, 100, seconds)
     runs.append(main_run)
 
     def show(r: dict[str, Any]) -> None:
@@ -220,7 +382,7 @@ def main() -> None:
     show(main_run)
     best = main_run if main_run["missed_ticks"] == 0 else None
     for n in (20_000, 40_000, 60_000, 80_000, 100_000, 120_000, 150_000, 200_000):
-        r = throughput(n, 100, min(args.throughput_seconds, 6.0))
+        r = throughput(n, 100, min(seconds, 6.0))
         runs.append(r)
         show(r)
         if r["missed_ticks"] == 0:
@@ -229,7 +391,37 @@ def main() -> None:
             break
     best_rate = best["samples_per_s"] if best else 0.0
     print(f"\nhighest rate with zero missed ticks: {best_rate:,.0f} samples/s", flush=True)
+    return runs, best_rate
 
+
+def part_coprime(seconds: float) -> dict[str, Any]:
+    print(f"\n(c) 1000 ms + 1001 ms + 10 ms beside a CPU-bound thread, {seconds:g} s", flush=True)
+    r = coprime(seconds)
+    print(f"{'loop':>14} {'wake-ups/s':>11} {'CPU s/min':>10}")
+    for name in ("bare_gcd", "bare_next_due", "ours"):
+        x = r[name]
+        print(f"{name:>14} {x['wakeups_per_s']:>11.1f} {x['cpu_s_per_min']:>10.3f}")
+    o = r["ours"]
+    print(
+        f"ours: due boundaries/s {o['due_boundaries_per_s']:.1f}, missed ticks {o['missed_ticks']}, "
+        f"missed samples {o['missed_samples']}"
+    )
+    print(
+        f"{'interval':>9} {'samples':>8} {'good':>6} {'missed':>7} {'bad':>5} {'due':>6} "
+        f"{'gaps':>5} {'dups':>5}"
+    )
+    for v in o["variables"]:
+        print(
+            f"{v['interval_ms']:>7}ms {v['samples']:>8} {v['good']:>6} {v['missed']:>7} {v['bad']:>5} "
+            f"{v['boundaries_in_span']:>6} {v['silent_gaps']:>5} {v['duplicates']:>5}",
+            flush=True,
+        )
+    return r
+
+
+def summary_json(
+    lateness: list[dict[str, Any]], runs: list[dict[str, Any]], best_rate: float, cop: dict[str, Any] | None
+) -> None:
     def ratio(tick: int, load: str) -> float:
         ours = next(r for r in lateness if r["tick_ms"] == tick and r["load"] == load and r["loop"] == "ours")
         bare = next(r for r in lateness if r["tick_ms"] == tick and r["load"] == load and r["loop"] == "bare")
@@ -245,6 +437,7 @@ def main() -> None:
         },
         "throughput": runs,
         "max_rate_zero_missed": best_rate,
+        "coprime": cop,
     }
     print(json.dumps(summary))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 import types
@@ -34,7 +35,7 @@ from ._writer import DataWriter
 
 __all__ = ["CollectorStats", "ContextStats", "DataCollector", "ReaderStats", "WriterStats"]
 
-ContextState = Literal["scheduled", "running", "paused", "stopping"]
+ContextState = Literal["scheduled", "starting", "running", "paused", "stopping"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,7 @@ class WriterStats:
     queue_depth: int
     max_queue_depth: int
     batches: int
+    samples_delivered: int
     samples_written: int
     write_errors: int
     retried_ok: int
@@ -99,7 +101,17 @@ class CollectorStats:
 class _Ctx:
     """The collector's record of one started (or scheduled) context."""
 
-    __slots__ = ("accepting", "context", "ends_at", "job_id", "reader_types", "samples", "state")
+    __slots__ = (
+        "accepting",
+        "context",
+        "ends_at",
+        "job_id",
+        "reader_types",
+        "samples",
+        "since_ms",
+        "state",
+        "stopped",
+    )
 
     def __init__(self, context: DataCollectionContext, reader_types: frozenset[str]) -> None:
         self.context = context
@@ -109,26 +121,77 @@ class _Ctx:
         self.job_id: str | None = None
         self.reader_types = reader_types
         self.accepting = False  # whether values read for it are delivered
+        self.since_ms = 0  # wall-clock ms from which it wants samples (start or resume)
+        self.stopped = threading.Event()  # set once its stop finished (after_stop listeners ran)
+
+
+_Install = tuple[ReaderTask, ReaderPlan | None, int]
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _check_seconds(name: str, value: object, *, positive: bool = False) -> float:
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    if isinstance(number, int) and abs(number) > 10**15:
+        number = math.inf
+    if not math.isfinite(number) or number < 0 or (positive and number == 0) or number > _MAX_SECONDS:
+        bound = "> 0" if positive else ">= 0"
+        raise ConfigurationError(
+            f"{name} must be a number {bound} (seconds, finite, at most {_MAX_SECONDS:g}), got {value!r}"
+        )
+    return float(number)
+
+
+_MAX_SECONDS = 7 * 86400.0  # a week: longer timeouts or backoffs are a mistake, not a wish
+_CLOSE_GRACE_S = 0.5  # the small constant stop()/close() may take beyond drain_timeout_s
+
+
+def _call_bounded(calls: list[tuple[str, Callable[[], None]]], timeout: float, log: logging.Logger) -> None:
+    """Run each call in a thread of its own; wait for all of them at most ``timeout`` seconds."""
+    threads = []
+    for what, call in calls:
+
+        def run(what: str = what, call: Callable[[], None] = call) -> None:
+            try:
+                call()
+            except Exception:
+                log.exception("%s failed", what)
+
+        t = threading.Thread(target=run, name=f"dc-close-{what}", daemon=True)
+        t.start()
+        threads.append((what, t))
+    deadline = time.monotonic() + timeout
+    for what, t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+        if t.is_alive():
+            log.error("%s did not return within %.1f s; the collector goes on without it", what, timeout)
+
+
 class DataCollector:
     """Runs collection contexts: reads their variables on time and hands the values to writers.
 
     ``DataCollector(logger, readers, writers, listeners=())``; use as a context manager or call
-    :meth:`close`. Per reader type one thread ticks at the GCD of the effective intervals of all
-    variables of that type in the running, unpaused contexts, at wall-clock multiples of the
-    tick; each due variable is read once per tick and delivered to every context it is due for.
-    Per writer one thread writes from a bounded queue (``max_queue_samples``), retrying a failed
-    batch with backoff for up to ``write_retry_s`` seconds. :meth:`stop` and :meth:`close` return
-    once every value read for the context(s) reached the writers (or ``drain_timeout_s`` passed,
-    which is logged as an error).
+    :meth:`close`. Per reader type one thread sleeps to the next wall-clock boundary at which a
+    variable is due (boundaries are multiples of the variable's effective interval) and reads
+    everything due then in one ``read()``; each value is delivered to every context it is due
+    for. No silent gaps: a boundary that passes without its own read (the reader was busy or its
+    previous read still ran) gives that context one BAD sample per variable, stamped at the
+    boundary, with the reason.
 
-    All methods are thread-safe. Bad input raises a :class:`DataCollectionError` at the call
-    that received it and changes nothing.
+    Per writer one thread writes from a bounded queue (``max_queue_samples``), one lane per
+    context, handing the writer up to ``max_write_samples`` queued samples of a context at once
+    when it is behind. A write that fails with a transient error (see
+    :meth:`DataWriter.is_transient`) is retried, same batch, same order, with backoff doubling up
+    to ``write_retry_s`` seconds, for as long as it takes; other contexts go on meanwhile. A
+    permanent error counts the batch as lost at once. :meth:`stop` and :meth:`close` return once
+    every value read reached the writers, or after ``drain_timeout_s`` (plus a fraction of a
+    second) whatever a reader or writer does: what is then left is counted as unwritten.
+
+    All methods are thread-safe and never hold the collector's lock while user code (listeners,
+    reader and writer hooks) runs, so such code may call back into the collector. Bad input
+    raises a :class:`DataCollectionError` at the call that received it and changes nothing.
     """
 
     def __init__(
@@ -139,7 +202,8 @@ class DataCollector:
         listeners: Iterable[DataCollectionListener] = (),
         *,
         max_queue_samples: int = 5_000_000,
-        write_retry_s: float = 10.0,
+        max_write_samples: int = 100_000,
+        write_retry_s: float = 5.0,
         drain_timeout_s: float = 60.0,
         clock: Clock | None = None,
     ) -> None:
@@ -177,29 +241,30 @@ class DataCollector:
         for listener in _as_list(listeners, "listeners"):
             self._check_listener(listener)
             self._listeners.append(listener)
-        for name, value in (("write_retry_s", write_retry_s), ("drain_timeout_s", drain_timeout_s)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")
-        if (
-            isinstance(max_queue_samples, bool)
-            or not isinstance(max_queue_samples, int)
-            or max_queue_samples <= 0
+        self._write_retry_s = _check_seconds("write_retry_s", write_retry_s, positive=True)
+        self._drain_timeout_s = _check_seconds("drain_timeout_s", drain_timeout_s)
+        for name, count in (
+            ("max_queue_samples", max_queue_samples),
+            ("max_write_samples", max_write_samples),
         ):
-            raise ConfigurationError(f"max_queue_samples must be an int > 0, got {max_queue_samples!r}")
+            if isinstance(count, bool) or not isinstance(count, int) or not 0 < count <= 10**12:
+                raise ConfigurationError(f"{name} must be an int from 1 to 10**12, got {count!r}")
         self._max_queue_samples = max_queue_samples
-        self._write_retry_s = float(write_retry_s)
-        self._drain_timeout_s = float(drain_timeout_s)
+        self._max_write_samples = max_write_samples
         self._clock: Clock = clock if clock is not None else SystemClock()
 
-        self._op_lock = threading.RLock()  # serializes start/stop/pause/resume/close
+        self._lock = threading.RLock()  # guards the state below; never held while user code runs
+        self._open_lock = threading.Lock()  # serialises opening readers and writers (user code)
         self._listener_lock = threading.Lock()
         self._ctx: dict[int, _Ctx] = {}  # insertion order = start order
+        self._starting: dict[int, _Ctx] = {}  # ids reserved by a start() in progress
         self._reader_tasks: dict[str, ReaderTask] = {}
         self._opened_readers: set[str] = set()
         self._writer_tasks: list[WriterTask] | None = None
         self._closed = False
         self._closing = False
         self._scheduler: BackgroundScheduler | None = None
+        self._plan_seq = 0
 
     # -- public API ---------------------------------------------------------------------------
     @property
@@ -228,7 +293,10 @@ class DataCollector:
             self._listeners = [x for x in self._listeners if x is not listener]
 
     def contexts(self) -> dict[int, DataCollectionContext]:
-        """The started and scheduled contexts by id (never blocks: safe from readers and writers)."""
+        """The started and scheduled contexts by id (never blocks: safe from readers and writers).
+
+        A stopped context leaves this mapping only after its ``after_stop`` listeners ran.
+        """
         return {cid: c.context for cid, c in list(self._ctx.items())}
 
     def state(self, context_id: int) -> ContextState:
@@ -246,18 +314,17 @@ class DataCollector:
         ``min_interval_ms`` if set, else the context's), each reader's own address check, and
         the definitions of variable ids shared with running contexts.
         """
-        with self._op_lock:
+        self._check_open()
+        if not isinstance(context, DataCollectionContext):
+            raise ConfigurationError(f"start() needs a DataCollectionContext, got {context!r}")
+        if at is not None and (not isinstance(at, datetime) or at.tzinfo is None or at.utcoffset() is None):
+            raise ConfigurationError(f"at must be a timezone-aware datetime, got {at!r}")
+        reader_types = self._validate_variables(context)
+        record = _Ctx(context, reader_types)
+        with self._lock:
             self._check_open()
-            if not isinstance(context, DataCollectionContext):
-                raise ConfigurationError(f"start() needs a DataCollectionContext, got {context!r}")
-            if at is not None and (not isinstance(at, datetime) or at.tzinfo is None):
-                raise ConfigurationError(f"at must be a timezone-aware datetime, got {at!r}")
-            if context.id in self._ctx:
-                raise ContextAlreadyStartedError(
-                    f"context {context.id} is already {self._ctx[context.id].state}"
-                )
-            reader_types = self._validate_started(context)
-            record = _Ctx(context, reader_types)
+            self._check_free(context.id)
+            self._check_conflicts(context, self._others(context.id))
             if at is not None and at > _utcnow():
                 self._ensure_scheduler()
                 assert self._scheduler is not None
@@ -274,99 +341,126 @@ class DataCollector:
                 )
                 self._log.info("context %d scheduled to start at %s", context.id, at.isoformat())
                 return
-            self._start_now(record)
+            record.state = "starting"
+            self._starting[context.id] = record
+        self._start_now(record)
 
     def pause(self, context_id: int) -> None:
         """Pause a running context: it is not read for and gets no values until resumed."""
-        with self._op_lock:
+        with self._lock:
             self._check_open()
             record = self._get(context_id)
             if record.state != "running":
                 raise ContextStateError(f"context {context_id} is {record.state}, not running: cannot pause")
-            self._notify("before_pause", record.context)
-            if self._ctx.get(context_id) is not record or record.state != "running":
-                return  # a listener changed it meanwhile
+        self._notify("before_pause", record.context)
+        with self._lock:
+            if self._ctx.get(context_id) is not record or record.state != "running" or self._closing:
+                return  # changed meanwhile (a listener or another thread)
             record.state = "paused"
-            self._replan(record.reader_types, barrier=True)
-            record.accepting = False
-            self._log.info("context %d paused", context_id)
-            self._notify("after_pause", record.context)
+            installs = self._replan(record.reader_types)
+        tasks = self._install(installs)
+        if not self._barrier(tasks, time.monotonic() + self._drain_timeout_s):
+            self._log.error(
+                "context %d: a reader was still busy after %.1f s; values of its current read are "
+                "not delivered to the paused context",
+                context_id,
+                self._drain_timeout_s,
+            )
+        with self._lock:
+            if record.state == "paused":
+                record.accepting = False
+        self._log.info("context %d paused", context_id)
+        self._notify("after_pause", record.context)
 
     def resume(self, context_id: int) -> None:
         """Resume a paused context."""
-        with self._op_lock:
+        with self._lock:
             self._check_open()
             record = self._get(context_id)
             if record.state != "paused":
                 raise ContextStateError(f"context {context_id} is {record.state}, not paused: cannot resume")
-            self._validate_started(record.context, ignore=context_id)
-            self._notify("before_resume", record.context)
-            if self._ctx.get(context_id) is not record or record.state != "paused":
-                return  # a listener changed it meanwhile
+            self._check_conflicts(record.context, self._others(context_id))
+        self._notify("before_resume", record.context)
+        with self._lock:
+            if self._ctx.get(context_id) is not record or record.state != "paused" or self._closing:
+                return  # changed meanwhile (a listener or another thread)
             record.state = "running"
             record.accepting = True
-            self._replan(record.reader_types, barrier=False)
-            self._log.info("context %d resumed", context_id)
-            self._notify("after_resume", record.context)
+            record.since_ms = self._clock.time_ns() // 1_000_000
+            installs = self._replan(record.reader_types)
+        self._install(installs)
+        self._log.info("context %d resumed", context_id)
+        self._notify("after_resume", record.context)
 
     def stop(self, context_id: int) -> None:
         """Stop a context (or cancel a scheduled one).
 
         Returns once every value read for it was handed to the writers and their
-        ``context_stopped`` hooks ran; ``end_date`` is set.
+        ``context_stopped`` hooks ran, or after ``drain_timeout_s`` (what is left keeps being
+        written in the background, and counts as unwritten if :meth:`close` comes first);
+        ``end_date`` is set. Stopping a context that is already stopping returns at once.
         """
-        with self._op_lock:
+        with self._lock:
             self._check_open()
-            self._stop(self._get(context_id))
+            record = self._get(context_id)
+        self._stop(record, time.monotonic() + self._drain_timeout_s)
 
     def close(self) -> None:
         """Stop every context, drain and close writers, close readers, end every thread.
 
-        Idempotent. Listeners hear ``before_close`` first and ``after_close`` last.
+        Idempotent. Listeners hear ``before_close`` first and ``after_close`` last. Returns
+        within ``drain_timeout_s`` plus a fraction of a second whatever a reader or writer does;
+        after it returned, no reader or writer method is called again, and samples that did not
+        reach their writer by then are counted as unwritten (``WriterStats.unwritten_samples``).
         """
-        with self._op_lock:
+        with self._lock:
             if self._closed or self._closing:
                 return
             self._closing = True
-            try:
-                self._notify("before_close")
-                for record in list(self._ctx.values()):
-                    try:
-                        self._stop(record)
-                    except Exception:
-                        self._log.exception("stopping context %d during close failed", record.context.id)
-                if self._scheduler is not None:
-                    self._scheduler.shutdown(wait=False)
-                for task in self._reader_tasks.values():
-                    task.shutdown(timeout=self._drain_timeout_s)
-                    if task.is_alive():
-                        self._log.error(
-                            "reader %r still busy after %.1f s; closing it anyway",
-                            task.reader_type,
-                            self._drain_timeout_s,
-                        )
-                for wtask in self._writer_tasks or ():
-                    if not wtask.shutdown(timeout=self._drain_timeout_s):
-                        self._log.error(
-                            "writer %s did not finish within %.1f s", wtask.name, self._drain_timeout_s
-                        )
-                for rt in self._opened_readers:
-                    try:
-                        self._readers[rt].close()
-                    except Exception:
-                        self._log.exception("closing reader %r failed", rt)
-                if self._writer_tasks is not None:
-                    for wtask in self._writer_tasks:
-                        try:
-                            with wtask.writer.lock:
-                                wtask.writer.close()
-                        except Exception:
-                            self._log.exception("closing writer %s failed", wtask.name)
-            finally:
+            deadline = time.monotonic() + self._drain_timeout_s
+        try:
+            self._notify("before_close")
+            with self._lock:
+                records = list(self._ctx.values())
+            for record in records:
+                try:
+                    self._stop(record, deadline, closing=True)
+                except Exception:
+                    self._log.exception("stopping context %d during close failed", record.context.id)
+            if self._scheduler is not None:
+                self._scheduler.shutdown(wait=False)
+            with self._lock:
+                reader_tasks = list(self._reader_tasks.values())
+                writer_tasks = list(self._writer_tasks or ())
+                opened = sorted(self._opened_readers)
+            for task in reader_tasks:
+                task.shutdown(timeout=max(0.0, deadline - time.monotonic()))
+                if task.is_alive():
+                    self._log.error(
+                        "reader %r still busy after %.1f s; closing it anyway",
+                        task.reader_type,
+                        self._drain_timeout_s,
+                    )
+            for wtask in writer_tasks:
+                if not wtask.shutdown(timeout=max(_CLOSE_GRACE_S, deadline - time.monotonic())):
+                    self._log.error(
+                        "writer %s did not finish within %.1f s: %d samples are UNWRITTEN, and the writer "
+                        "is not called again (not even close())",
+                        wtask.name,
+                        self._drain_timeout_s,
+                        wtask.counters.unwritten_samples,
+                    )
+            _call_bounded(
+                [(f"closing reader {rt!r}", self._readers[rt].close) for rt in opened],
+                _CLOSE_GRACE_S,
+                self._log,
+            )
+        finally:
+            with self._lock:
                 self._closed = True
                 self._closing = False
-            self._log.info("collector closed")
-            self._notify("after_close")
+        self._log.info("collector closed")
+        self._notify("after_close")
 
     def stats(self) -> CollectorStats:
         """Counters per reader type, per writer and per context (a consistent-enough snapshot)."""
@@ -400,6 +494,7 @@ class DataCollector:
                 queue_depth=wtask.queue_depth,
                 max_queue_depth=w.max_queue_depth,
                 batches=w.batches,
+                samples_delivered=w.samples_delivered,
                 samples_written=w.samples_written,
                 write_errors=w.write_errors,
                 retried_ok=w.retried_ok,
@@ -428,10 +523,32 @@ class DataCollector:
         state = "closed" if self._closed else f"{len(self._ctx)} contexts"
         return f"DataCollector(readers={list(self._readers)}, writers={len(self._writers)}, {state})"
 
+    def check(self, context: DataCollectionContext, *others: DataCollectionContext) -> None:
+        """Validate ``context`` exactly as :meth:`start` would, without starting anything.
+
+        ``others`` are contexts meant to run beside it (besides the started ones), checked for
+        conflicting variable definitions.
+        """
+        if not isinstance(context, DataCollectionContext):
+            raise ConfigurationError(f"check() needs a DataCollectionContext, got {context!r}")
+        self._validate_variables(context)
+        with self._lock:
+            started = self._others(None)
+        self._check_conflicts(context, [*started, *others])
+
     # -- internals ----------------------------------------------------------------------------
     def _check_open(self) -> None:
         if self._closed or self._closing:
             raise CollectorClosedError("the collector is closed")
+
+    def _check_free(self, context_id: int) -> None:  # under self._lock
+        record = self._ctx.get(context_id) or self._starting.get(context_id)
+        if record is not None:
+            raise ContextAlreadyStartedError(f"context {context_id} is already {record.state}")
+
+    def _others(self, ignore: int | None) -> list[DataCollectionContext]:  # under self._lock
+        records = [*self._ctx.values(), *self._starting.values()]
+        return [r.context for r in records if r.context.id != ignore]
 
     @staticmethod
     def _check_listener(listener: object) -> None:
@@ -444,38 +561,33 @@ class DataCollector:
             raise UnknownContextError(f"no started context has id {context_id!r}")
         return record
 
-    def check(self, context: DataCollectionContext, *others: DataCollectionContext) -> None:
-        """Validate ``context`` exactly as :meth:`start` would, without starting anything.
-
-        ``others`` are contexts meant to run beside it (besides the started ones), checked for
-        conflicting variable definitions.
-        """
-        if not isinstance(context, DataCollectionContext):
-            raise ConfigurationError(f"check() needs a DataCollectionContext, got {context!r}")
-        with self._op_lock:
-            started = [r.context for r in self._ctx.values()]
-        self._validate(context, [*started, *others])
-
-    def _validate_started(self, context: DataCollectionContext, ignore: int | None = None) -> frozenset[str]:
-        others = [r.context for cid, r in self._ctx.items() if cid != ignore]
-        return self._validate(context, others)
-
-    def _validate(
+    def _check_conflicts(
         self, context: DataCollectionContext, others: Iterable[DataCollectionContext]
-    ) -> frozenset[str]:
-        """Check ``context`` against the readers and ``others``; return its reader types."""
-        where = f"context {context.id}"
+    ) -> None:
+        """Variables of ``context`` whose id another context defines differently are refused."""
         running: dict[int, tuple[Variable, int]] = {}
         for other in others:
             for v in other.variables:
                 running.setdefault(v.id, (v, other.id))
+        for v in context.variables:
+            seen = running.get(v.id)
+            if seen is not None and not seen[0].same_definition(v):
+                raise ConflictingVariableError(
+                    f"context {context.id}: variable {v.id} is {_describe(v)} but context {seen[1]} defines "
+                    f"it as {_describe(seen[0])}",
+                    context_id=context.id,
+                    variable_id=v.id,
+                    field="id",
+                )
+
+    def _validate_variables(self, context: DataCollectionContext) -> frozenset[str]:
+        """Check the variables of ``context`` against the readers; return its reader types."""
+        where = f"context {context.id}"
         reader_types = set()
         for v in context.variables:
 
-            def fail(
-                message: str, field: str, cls: type[ConfigurationError] = ConfigurationError, vid: int = v.id
-            ) -> NoReturn:
-                raise cls(message, context_id=context.id, variable_id=vid, field=field)
+            def fail(message: str, field: str, vid: int = v.id) -> NoReturn:
+                raise ConfigurationError(message, context_id=context.id, variable_id=vid, field=field)
 
             reader = self._readers.get(v.reader_type)
             if reader is None:
@@ -501,14 +613,6 @@ class DataCollector:
                     f"{minimum} ms of {source}",
                     "interval_ms",
                 )
-            seen = running.get(v.id)
-            if seen is not None and not seen[0].same_definition(v):
-                fail(
-                    f"{where}: variable {v.id} is {_describe(v)} but context {seen[1]} defines it as "
-                    f"{_describe(seen[0])}",
-                    "id",
-                    ConflictingVariableError,
-                )
             try:
                 reader.validate_variable(v)
             except ConfigurationError as exc:
@@ -527,85 +631,137 @@ class DataCollector:
             reader_types.add(v.reader_type)
         return frozenset(reader_types)
 
-    def _ensure_scheduler(self) -> None:
+    def _ensure_scheduler(self) -> None:  # under self._lock
         if self._scheduler is None:
             scheduler = BackgroundScheduler(timezone=UTC, daemon=True)
             scheduler.start()
             self._scheduler = scheduler
 
     def _open_resources(self, reader_types: Iterable[str]) -> None:
-        """Open the writers (once) and the given readers (once each); start their threads."""
-        if self._writer_tasks is None:
-            opened: list[DataWriter] = []
-            for writer in self._writers:
+        """Open the writers (once) and the given readers (once each); start their threads.
+
+        Serialised by ``_open_lock`` (not the state lock: ``open()`` is user code). What is
+        opened is installed under the state lock only if the collector is not closing by then;
+        otherwise it is closed again and :class:`CollectorClosedError` raised.
+        """
+        with self._open_lock:
+            self._check_open()
+            writer_tasks: list[WriterTask] | None = None
+            if self._writer_tasks is None:
+                opened: list[DataWriter] = []
                 try:
-                    with writer.lock:
-                        writer.open()
-                except Exception as exc:
-                    for w in opened:
+                    for writer in self._writers:
                         try:
-                            with w.lock:
-                                w.close()
-                        except Exception:
-                            self._log.exception("closing writer %s after a failed start failed", w.name)
-                    if isinstance(exc, DataCollectionError):
-                        raise
-                    raise WriterError(
-                        f"writer {writer.name} failed to open: {type(exc).__name__}: {exc}"
-                    ) from exc
-                opened.append(writer)
-            names: dict[str, int] = {}
-            tasks = []
-            for writer in self._writers:
-                base = writer.name
-                names[base] = names.get(base, 0) + 1
-                name = base if names[base] == 1 else f"{base}#{names[base]}"
-                tasks.append(
-                    WriterTask(writer, name, self._log, self._max_queue_samples, self._write_retry_s)
-                )
-            self._writer_tasks = tasks
-        for rt in sorted(reader_types):
-            if rt in self._opened_readers:
-                continue
-            reader = self._readers[rt]
+                            with writer.lock:
+                                writer.open()
+                        except DataCollectionError:
+                            raise
+                        except Exception as exc:
+                            raise WriterError(
+                                f"writer {writer.name} failed to open: {type(exc).__name__}: {exc}"
+                            ) from exc
+                        opened.append(writer)
+                    self._check_open()
+                except BaseException:
+                    self._close_writers(opened)
+                    raise
+                names: dict[str, int] = {}
+                writer_tasks = []
+                for writer in self._writers:
+                    base = writer.name
+                    names[base] = names.get(base, 0) + 1
+                    name = base if names[base] == 1 else f"{base}#{names[base]}"
+                    writer_tasks.append(
+                        WriterTask(
+                            writer,
+                            name,
+                            self._log,
+                            self._max_queue_samples,
+                            self._write_retry_s,
+                            self._max_write_samples,
+                        )
+                    )
+                with self._lock:
+                    if self._closing or self._closed:
+                        closing = True
+                    else:
+                        closing = False
+                        self._writer_tasks = writer_tasks
+                if closing:
+                    for t in writer_tasks:
+                        t.shutdown(_CLOSE_GRACE_S)
+                    raise CollectorClosedError("the collector was closed while it was starting")
+            for rt in sorted(reader_types):
+                if rt in self._opened_readers:
+                    continue
+                reader = self._readers[rt]
+                try:
+                    reader.open()
+                except DataCollectionError:
+                    raise
+                except Exception as exc:
+                    raise ReaderError(f"reader {rt!r} failed to open: {type(exc).__name__}: {exc}") from exc
+                with self._lock:
+                    if not (self._closing or self._closed):
+                        self._opened_readers.add(rt)
+                        self._reader_tasks[rt] = ReaderTask(reader, self._log, self._dispatch, self._clock)
+                        continue
+                _call_bounded([(f"closing reader {rt!r}", reader.close)], _CLOSE_GRACE_S, self._log)
+                raise CollectorClosedError("the collector was closed while it was starting")
+
+    def _close_writers(self, writers: list[DataWriter]) -> None:
+        for w in writers:
             try:
-                reader.open()
-            except DataCollectionError:
-                raise
-            except Exception as exc:
-                raise ReaderError(f"reader {rt!r} failed to open: {type(exc).__name__}: {exc}") from exc
-            self._opened_readers.add(rt)
-            self._reader_tasks[rt] = ReaderTask(reader, self._log, self._dispatch, self._clock)
+                with w.lock:
+                    w.close()
+            except Exception:
+                self._log.exception("closing writer %s after a failed start failed", w.name)
 
     def _start_now(self, record: _Ctx) -> None:
+        """Start a record reserved in ``_starting`` (its id is free and its variables checked)."""
         context = record.context
-        self._open_resources(record.reader_types)
-        self._notify("before_start", context)
-        if self._closed or self._closing:
-            raise CollectorClosedError(f"the collector was closed while context {context.id} was starting")
-        if context.id in self._ctx and self._ctx[context.id] is not record:
-            raise ContextAlreadyStartedError(f"context {context.id} was started while it was starting")
-        context._start_date = _utcnow()
-        context._end_date = None
-        record.state = "running"
-        record.accepting = True
-        record.ends_at = context._start_date + timedelta(seconds=context.duration_s)
-        self._ctx[context.id] = record
-        for wtask in self._writer_tasks or ():
-            wtask.put_started(context)
-        self._replan(record.reader_types, barrier=False)
-        self._ensure_scheduler()
-        assert self._scheduler is not None
-        record.job_id = f"dc-expire-{context.id}-{id(record)}"
-        self._scheduler.add_job(
-            self._expire,
-            "date",
-            run_date=record.ends_at,
-            args=(record,),
-            id=record.job_id,
-            misfire_grace_time=None,
-            coalesce=True,
-        )
+        try:
+            self._open_resources(record.reader_types)
+            self._notify("before_start", context)
+            with self._lock:
+                if self._closed or self._closing:
+                    raise CollectorClosedError(
+                        f"the collector was closed while context {context.id} was starting"
+                    )
+                if self._starting.get(context.id) is not record:
+                    raise ContextStateError(f"context {context.id} was stopped while it was starting")
+                self._check_conflicts(context, self._others(context.id))
+                context._start_date = _utcnow()
+                context._end_date = None
+                record.state = "running"
+                record.ends_at = context._start_date + timedelta(seconds=context.duration_s)
+                record.since_ms = self._clock.time_ns() // 1_000_000
+                del self._starting[context.id]
+                self._ctx[context.id] = record
+                for wtask in self._writer_tasks or ():
+                    wtask.put_started(context)
+                record.accepting = True
+                installs = self._replan(record.reader_types)
+                self._ensure_scheduler()
+                assert self._scheduler is not None
+                record.job_id = f"dc-expire-{context.id}-{id(record)}"
+                self._scheduler.add_job(
+                    self._expire,
+                    "date",
+                    run_date=record.ends_at,
+                    args=(record,),
+                    id=record.job_id,
+                    misfire_grace_time=None,
+                    coalesce=True,
+                )
+        except BaseException:
+            with self._lock:
+                if self._starting.get(context.id) is record:
+                    del self._starting[context.id]
+                if self._ctx.get(context.id) is record:
+                    del self._ctx[context.id]
+            raise
+        self._install(installs)
         self._log.info(
             "context %d started: %d variables, ends at %s",
             context.id,
@@ -615,51 +771,70 @@ class DataCollector:
         self._notify("after_start", context)
 
     def _delayed_start(self, record: _Ctx) -> None:
-        with self._op_lock:
-            if self._closed or self._closing or self._ctx.get(record.context.id) is not record:
+        context = record.context
+        with self._lock:
+            if self._closed or self._closing or self._ctx.get(context.id) is not record:
                 return
             try:
-                self._validate_started(record.context, ignore=record.context.id)
-                self._start_now(record)
-            except Exception:
-                if self._ctx.get(record.context.id) is record and record.state == "scheduled":
-                    del self._ctx[record.context.id]
-                self._log.exception("scheduled start of context %d failed", record.context.id)
+                self._check_conflicts(context, self._others(context.id))
+            except DataCollectionError:
+                del self._ctx[context.id]
+                self._log.exception("scheduled start of context %d failed", context.id)
+                return
+            record.state = "starting"  # stays in _ctx (state() is lock-free) while it starts
+            self._starting[context.id] = record
+        try:
+            self._start_now(record)
+        except ContextStateError as exc:
+            self._log.info("scheduled start of context %d: %s", context.id, exc)
+        except Exception:
+            self._log.exception("scheduled start of context %d failed", context.id)
 
     def _expire(self, record: _Ctx) -> None:
-        with self._op_lock:
+        with self._lock:
             if self._closed or self._closing or self._ctx.get(record.context.id) is not record:
                 return
-            self._log.info(
-                "context %d reached its duration of %g s", record.context.id, record.context.duration_s
-            )
-            self._stop(record, from_job=True)
+        self._log.info(
+            "context %d reached its duration of %g s", record.context.id, record.context.duration_s
+        )
+        self._stop(record, time.monotonic() + self._drain_timeout_s, from_job=True)
 
-    def _stop(self, record: _Ctx, *, from_job: bool = False) -> None:
+    def _stop(self, record: _Ctx, deadline: float, *, from_job: bool = False, closing: bool = False) -> None:
+        """Stop ``record``: listeners, schedule, barrier, drain (bounded by ``deadline``), listeners."""
         context = record.context
-        if record.state == "scheduled":
-            del self._ctx[context.id]
-            self._remove_job(record)
-            self._log.info("scheduled context %d cancelled", context.id)
-            return
+        with self._lock:
+            if self._ctx.get(context.id) is not record or record.state == "stopping":
+                return
+            if record.state in ("scheduled", "starting"):
+                del self._ctx[context.id]
+                if record.state == "scheduled":
+                    self._remove_job(record)  # not run yet (a starting one's job is running)
+                elif self._starting.get(context.id) is record:
+                    del self._starting[context.id]  # its start gives up
+                self._log.info("scheduled context %d cancelled", context.id)
+                return
         self._notify("before_stop", context)
-        if self._ctx.get(context.id) is not record or record.state == "stopping":
-            return  # a listener stopped it meanwhile
-        record.state = "stopping"
-        if not from_job:
-            self._remove_job(record)
-        if not self._replan(record.reader_types, barrier=True):
+        with self._lock:
+            if self._ctx.get(context.id) is not record or record.state in ("stopping",):
+                return  # stopped meanwhile (a listener or another thread)
+            if self._closing and not closing:
+                return  # close() stops it
+            record.state = "stopping"
+            if not from_job:
+                self._remove_job(record)
+            installs = self._replan(record.reader_types)
+        tasks = self._install(installs)
+        if not self._barrier(tasks, deadline):
             self._log.error(
                 "context %d: a reader was still busy after %.1f s; the values of its current read will "
                 "not reach this context",
                 context.id,
                 self._drain_timeout_s,
             )
-        record.accepting = False
-        del self._ctx[context.id]
-        context._end_date = _utcnow()
-        events = [(w.name, w.put_stopped(context)) for w in self._writer_tasks or ()]
-        deadline = time.monotonic() + self._drain_timeout_s
+        with self._lock:
+            record.accepting = False
+            context._end_date = _utcnow()
+            events = [(w.name, w.put_stopped(context)) for w in self._writer_tasks or ()]
         for name, done in events:
             if not done.wait(max(0.0, deadline - time.monotonic())):
                 self._log.error(
@@ -670,30 +845,43 @@ class DataCollector:
                 )
         self._log.info("context %d stopped: %d samples delivered", context.id, record.samples)
         self._notify("after_stop", context)
+        with self._lock:
+            if self._ctx.get(context.id) is record:
+                del self._ctx[context.id]
+        record.stopped.set()
 
     def _remove_job(self, record: _Ctx) -> None:
         if record.job_id is not None and self._scheduler is not None:
             with contextlib.suppress(Exception):  # already run or gone
                 self._scheduler.remove_job(record.job_id)
 
-    def _replan(self, reader_types: Iterable[str], *, barrier: bool) -> bool:
-        """Give the reader tasks the plans of the running contexts; False if a barrier timed out."""
-        active = [r.context for r in self._ctx.values() if r.state == "running"]
-        ok = True
-        for rt in reader_types:
+    def _replan(self, reader_types: Iterable[str]) -> list[_Install]:  # under self._lock
+        """The plans of the running contexts for ``reader_types``, to :meth:`_install` outside the lock."""
+        active = [r for r in self._ctx.values() if r.state == "running"]
+        contexts = [r.context for r in active]
+        since = {r.context.id: r.since_ms for r in active}
+        self._plan_seq += 1
+        out = []
+        for rt in sorted(reader_types):
             task = self._reader_tasks.get(rt)
             if task is None:
                 continue
-            plan = ReaderPlan.build(rt, active)
-            intervals = plan.variable_intervals()
-            old = task.plan
-            if (old.variable_intervals() if old is not None else {}) != intervals:
-                try:
-                    task.reader.variables_changed(intervals)
-                except Exception:
-                    self._log.exception("reader %r raised in variables_changed; ignored", rt)
-            timeout = self._drain_timeout_s if barrier else None
-            ok = task.set_plan(None if plan.empty else plan, barrier=timeout) and ok
+            plan = ReaderPlan.build(rt, contexts, since)
+            out.append((task, None if plan.empty else plan, self._plan_seq))
+        return out
+
+    @staticmethod
+    def _install(installs: list[_Install]) -> list[ReaderTask]:
+        """Hand the reader tasks their new plans (``variables_changed`` first); outside the lock."""
+        for task, plan, seq in installs:
+            task.install(plan, seq)
+        return [task for task, _, _ in installs]
+
+    def _barrier(self, tasks: Iterable[ReaderTask], deadline: float) -> bool:
+        """Wait (bounded) until none of ``tasks`` runs a read of a plan older than its current one."""
+        ok = True
+        for task in tasks:
+            ok = task.wait_tick(max(0.0, deadline - time.monotonic())) and ok
         return ok
 
     def _dispatch(self, context: DataCollectionContext, batch: CollectedVariables) -> None:

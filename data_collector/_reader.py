@@ -23,7 +23,9 @@ class DataReader(abc.ABC):
     ``read`` sets ``value``, ``quality`` and optionally ``read_at``/``error`` on every item. A
     device that cannot be reached is reported by marking items ``BAD`` with an error text;
     ``read`` should not raise (if it does, the collector marks every item of the tick ``BAD``)
-    and should not block much past its own timeout.
+    and should not block much past its own timeout: boundaries that pass while it runs become
+    BAD samples ("missed: previous read still running"). A ``read_at`` left ``None`` is the
+    time the read was scheduled; a naive one is taken as UTC (logged once).
 
     ``reader_type`` and ``min_interval_ms`` may be overridden per instance through the
     constructor so that two devices served by one class are two reader types; a subclass that
@@ -73,12 +75,13 @@ class DataReader(abc.ABC):
 
         Called with every variable now scheduled for this reader and the interval (ms) at which
         it is read (the GCD of the intervals the running contexts want), whenever a context
-        starts, stops, pauses or resumes, before the first tick of the new schedule; called with
-        an empty mapping when nothing is scheduled any more. Called from the thread that made
-        the change, never concurrently with itself, but possibly while :meth:`read` of the
-        previous schedule is still running in the reader's thread. Readers that subscribe to their device
-        (rather than poll it) use it to create and remove subscriptions. The default does
-        nothing; an exception is logged and does not stop the change.
+        starts, stops, pauses or resumes, before the reader's thread gets the new schedule;
+        called with an empty mapping when nothing is scheduled any more. Called from the thread
+        that made the change, outside the collector's lock (it may call back into the
+        collector), never concurrently with itself, but possibly while :meth:`read` of the
+        previous schedule is still running in the reader's thread. Readers that subscribe to
+        their device (rather than poll it) use it to create and remove subscriptions. The
+        default does nothing; an exception is logged and does not stop the change.
         """
 
     @abc.abstractmethod

@@ -1,4 +1,14 @@
-"""The threads of the collector: one tick loop per reader type, one queue consumer per writer."""
+"""The threads of the collector: one tick loop per reader type, one queue consumer per writer.
+
+Reader task: sleeps to the next wall-clock boundary at which something is due, reads once
+everything due in the span it covers, hands each context its items, and turns every boundary it
+passed without a read of its own into BAD samples stamped at that boundary ("no silent gaps").
+
+Writer task: one lane (FIFO) per context, served round-robin; consecutive batches of a lane are
+handed to the writer as one ``write()`` when the writer is behind; a transient error puts the
+lane into capped backoff while the other lanes go on; a permanent error counts the batch as lost
+at once. Every sample handed to a writer task ends as written, lost, dropped or unwritten.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +16,14 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
-from ._model import CollectedVariables, DataCollectionContext, Quality
+from ._model import CollectedVariables, DataCollectionContext, Quality, Variable
 from ._reader import DataReader
-from ._schedule import ReaderPlan, TickPlan
+from ._schedule import Missed, ReaderPlan, TickPlan
 from ._writer import DataWriter
 
 __all__ = ["Clock", "ReaderTask", "SystemClock", "WriterTask"]
@@ -21,7 +31,12 @@ __all__ = ["Clock", "ReaderTask", "SystemClock", "WriterTask"]
 _NS_PER_MS = 1_000_000
 _LATENESS_WINDOW = 10_000
 _FINAL_SLEEP_NS = _NS_PER_MS // 2  # the last stretch before a deadline is slept, not waited
+_STEP_NS = 1_000_000_000  # a wall clock that moves this much more than the monotonic one stepped
+#: The most BAD samples one wake-up makes for the boundaries it passed (beyond: counted, logged).
+MAX_MISSED_SAMPLES = 1_000_000
 NO_VALUE = "the reader set no value"
+MISSED_BUSY = "missed: reader busy"
+MISSED_RUNNING = "missed: previous read still running"
 
 
 class Clock(Protocol):
@@ -46,6 +61,13 @@ def _percentile(sorted_values: list[int], q: float) -> int:
     return sorted_values[k]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _utc_of_ms(t_ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=t_ms)
+
+
 @dataclass
 class _ReaderCounters:
     ticks: int = 0
@@ -63,7 +85,7 @@ Dispatch = Callable[[DataCollectionContext, CollectedVariables], None]
 
 
 class ReaderTask:
-    """The tick loop of one reader type: sleeps to absolute wall-clock deadlines, reads, dispatches."""
+    """The tick loop of one reader type: sleeps to the next due boundary, reads, dispatches."""
 
     def __init__(self, reader: DataReader, logger: logging.Logger, dispatch: Dispatch, clock: Clock) -> None:
         self.reader = reader
@@ -77,6 +99,12 @@ class ReaderTask:
         self._version = 0
         self._closing = False
         self._failing = False
+        self._naive_logged = False
+        self._notified: Mapping[Variable, int] = {}
+        self._install_lock = threading.RLock()
+        self._installed_seq = 0
+        self._last_read_end_ns = 0  # wall clock when the last read returned
+        self._last_errors: dict[int, str] = {}  # variable id -> error of the BAD items of the last read
         self.counters = _ReaderCounters()
         self._lateness: collections.deque[int] = collections.deque(maxlen=_LATENESS_WINDOW)
         self._thread = threading.Thread(target=self._run, name=f"dc-reader-{self.reader_type}", daemon=True)
@@ -87,36 +115,63 @@ class ReaderTask:
     def plan(self) -> ReaderPlan | None:
         return self._plan
 
-    def set_plan(self, plan: ReaderPlan | None, *, barrier: float | None = None) -> bool:
-        """Install a new plan.
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
 
-        With ``barrier`` (seconds), wait until no tick of the old plan runs any more; False when a
-        read was still busy after that long (its results then reach only contexts still accepting).
+    def install(self, plan: ReaderPlan | None, seq: int) -> None:
+        """Tell the reader what it reads now (``variables_changed``), then give the loop ``plan``.
+
+        Called outside the collector's lock (``variables_changed`` is user code); calls are
+        serialised per reader, and a plan computed before one already installed (a lower
+        ``seq``) is skipped, so concurrent changes end with the newest plan.
         """
+        with self._install_lock:
+            if seq <= self._installed_seq:
+                return
+            self._installed_seq = seq
+            intervals = plan.variable_intervals() if plan is not None else {}
+            if intervals != self._notified:
+                self._notified = intervals
+                try:
+                    self.reader.variables_changed(intervals)
+                except Exception:
+                    self._log.exception("reader %r raised in variables_changed; ignored", self.reader_type)
+            self.set_plan(plan)
+
+    def set_plan(self, plan: ReaderPlan | None) -> None:
+        """Install a new plan; never blocks. The loop picks it up at once."""
         with self._cond:
             self._plan = plan
             self._version += 1
             self._cond.notify_all()
-        if barrier is None:
-            return True
+
+    def wait_tick(self, timeout: float) -> bool:
+        """Wait until the read in progress (of an older plan) is over; False after ``timeout`` s.
+
+        From inside ``read()`` (the reader's own thread) it returns True at once: the read in
+        progress is the caller itself, and its values reach only contexts still accepting.
+        """
         if threading.current_thread() is self._thread:
-            return False  # called from inside read(): the tick in progress is this very call
-        if not self._tick_lock.acquire(timeout=barrier):
+            return True
+        if not self._tick_lock.acquire(timeout=max(0.0, timeout)):
             return False
         self._tick_lock.release()
         return True
 
     def shutdown(self, timeout: float | None = None) -> None:
+        """Ask the loop to end and wait up to ``timeout`` for it (a hung read may outlive it)."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._thread.join(timeout)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
     def lateness_us(self) -> tuple[int, int, int, int]:
-        """(count, p50, p99, max) tick lateness in microseconds over the recent ticks."""
+        """(count, p50, p99, max) wake-up lateness in microseconds over the recent reads."""
         values = sorted(self._lateness)
         return (
             len(values),
@@ -131,72 +186,122 @@ class ReaderTask:
         cond = self._cond
         plan: ReaderPlan | None = None
         version = -1
-        tick_ns = 0
-        deadline: int | None = None  # the next tick not run yet
+        done_ms: int | None = None  # every due boundary at or before it has been handled
+        last_wall = last_mono = 0
         while True:
+            changed = False
             with cond:
-                while not self._closing and (self._plan is None or self._plan.empty):
-                    deadline = None  # idle: a later plan starts afresh
+                while True:
+                    if self._closing:
+                        return
+                    if self._version != version:
+                        plan, version, changed = self._plan, self._version, True
+                        break
+                    if plan is not None and not plan.empty:
+                        break
+                    done_ms = None  # idle: a later plan starts afresh
                     cond.wait()
-                if self._closing:
-                    return
-                if self._version != version:
-                    plan, version = self._plan, self._version
-                    assert plan is not None
-                    tick_ns = plan.tick_ms * _NS_PER_MS
-                    # A new plan keeps the tick that was pending: its first boundary at or after it
-                    # (so starting a context just before a boundary costs the others nothing).
-                    now = clock.time_ns()
-                    base = now if deadline is None else min(now, deadline)
-                    deadline = -(-base // tick_ns) * tick_ns
-            assert plan is not None and deadline is not None
-            now = clock.time_ns()
-            if deadline - now > 2 * tick_ns:  # the wall clock stepped back: resynchronise
-                deadline = (now // tick_ns + 1) * tick_ns
-            if now < deadline:
+            if changed and (plan is None or plan.empty):
+                continue
+            assert plan is not None
+            now_ns = clock.time_ns()
+            mono = time.monotonic_ns()
+            if done_ms is None:
+                # A fresh start: the first boundary at or after now. A new plan otherwise keeps the
+                # boundary that was pending (so starting a context costs the others nothing).
+                done_ms = -(-now_ns // _NS_PER_MS) - 1
+                last_wall, last_mono = now_ns, mono
+            elif now_ns // _NS_PER_MS < done_ms:
+                self._log.warning(
+                    "reader %r: the wall clock stepped back by %.3f s; ticks follow it",
+                    self.reader_type,
+                    (done_ms * _NS_PER_MS - now_ns) / 1e9,
+                )
+                done_ms = now_ns // _NS_PER_MS
+                last_wall, last_mono = now_ns, mono
+            deadline = plan.next_due(done_ms) * _NS_PER_MS
+            if now_ns < deadline:
                 # Wait on the condition (so a new plan or close wakes us at once) until shortly
                 # before the deadline, then sleep the last stretch: time.sleep wakes up more
                 # precisely than a condition wait, and the stretch is too short to matter for control.
+                wake_mono = mono + (deadline - now_ns)
                 stepped = False
                 with cond:
                     while not self._closing and self._version == version:
                         remaining = deadline - clock.time_ns()
                         if remaining <= _FINAL_SLEEP_NS:
                             break
-                        if remaining > 2 * tick_ns:
+                        if remaining > wake_mono - time.monotonic_ns() + _STEP_NS:
                             stepped = True  # the wall clock stepped back while we waited
                             break
                         cond.wait((remaining - _FINAL_SLEEP_NS) / 1e9)
-                    if self._closing or self._version != version or stepped:
+                    if self._closing or self._version != version:
                         continue
+                if stepped:
+                    self._log.warning(
+                        "reader %r: the wall clock stepped back; ticks follow it", self.reader_type
+                    )
+                    done_ms = clock.time_ns() // _NS_PER_MS - 1
+                    last_wall, last_mono = clock.time_ns(), time.monotonic_ns()
+                    continue
                 remaining = deadline - clock.time_ns()
                 if remaining > 0:
                     time.sleep(remaining / 1e9)
-            now = clock.time_ns()
-            late = now - deadline
-            if late >= tick_ns:
-                skipped = late // tick_ns
-                self.counters.missed_ticks += skipped
-                deadline += skipped * tick_ns
-                late -= skipped * tick_ns
-            self._lateness.append(late)
+            now_ns = clock.time_ns()
+            mono = time.monotonic_ns()
+            step = (now_ns - last_wall) - (mono - last_mono)
+            if step > _STEP_NS:
+                # The wall clock jumped forward (or the machine was suspended): the boundaries of
+                # the jump never happened in real time, so they are skipped, not made BAD.
+                self._log.warning(
+                    "reader %r: the wall clock jumped forward by %.3f s; boundaries in the jump skipped",
+                    self.reader_type,
+                    step / 1e9,
+                )
+                done_ms = max(done_ms, (now_ns - (mono - last_mono)) // _NS_PER_MS - 1)
+                deadline = plan.next_due(done_ms) * _NS_PER_MS
+            last_wall, last_mono = now_ns, mono
+            now_ms = now_ns // _NS_PER_MS
+            if now_ms < deadline // _NS_PER_MS:
+                continue  # woke early (a step resynchronised the span): wait again
             with self._tick_lock:
-                if self._version != version:
-                    continue  # re-planned meanwhile: this deadline is evaluated against the new plan
-                tick_plan = plan.due(deadline // _NS_PER_MS)
-                if tick_plan is not None:
-                    try:
-                        self._tick(tick_plan)
-                    except Exception:  # never let one tick end the loop
-                        self.counters.read_errors += 1
-                        self._log.exception("reader %r: a tick failed; collection goes on", self.reader_type)
-            deadline += tick_ns
+                if self._version != version or self._closing:
+                    continue  # re-planned meanwhile: this span is evaluated against the new plan
+                self._lateness.append(now_ns - deadline)
+                try:
+                    self._wake(plan, done_ms, now_ms, now_ns)
+                except Exception:  # never let one tick end the loop
+                    self.counters.read_errors += 1
+                    self._log.exception("reader %r: a tick failed; collection goes on", self.reader_type)
+                done_ms = now_ms
 
-    def _tick(self, tick_plan: TickPlan) -> None:
+    def _wake(self, plan: ReaderPlan, done_ms: int, now_ms: int, now_ns: int) -> None:
+        """Read what is due in ``(done_ms, now_ms]``; make the boundaries passed BAD samples."""
+        tick_plan = plan.plan_for(plan.due_intervals(done_ms, now_ms))
+        assert tick_plan is not None
+        missed: list[Missed] = []
+        over = 0
+        first_due = plan.next_due(done_ms)
+        if plan.last_due(now_ms) != first_due:  # the span passed more than one due boundary
+            passed = sum(1 for _ in plan.boundaries(done_ms, now_ms, 10_000))
+            if passed >= 10_000:
+                passed = max(passed, (now_ms - done_ms) // min(plan.intervals))
+            self.counters.missed_ticks += passed - 1
+            missed, over = plan.missed(done_ms, now_ms, MAX_MISSED_SAMPLES)
+        previous_end_ns = self._last_read_end_ns
+        previous_errors = self._last_errors
+        batch = self._read(tick_plan, now_ns)
+        if missed or over:
+            self._deliver_missed(missed, over, previous_end_ns, previous_errors, now_ns)
+        self._deliver(tick_plan, batch)
+
+    def _read(self, tick_plan: TickPlan, now_ns: int) -> CollectedVariables:
         counters = self.counters
         counters.ticks += 1
-        started = self._clock.time_ns()
-        read_at = datetime.fromtimestamp(started / 1e9, UTC)
+        started_mono = time.perf_counter_ns()
+        # stamped with the time that chose what is due, so the boundary a value covers is
+        # the last multiple of its interval at or before its read_at
+        read_at = _EPOCH + timedelta(microseconds=now_ns // 1000)
         batch = CollectedVariables.of(tick_plan.variables, read_at)
         n = len(batch)
         try:
@@ -218,7 +323,8 @@ class ReaderTask:
             if self._failing:
                 self._failing = False
                 self._log.warning("reader %r reads again", self.reader_type)
-        elapsed_ms = (self._clock.time_ns() - started) / _NS_PER_MS
+        self._last_read_end_ns = self._clock.time_ns()
+        elapsed_ms = (time.perf_counter_ns() - started_mono) / _NS_PER_MS
         counters.reads += 1
         counters.last_read_ms = elapsed_ms
         if elapsed_ms > counters.max_read_ms:
@@ -232,18 +338,53 @@ class ReaderTask:
             qualities[:] = [Quality.BAD] * n
             errors[:] = [text] * n
             read_ats[:] = [read_at] * n
-        missing = [i for i, v in enumerate(values) if v is None]
-        if missing:  # items left without a value are BAD
+        if None in values:  # items left without a value are BAD
             bad_q = Quality.BAD
-            for i in missing:
+            for i in [i for i, v in enumerate(values) if v is None]:
                 qualities[i] = bad_q
                 if errors[i] is None:
                     errors[i] = NO_VALUE
-        if None in read_ats:
-            for i in [i for i, t in enumerate(read_ats) if t is None]:
-                read_ats[i] = read_at
+        if read_ats.count(read_at) != n:
+            self._normalise_read_ats(read_ats, read_at)
         counters.samples += n
-        counters.bad_samples += qualities.count(Quality.BAD)
+        bad = qualities.count(Quality.BAD)
+        counters.bad_samples += bad
+        if bad:
+            variables = batch.variables
+            self._last_errors = {
+                variables[i].id: errors[i] or "BAD" for i, q in enumerate(qualities) if q is Quality.BAD
+            }
+        elif self._last_errors:
+            self._last_errors = {}
+        return batch
+
+    def _normalise_read_ats(self, read_ats: list[datetime | None], default: datetime) -> None:
+        """Every ``read_at`` an aware UTC datetime: None -> the read's time, naive -> taken as UTC."""
+        for i, t in enumerate(read_ats):
+            if t is default:
+                continue
+            if not isinstance(t, datetime):
+                if t is not None:
+                    self._log.warning(
+                        "reader %r set read_at to %r (not a datetime); the read's time is used",
+                        self.reader_type,
+                        t,
+                    )
+                read_ats[i] = default
+            elif t.tzinfo is None or t.utcoffset() is None:
+                if not self._naive_logged:
+                    self._naive_logged = True
+                    self._log.warning(
+                        "reader %r set a naive read_at (%s); naive times are taken as UTC",
+                        self.reader_type,
+                        t.isoformat(),
+                    )
+                read_ats[i] = t.replace(tzinfo=UTC)
+            elif t.utcoffset():
+                read_ats[i] = t.astimezone(UTC)
+
+    def _deliver(self, tick_plan: TickPlan, batch: CollectedVariables) -> None:
+        values, qualities, errors, read_ats = batch.values, batch.qualities, batch.errors, batch.read_ats
         dispatch = self._dispatch
         for delivery in tick_plan.deliveries:
             if delivery.whole:
@@ -259,16 +400,68 @@ class ReaderTask:
                 )
             dispatch(delivery.context, out)
 
+    def _deliver_missed(
+        self,
+        missed: list[Missed],
+        over: int,
+        previous_end_ns: int,
+        previous_errors: Mapping[int, str],
+        woke_ns: int,
+    ) -> None:
+        """One BAD sample per missed boundary and variable, stamped at the boundary, per context."""
+        per_context: dict[int, tuple[DataCollectionContext, list[Missed]]] = {}
+        for m in missed:
+            per_context.setdefault(m.context.id, (m.context, []))[1].append(m)
+        total = over
+        for context, items in per_context.values():
+            variables: list[Variable] = []
+            times: list[datetime] = []
+            errors: list[str | None] = []
+            for m in items:
+                for t in m.times_ms:
+                    at = _utc_of_ms(t)
+                    t_ns = t * _NS_PER_MS
+                    if t_ns < previous_end_ns:
+                        reason = MISSED_RUNNING
+                    else:
+                        reason = f"{MISSED_BUSY} (woke {(woke_ns - t_ns) / 1e6:.0f} ms after the boundary)"
+                    for v in m.variables:
+                        variables.append(v)
+                        times.append(at)
+                        last = previous_errors.get(v.id)
+                        errors.append(f"{reason}; last read: {last}" if last else reason)
+            n = len(variables)
+            total += n
+            order = sorted(range(n), key=times.__getitem__)  # time order within the batch
+            read_ats: list[datetime | None] = [times[i] for i in order]
+            batch = CollectedVariables._columns(
+                [variables[i] for i in order],
+                [None] * n,
+                read_ats,
+                [Quality.BAD] * n,
+                [errors[i] for i in order],
+            )
+            self._dispatch(context, batch)
+        self.counters.missed_samples += total
+        if over:
+            self._log.error(
+                "reader %r: %d samples of boundaries passed without a read are not recorded "
+                "(more than %d in one wake-up); they are counted in missed_samples",
+                self.reader_type,
+                over,
+                MAX_MISSED_SAMPLES,
+            )
+
 
 # -- writers ------------------------------------------------------------------------------------
 
-_DATA, _STARTED, _STOPPED, _BARRIER = range(4)
+_DATA, _STARTED, _STOPPED = range(3)
 
 
 @dataclass
 class _Entry:
     kind: int
-    context: DataCollectionContext | None
+    context: DataCollectionContext
     batch: CollectedVariables | None = None
     done: threading.Event | None = None
 
@@ -278,8 +471,21 @@ class _Entry:
 
 
 @dataclass
+class _Lane:
+    """The entries of one context, in order, with its retry state."""
+
+    entries: collections.deque[_Entry]
+    retry_at: float = 0.0  # monotonic; the lane waits until then after a transient failure
+    delay: float = 0.0
+    attempts: int = 0
+    failing_since: float = 0.0
+    last_log: float = 0.0
+
+
+@dataclass
 class _WriterCounters:
     batches: int = 0
+    samples_delivered: int = 0
     samples_written: int = 0
     write_errors: int = 0
     retried_ok: int = 0
@@ -291,8 +497,31 @@ class _WriterCounters:
     max_queue_depth: int = 0
 
 
+def _concat(batches: list[CollectedVariables]) -> CollectedVariables:
+    if len(batches) == 1:
+        return batches[0]
+    variables: list[Variable] = []
+    values: list[Any] = []
+    read_ats: list[datetime | None] = []
+    qualities: list[Quality] = []
+    errors: list[str | None] = []
+    for b in batches:
+        variables += b.variables
+        values += b.values
+        read_ats += b.read_ats
+        qualities += b.qualities
+        errors += b.errors
+    return CollectedVariables._columns(variables, values, read_ats, qualities, errors)
+
+
 class WriterTask:
-    """One writer's thread: takes batches from a bounded queue, in order, retrying failures."""
+    """One writer's thread: per-context lanes from a bounded queue, in order, retrying failures.
+
+    ``max_queue_samples`` bounds the samples queued (a batch that does not fit is dropped and
+    counted); ``retry_max_s`` caps the doubling backoff of a lane whose write failed with a
+    transient error; ``max_write_samples`` bounds how many queued samples of one context are
+    handed to one ``write()``.
+    """
 
     def __init__(
         self,
@@ -300,17 +529,21 @@ class WriterTask:
         name: str,
         logger: logging.Logger,
         max_queue_samples: int,
-        retry_s: float,
+        retry_max_s: float,
+        max_write_samples: int = 100_000,
     ) -> None:
         self.writer = writer
         self.name = name
         self._log = logger
         self._max = max_queue_samples
-        self._retry_s = retry_s
+        self._retry_max_s = retry_max_s
+        self._max_write = max_write_samples
         self._cond = threading.Condition(threading.Lock())
-        self._queue: collections.deque[_Entry] = collections.deque()
+        self._lanes: dict[int, _Lane] = {}
+        self._ready: collections.deque[int] = collections.deque()  # lanes with work, round-robin
         self._depth = 0
         self._closing = False
+        self._abandoned = False
         self._last_drop_log = 0.0
         self.counters = _WriterCounters()
         self._thread = threading.Thread(target=self._run, name=f"dc-writer-{name}", daemon=True)
@@ -321,12 +554,18 @@ class WriterTask:
         """Samples queued or being written."""
         return self._depth
 
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    # -- producers ---------------------------------------------------------------------------
     def put_data(self, context: DataCollectionContext, batch: CollectedVariables) -> bool:
         """Queue a batch; never blocks. False (logged loudly, counted) when the queue is full."""
         n = len(batch)
         with self._cond:
-            if self._depth + n > self._max and self._depth > 0:  # an empty queue takes any batch
-                c = self.counters
+            c = self.counters
+            c.samples_delivered += n
+            if self._abandoned or (self._depth + n > self._max and self._depth > 0):
                 c.dropped_batches += 1
                 c.dropped_samples += n
                 now = time.monotonic()
@@ -343,123 +582,239 @@ class WriterTask:
                         c.dropped_samples,
                     )
                 return False
-            self._queue.append(_Entry(_DATA, context, batch))
+            self._append(_Entry(_DATA, context, batch))
             self._depth += n
-            if self._depth > self.counters.max_queue_depth:
-                self.counters.max_queue_depth = self._depth
-            self._cond.notify()
+            if self._depth > c.max_queue_depth:
+                c.max_queue_depth = self._depth
         return True
 
     def put_started(self, context: DataCollectionContext) -> None:
-        self._put(_Entry(_STARTED, context))
+        with self._cond:
+            self._append(_Entry(_STARTED, context))
 
     def put_stopped(self, context: DataCollectionContext) -> threading.Event:
         done = threading.Event()
-        self._put(_Entry(_STOPPED, context, done=done))
-        return done
-
-    def barrier(self) -> threading.Event:
-        done = threading.Event()
-        self._put(_Entry(_BARRIER, None, done=done))
-        return done
-
-    def _put(self, entry: _Entry) -> None:
         with self._cond:
-            self._queue.append(entry)
-            self._cond.notify()
+            if self._abandoned:
+                done.set()
+            else:
+                self._append(_Entry(_STOPPED, context, done=done))
+        return done
 
-    def shutdown(self, timeout: float | None = None) -> bool:
-        """Finish what is queued, then end the thread. True when the thread ended in time."""
+    def _append(self, entry: _Entry) -> None:  # under self._cond
+        key = entry.context.id
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane(collections.deque())
+        if not lane.entries and lane.attempts == 0:
+            self._ready.append(key)
+        lane.entries.append(entry)
+        self._cond.notify()
+
+    # -- shutdown ----------------------------------------------------------------------------
+    def shutdown(self, timeout: float) -> bool:
+        """Write what is queued, close the writer, end the thread; True when that ended in time.
+
+        Otherwise :meth:`abandon` is called: what is still queued is counted as unwritten and the
+        writer is never called again (a call in progress cannot be interrupted).
+        """
         with self._cond:
             self._closing = True
             self._cond.notify()
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        self._thread.join(max(0.0, timeout))
+        if self._thread.is_alive():
+            self.abandon()
+            return False
+        return True
+
+    def abandon(self) -> int:
+        """Stop calling the writer; count every queued sample as unwritten. Returns that count."""
+        with self._cond:
+            if self._abandoned:
+                return 0
+            self._abandoned = True
+            left = self._depth
+            self.counters.unwritten_samples += left
+            self._depth = 0
+            for lane in self._lanes.values():
+                for entry in lane.entries:
+                    if entry.done is not None:
+                        entry.done.set()
+            self._lanes.clear()
+            self._ready.clear()
+            self._cond.notify()
+        return left
+
+    # -- the loop (own thread) -------------------------------------------------------------------
+    def _next(self) -> tuple[int, _Lane, _Entry] | None:
+        """The next piece of work (merging a lane's queued batches), or None to end the thread."""
+        with self._cond:
+            while True:
+                if self._abandoned:
+                    return None
+                now = time.monotonic()
+                waiting = [(lane.retry_at, key) for key, lane in self._lanes.items() if lane.attempts]
+                for retry_at, key in sorted(waiting):
+                    if retry_at <= now and key not in self._ready:
+                        self._ready.appendleft(key)
+                while self._ready:
+                    key = self._ready.popleft()
+                    lane = self._lanes.get(key)
+                    if lane is None or not lane.entries:
+                        continue
+                    if lane.attempts and lane.retry_at > now:
+                        continue
+                    return key, lane, self._take(lane)
+                if self._closing and not any(lane.entries for lane in self._lanes.values()):
+                    return None
+                timeout = min((r for r, _ in waiting), default=None)
+                self._cond.wait(None if timeout is None else max(0.0, timeout - now))
+
+    def _take(self, lane: _Lane) -> _Entry:  # under self._cond
+        first = lane.entries[0]
+        if first.kind != _DATA or len(lane.entries) == 1:
+            return first
+        batches: list[CollectedVariables] = []
+        size = 0
+        for entry in lane.entries:
+            if entry.kind != _DATA or (batches and size + entry.samples > self._max_write):
+                break
+            assert entry.batch is not None
+            batches.append(entry.batch)
+            size += entry.samples
+        if len(batches) == 1:
+            return first
+        for _ in batches:
+            lane.entries.popleft()
+        merged = _Entry(_DATA, first.context, _concat(batches))
+        lane.entries.appendleft(merged)
+        return merged
 
     def _run(self) -> None:
         while True:
+            work = self._next()
+            if work is None:
+                break
+            key, lane, entry = work
+            outcome, exc = self._call(entry)
             with self._cond:
-                while not self._queue and not self._closing:
-                    self._cond.wait()
-                if not self._queue:
-                    return
-                entry = self._queue.popleft()
-            try:
-                self._handle(entry)
-            finally:
-                if entry.kind == _DATA:
-                    with self._cond:
-                        self._depth -= entry.samples
-                if entry.done is not None:
-                    entry.done.set()
+                if self._abandoned:
+                    return  # close gave up on us: counted as unwritten, nothing more is called
+                self._settle(key, lane, entry, outcome, exc)
+        with self._cond:
+            if self._abandoned:
+                return
+        try:
+            with self.writer.lock:
+                self.writer.close()
+        except Exception:
+            self._log.exception("closing writer %s failed", self.name)
 
-    def _handle(self, entry: _Entry) -> None:
+    def _call(self, entry: _Entry) -> tuple[bool | None, BaseException | None]:
+        """Call the writer for ``entry``: (True, None) ok, (False, exc) transient, (None, exc) permanent."""
         writer = self.writer
         context = entry.context
-        if entry.kind == _BARRIER or context is None:
-            return
-        if entry.kind == _DATA:
-            batch = entry.batch
-            assert batch is not None
-            if self._attempt(
-                lambda: writer.write(context, batch), f"a batch of {len(batch)} samples", context
-            ):
-                self.counters.batches += 1
-                self.counters.samples_written += len(batch)
-            else:
-                self.counters.lost_batches += 1
-                self.counters.lost_samples += len(batch)
-        elif entry.kind == _STARTED:
-            self._attempt(lambda: writer.context_started(context), "context_started", context)
-        else:
-            self._attempt(lambda: writer.context_stopped(context), "context_stopped", context)
-
-    def _attempt(self, call: Callable[[], None], what: str, context: DataCollectionContext) -> bool:
-        """Run ``call`` under the writer's lock, retrying with backoff for up to ``retry_s``."""
-        lock = self.writer.lock
-        deadline = time.monotonic() + self._retry_s
-        delay = 0.05
-        attempts = 0
-        while True:
-            attempts += 1
+        try:
+            with writer.lock:
+                if entry.kind == _DATA:
+                    assert entry.batch is not None
+                    writer.write(context, entry.batch)
+                elif entry.kind == _STARTED:
+                    writer.context_started(context)
+                else:
+                    writer.context_stopped(context)
+        except Exception as exc:
             try:
-                with lock:
-                    call()
-            except Exception as exc:
-                self.counters.write_errors += 1
-                if time.monotonic() + delay > deadline:
-                    self._log.error(
-                        "writer %s: %s of context %d failed %d times over %.1f s and is LOST: %s: %s",
-                        self.name,
-                        what,
-                        context.id,
-                        attempts,
-                        self._retry_s,
-                        type(exc).__name__,
-                        exc,
-                        exc_info=True,
-                    )
-                    return False
-                if attempts == 1:
-                    self._log.warning(
-                        "writer %s: %s of context %d failed (%s: %s); retrying for up to %.1f s",
-                        self.name,
-                        what,
-                        context.id,
-                        type(exc).__name__,
-                        exc,
-                        self._retry_s,
-                    )
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                transient = bool(writer.is_transient(exc))
+            except Exception:
+                self._log.exception(
+                    "writer %s: is_transient raised; the error is taken as permanent", self.name
+                )
+                transient = False
+            return (False if transient else None), exc
+        return True, None
+
+    def _settle(
+        self, key: int, lane: _Lane, entry: _Entry, outcome: bool | None, exc: BaseException | None
+    ) -> None:  # under self._cond
+        c = self.counters
+        what = self._what(entry)
+        now = time.monotonic()
+        if outcome is False:  # transient: the lane backs off, the others go on
+            c.write_errors += 1
+            lane.attempts += 1
+            if lane.attempts == 1:
+                lane.failing_since = lane.last_log = now
+                lane.delay = 0.05
+                self._log.warning(
+                    "writer %s: %s of context %d failed (%s: %s); retrying with backoff up to %.1f s",
+                    self.name,
+                    what,
+                    entry.context.id,
+                    type(exc).__name__,
+                    exc,
+                    self._retry_max_s,
+                )
             else:
-                if attempts > 1:
-                    self.counters.retried_ok += 1
-                    self._log.warning(
-                        "writer %s: %s of context %d written after %d attempts",
+                lane.delay = min(lane.delay * 2, self._retry_max_s)
+                if now - lane.last_log >= 60.0:
+                    lane.last_log = now
+                    self._log.error(
+                        "writer %s: %s of context %d still failing after %d attempts over %.0f s "
+                        "(%s: %s); %d samples queued",
                         self.name,
                         what,
-                        context.id,
-                        attempts,
+                        entry.context.id,
+                        lane.attempts,
+                        now - lane.failing_since,
+                        type(exc).__name__,
+                        exc,
+                        self._depth,
                     )
-                return True
+            lane.retry_at = now + lane.delay
+            self._cond.notify()
+            return
+        lane.entries.popleft()
+        if entry.kind == _DATA:
+            if outcome:
+                c.batches += 1
+                c.samples_written += entry.samples
+            else:
+                c.lost_batches += 1
+                c.lost_samples += entry.samples
+            self._depth -= entry.samples
+        if outcome is None:
+            c.write_errors += 1
+            self._log.error(
+                "writer %s: %s of context %d failed with an error retrying cannot fix and is LOST: %s: %s",
+                self.name,
+                what,
+                entry.context.id,
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
+        elif lane.attempts:
+            c.retried_ok += 1
+            self._log.warning(
+                "writer %s: %s of context %d written after %d attempts over %.1f s",
+                self.name,
+                what,
+                entry.context.id,
+                lane.attempts + 1,
+                now - lane.failing_since,
+            )
+        lane.attempts = 0
+        lane.delay = 0.0
+        if entry.done is not None:
+            entry.done.set()
+        if lane.entries:
+            self._ready.append(key)
+        elif entry.kind == _STOPPED:
+            del self._lanes[key]
+
+    @staticmethod
+    def _what(entry: _Entry) -> str:
+        if entry.kind == _DATA:
+            return f"a batch of {entry.samples} samples"
+        return "context_started" if entry.kind == _STARTED else "context_stopped"

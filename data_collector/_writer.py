@@ -21,9 +21,14 @@ class DataWriter(abc.ABC):
     lock of this writer, so one instance can be shared by any number of contexts and threads;
     code that calls the writer directly should hold it too.
 
-    :meth:`write` raising is treated as a passing fault: the collector retries the same batch
-    with backoff for a bounded time before counting it as lost. Writers never overwrite or
-    truncate data already stored: reopening appends.
+    When :meth:`write` raises, :meth:`is_transient` decides: a transient error (connection,
+    timeout, disk full) is retried, the same batch in the same order, with capped backoff for as
+    long as the queue has room, while other contexts' batches go on; a permanent error counts the
+    batch as lost at once. When the collector is behind, several queued batches of one context
+    arrive as one larger batch. Writers never overwrite or truncate data already stored:
+    reopening appends. The collector calls :meth:`close` from the writer's own thread after the
+    last write; a writer still busy in :meth:`write` when ``DataCollector.close()`` gives up is
+    never called again (not even :meth:`close`).
     """
 
     def __init__(self) -> None:
