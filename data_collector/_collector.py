@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import threading
 import time
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -30,6 +32,7 @@ from ._listener import DataCollectionListener
 from ._model import BUILTIN_VALUE_TYPES, CollectedVariables, DataCollectionContext, Variable
 from ._reader import DataReader
 from ._schedule import ReaderPlan
+from ._spool import Spool, spool_folder_name
 from ._tasks import Clock, ReaderTask, SystemClock, WriterTask
 from ._writer import DataWriter
 
@@ -76,6 +79,11 @@ class WriterStats:
     dropped_batches: int
     dropped_samples: int
     unwritten_samples: int
+    replayed_samples: int = 0
+    spooled_samples: int = 0
+    spool_bytes: int = 0
+    oldest_spooled_s: float = 0.0
+    quarantined_batches: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +197,16 @@ class DataCollector:
     every value read reached the writers, or after ``drain_timeout_s`` (plus a fraction of a
     second) whatever a reader or writer does: what is then left is counted as unwritten.
 
+    Store-and-forward: with ``spool_dir``, every batch (and every context start and stop) is
+    appended to its writer's spool on disk (synced at least every ``spool_sync_s``) before the
+    writer gets it, and leaves the spool only after ``write()`` returned. The spool is bounded by
+    ``spool_max_bytes`` per writer (the oldest data is then dropped, counted, loudly). A
+    collector started on a spool that holds data (after a crash, or a close during an outage)
+    writes it first, in order; runs that had not ended are closed as ended abnormally. A writer
+    whose ``open()`` fails with a transient error is retried in the background while data spools;
+    batches that fail for good go to the spool's ``quarantine/`` folder. Writers need distinct
+    names with a spool (their folders).
+
     All methods are thread-safe and never hold the collector's lock while user code (listeners,
     reader and writer hooks) runs, so such code may call back into the collector. Bad input
     raises a :class:`DataCollectionError` at the call that received it and changes nothing.
@@ -205,6 +223,9 @@ class DataCollector:
         max_write_samples: int = 100_000,
         write_retry_s: float = 5.0,
         drain_timeout_s: float = 60.0,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_sync_s: float = 1.0,
+        spool_max_bytes: int = 1 << 30,
         clock: Clock | None = None,
     ) -> None:
         if not isinstance(logger, logging.Logger | logging.LoggerAdapter):
@@ -251,6 +272,38 @@ class DataCollector:
                 raise ConfigurationError(f"{name} must be an int from 1 to 10**12, got {count!r}")
         self._max_queue_samples = max_queue_samples
         self._max_write_samples = max_write_samples
+        self._spool_dir: Path | None = None
+        if spool_dir is not None:
+            if not isinstance(spool_dir, str | os.PathLike) or not str(spool_dir).strip():
+                raise ConfigurationError(f"spool_dir must be a folder path, got {spool_dir!r}")
+            self._spool_dir = Path(spool_dir)
+            try:
+                self._spool_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigurationError(f"spool_dir {str(spool_dir)!r} cannot be created: {exc}") from exc
+            if not os.access(self._spool_dir, os.W_OK | os.X_OK):
+                raise ConfigurationError(f"spool_dir {str(spool_dir)!r} is not writable")
+            names: dict[str, DataWriter] = {}
+            for writer in self._writers:
+                name = writer.name
+                if not isinstance(name, str) or not name.strip():
+                    raise ConfigurationError(f"writer {writer!r} has no name; a spool needs one per writer")
+                if name in names:
+                    raise ConfigurationError(
+                        f"two writers are named {name!r} ({names[name]!r} and {writer!r}); with a spool each "
+                        "writer needs a name of its own (its spool folder): give one a name=..."
+                    )
+                names[name] = writer
+        self._spool_sync_s = _check_seconds("spool_sync_s", spool_sync_s, positive=True)
+        if (
+            isinstance(spool_max_bytes, bool)
+            or not isinstance(spool_max_bytes, int)
+            or not 1 << 20 <= spool_max_bytes <= 1 << 50
+        ):
+            raise ConfigurationError(
+                f"spool_max_bytes must be an int from 1 MiB to 1 PiB, got {spool_max_bytes!r}"
+            )
+        self._spool_max_bytes = spool_max_bytes
         self._clock: Clock = clock if clock is not None else SystemClock()
 
         self._lock = threading.RLock()  # guards the state below; never held while user code runs
@@ -434,7 +487,7 @@ class DataCollector:
                 writer_tasks = list(self._writer_tasks or ())
                 opened = sorted(self._opened_readers)
             for task in reader_tasks:
-                task.shutdown(timeout=max(0.0, deadline - time.monotonic()))
+                task.shutdown(timeout=max(0.2, deadline - time.monotonic()))
                 if task.is_alive():
                     self._log.error(
                         "reader %r still busy after %.1f s; closing it anyway",
@@ -489,6 +542,7 @@ class DataCollector:
         writers = {}
         for wtask in self._writer_tasks or ():
             w = wtask.counters
+            spool = wtask.spool
             writers[wtask.name] = WriterStats(
                 name=wtask.name,
                 queue_depth=wtask.queue_depth,
@@ -503,6 +557,11 @@ class DataCollector:
                 dropped_batches=w.dropped_batches,
                 dropped_samples=w.dropped_samples,
                 unwritten_samples=w.unwritten_samples,
+                replayed_samples=w.replayed_samples,
+                spooled_samples=spool.samples if spool is not None else 0,
+                spool_bytes=spool.bytes if spool is not None else 0,
+                oldest_spooled_s=spool.oldest_age_s() if spool is not None else 0.0,
+                quarantined_batches=spool.quarantined_batches if spool is not None else 0,
             )
         contexts = {
             cid: ContextStats(cid, r.state, r.samples, r.context.start_date, r.ends_at)
@@ -649,14 +708,28 @@ class DataCollector:
             writer_tasks: list[WriterTask] | None = None
             if self._writer_tasks is None:
                 opened: list[DataWriter] = []
+                later: set[int] = set()  # writers opened in the background (spool, transient error)
+                spools: list[Spool | None] = []
                 try:
+                    for writer in self._writers:
+                        spools.append(self._make_spool(writer))
                     for writer in self._writers:
                         try:
                             with writer.lock:
                                 writer.open()
-                        except DataCollectionError:
-                            raise
                         except Exception as exc:
+                            if self._spool_dir is not None and _transient(writer, exc):
+                                self._log.error(
+                                    "writer %s failed to open (%s: %s); collection starts, its data "
+                                    "spools while it is retried in the background",
+                                    writer.name,
+                                    type(exc).__name__,
+                                    exc,
+                                )
+                                later.add(id(writer))
+                                continue
+                            if isinstance(exc, DataCollectionError):
+                                raise
                             raise WriterError(
                                 f"writer {writer.name} failed to open: {type(exc).__name__}: {exc}"
                             ) from exc
@@ -664,10 +737,13 @@ class DataCollector:
                     self._check_open()
                 except BaseException:
                     self._close_writers(opened)
+                    for spool in spools:
+                        if spool is not None:
+                            spool.close()
                     raise
                 names: dict[str, int] = {}
                 writer_tasks = []
-                for writer in self._writers:
+                for writer, spool in zip(self._writers, spools, strict=True):
                     base = writer.name
                     names[base] = names.get(base, 0) + 1
                     name = base if names[base] == 1 else f"{base}#{names[base]}"
@@ -679,6 +755,8 @@ class DataCollector:
                             self._max_queue_samples,
                             self._write_retry_s,
                             self._max_write_samples,
+                            spool=spool,
+                            needs_open=id(writer) in later,
                         )
                     )
                 with self._lock:
@@ -708,6 +786,15 @@ class DataCollector:
                         continue
                 _call_bounded([(f"closing reader {rt!r}", reader.close)], _CLOSE_GRACE_S, self._log)
                 raise CollectorClosedError("the collector was closed while it was starting")
+
+    def _make_spool(self, writer: DataWriter) -> Spool | None:
+        if self._spool_dir is None:
+            return None
+        return Spool(
+            self._spool_dir / spool_folder_name(writer.name),
+            max_bytes=self._spool_max_bytes,
+            sync_s=self._spool_sync_s,
+        )
 
     def _close_writers(self, writers: list[DataWriter]) -> None:
         for w in writers:
@@ -901,6 +988,13 @@ class DataCollector:
                 method(*args)
             except Exception:
                 self._log.exception("listener %r raised in %s; ignored", listener, event)
+
+
+def _transient(writer: DataWriter, exc: BaseException) -> bool:
+    try:
+        return bool(writer.is_transient(exc))
+    except Exception:
+        return False
 
 
 def _describe(v: Variable) -> str:

@@ -24,6 +24,16 @@ from typing import Any, Protocol
 from ._model import CollectedVariables, DataCollectionContext, Quality, Variable
 from ._reader import DataReader
 from ._schedule import Missed, ReaderPlan, TickPlan
+from ._spool import (
+    KIND_DATA,
+    KIND_STARTED,
+    KIND_STOPPED,
+    Spool,
+    SpoolRecord,
+    decode_batch,
+    decode_context,
+    encode_batch,
+)
 from ._writer import DataWriter
 
 __all__ = ["Clock", "ReaderTask", "SystemClock", "WriterTask"]
@@ -349,13 +359,15 @@ class ReaderTask:
         counters.samples += n
         bad = qualities.count(Quality.BAD)
         counters.bad_samples += bad
-        if bad:
-            variables = batch.variables
-            self._last_errors = {
-                variables[i].id: errors[i] or "BAD" for i, q in enumerate(qualities) if q is Quality.BAD
-            }
-        elif self._last_errors:
-            self._last_errors = {}
+        if bad or self._last_errors:  # the latest error of each variable whose last read was BAD
+            last = dict(self._last_errors)
+            bad_q = Quality.BAD
+            for v, q, e in zip(batch.variables, qualities, errors, strict=True):
+                if q is bad_q:
+                    last[v.id] = e or "BAD"
+                elif last:
+                    last.pop(v.id, None)
+            self._last_errors = last
         return batch
 
     def _normalise_read_ats(self, read_ats: list[datetime | None], default: datetime) -> None:
@@ -456,6 +468,8 @@ class ReaderTask:
 # -- writers ------------------------------------------------------------------------------------
 
 _DATA, _STARTED, _STOPPED = range(3)
+_SPOOL_KIND = {_DATA: KIND_DATA, _STARTED: KIND_STARTED, _STOPPED: KIND_STOPPED}
+_ENTRY_KIND = {v: k for k, v in _SPOOL_KIND.items()}
 
 
 @dataclass
@@ -464,10 +478,8 @@ class _Entry:
     context: DataCollectionContext
     batch: CollectedVariables | None = None
     done: threading.Event | None = None
-
-    @property
-    def samples(self) -> int:
-        return len(self.batch) if self.batch is not None else 0
+    samples: int = 0
+    recs: list[SpoolRecord] | None = None  # its records in the spool (several once merged)
 
 
 @dataclass
@@ -494,6 +506,7 @@ class _WriterCounters:
     dropped_batches: int = 0
     dropped_samples: int = 0
     unwritten_samples: int = 0
+    replayed_samples: int = 0
     max_queue_depth: int = 0
 
 
@@ -517,10 +530,14 @@ def _concat(batches: list[CollectedVariables]) -> CollectedVariables:
 class WriterTask:
     """One writer's thread: per-context lanes from a bounded queue, in order, retrying failures.
 
-    ``max_queue_samples`` bounds the samples queued (a batch that does not fit is dropped and
-    counted); ``retry_max_s`` caps the doubling backoff of a lane whose write failed with a
-    transient error; ``max_write_samples`` bounds how many queued samples of one context are
-    handed to one ``write()``.
+    ``max_queue_samples`` bounds the samples held in memory (without a spool, a batch that does
+    not fit is dropped and counted; with a spool, batches beyond it wait on disk and are read
+    back when the writer gets to them); ``retry_max_s`` caps the doubling backoff of a lane
+    whose write failed with a transient error; ``max_write_samples`` bounds how many queued
+    samples of one context are handed to one ``write()``. With ``spool``, a spooler thread
+    appends every entry to the spool (synced every ``spool.sync_s``) before the writer gets it,
+    and an entry leaves the spool when its writer call returned; what the spool held at start is
+    replayed first.
     """
 
     def __init__(
@@ -531,6 +548,8 @@ class WriterTask:
         max_queue_samples: int,
         retry_max_s: float,
         max_write_samples: int = 100_000,
+        spool: Spool | None = None,
+        needs_open: bool = False,
     ) -> None:
         self.writer = writer
         self.name = name
@@ -538,15 +557,28 @@ class WriterTask:
         self._max = max_queue_samples
         self._retry_max_s = retry_max_s
         self._max_write = max_write_samples
+        self.spool = spool
+        self._needs_open = needs_open
         self._cond = threading.Condition(threading.Lock())
         self._lanes: dict[int, _Lane] = {}
         self._ready: collections.deque[int] = collections.deque()  # lanes with work, round-robin
-        self._depth = 0
+        self._incoming: collections.deque[_Entry] = collections.deque()  # not spooled yet
+        self._incoming_samples = 0
+        self._keys: dict[int, int] = {}  # id(context) -> its key in the spool
+        self._depth = 0  # samples queued (in memory, on disk or being written)
+        self._in_memory = 0  # samples of queued batches held in memory
         self._closing = False
+        self._spooler_done = spool is None
         self._abandoned = False
         self._last_drop_log = 0.0
         self.counters = _WriterCounters()
+        if spool is not None:
+            self._replay(spool)
         self._thread = threading.Thread(target=self._run, name=f"dc-writer-{name}", daemon=True)
+        self._spooler: threading.Thread | None = None
+        if spool is not None:
+            self._spooler = threading.Thread(target=self._spool_loop, name=f"dc-spool-{name}", daemon=True)
+            self._spooler.start()
         self._thread.start()
 
     @property
@@ -558,14 +590,76 @@ class WriterTask:
     def thread(self) -> threading.Thread:
         return self._thread
 
+    # -- replay ------------------------------------------------------------------------------------
+    def _replay(self, spool: Spool) -> None:
+        replayed = spool.replay()
+        if not replayed.records and not replayed.open_keys:
+            return
+        note: dict[str, Any] = {"dc_replayed_from_spool": True}
+        contexts: dict[int, DataCollectionContext] = {}
+
+        def context_of(key: int) -> DataCollectionContext:
+            ctx = contexts.get(key)
+            if ctx is None:
+                extra = dict(note)
+                if key in replayed.open_keys:
+                    extra["dc_end"] = "abnormal: the collector ended without stopping this run (replayed)"
+                ctx = contexts[key] = decode_context(replayed.contexts[key], extra)
+                self._keys[id(ctx)] = key
+            return ctx
+
+        samples = 0
+        last_us: dict[int, int] = {}
+        with self._cond:
+            for rec in replayed.records:
+                if rec.key not in replayed.contexts:
+                    self._log.error(
+                        "writer %s: spool record %d names no context; skipped", self.name, rec.seq
+                    )
+                    spool.ack(rec)
+                    continue
+                kind = _ENTRY_KIND[rec.kind]
+                ctx = context_of(rec.key)
+                if kind == _STOPPED:
+                    end_us = spool.read(rec)
+                    ctx._end_date = _EPOCH + timedelta(microseconds=end_us)
+                elif kind == _DATA:
+                    last_us[rec.key] = max(last_us.get(rec.key, 0), int(rec.at * 1e6))
+                self._append(_Entry(kind, ctx, samples=rec.samples, recs=[rec]))
+                samples += rec.samples
+            for key in sorted(replayed.open_keys):
+                ctx = context_of(key)
+                end = _EPOCH + timedelta(microseconds=last_us.get(key, time.time_ns() // 1000))
+                ctx._end_date = end
+                rec = spool.append(KIND_STOPPED, key, (end - _EPOCH) // timedelta(microseconds=1))
+                self._append(_Entry(_STOPPED, ctx, recs=[rec]))
+            self._depth += samples
+            self.counters.samples_delivered += samples
+            self.counters.replayed_samples += samples
+        spool.sync(force=True)
+        self._log.warning(
+            "writer %s: replaying %d samples of %d context runs from the spool %s first%s",
+            self.name,
+            samples,
+            len(contexts),
+            spool.folder,
+            f"; {len(replayed.open_keys)} runs had not ended and are closed as ended abnormally"
+            if replayed.open_keys
+            else "",
+        )
+
     # -- producers ---------------------------------------------------------------------------
     def put_data(self, context: DataCollectionContext, batch: CollectedVariables) -> bool:
-        """Queue a batch; never blocks. False (logged loudly, counted) when the queue is full."""
+        """Queue a batch; never blocks. False (logged loudly, counted) when it cannot be queued."""
         n = len(batch)
         with self._cond:
             c = self.counters
             c.samples_delivered += n
-            if self._abandoned or (self._depth + n > self._max and self._depth > 0):
+            if self.spool is not None:
+                full = self._incoming_samples + n > self._max and self._incoming_samples > 0
+            else:
+                full = self._depth + n > self._max and self._depth > 0
+            if self._abandoned or full:
                 c.dropped_batches += 1
                 c.dropped_samples += n
                 now = time.monotonic()
@@ -582,15 +676,15 @@ class WriterTask:
                         c.dropped_samples,
                     )
                 return False
-            self._append(_Entry(_DATA, context, batch))
             self._depth += n
             if self._depth > c.max_queue_depth:
                 c.max_queue_depth = self._depth
+            self._put(_Entry(_DATA, context, batch, samples=n))
         return True
 
     def put_started(self, context: DataCollectionContext) -> None:
         with self._cond:
-            self._append(_Entry(_STARTED, context))
+            self._put(_Entry(_STARTED, context))
 
     def put_stopped(self, context: DataCollectionContext) -> threading.Event:
         done = threading.Event()
@@ -598,8 +692,17 @@ class WriterTask:
             if self._abandoned:
                 done.set()
             else:
-                self._append(_Entry(_STOPPED, context, done=done))
+                self._put(_Entry(_STOPPED, context, done=done))
         return done
+
+    def _put(self, entry: _Entry) -> None:  # under self._cond
+        if self.spool is None:
+            self._in_memory += entry.samples
+            self._append(entry)
+        else:
+            self._incoming.append(entry)
+            self._incoming_samples += entry.samples
+            self._cond.notify_all()
 
     def _append(self, entry: _Entry) -> None:  # under self._cond
         key = entry.context.id
@@ -609,22 +712,88 @@ class WriterTask:
         if not lane.entries and lane.attempts == 0:
             self._ready.append(key)
         lane.entries.append(entry)
-        self._cond.notify()
+        self._cond.notify_all()
+
+    # -- the spooler (own thread) ----------------------------------------------------------------
+    def _spool_loop(self) -> None:
+        spool = self.spool
+        assert spool is not None
+        while True:
+            with self._cond:
+                while not self._incoming and not self._closing and not self._abandoned:
+                    self._cond.wait(spool.sync_s)
+                    if not self._incoming:
+                        break  # timed out: time to sync
+                if self._abandoned:
+                    break
+                batch = list(self._incoming)
+                self._incoming.clear()
+                closing = self._closing
+            try:
+                for entry in batch:
+                    self._spool_entry(spool, entry)
+                spool.sync(force=closing and not batch)
+            except Exception:
+                self._log.exception(
+                    "writer %s: the spool failed; %d entries are handed on from memory only",
+                    self.name,
+                    len(batch),
+                )
+            with self._cond:
+                for entry in batch:
+                    self._incoming_samples -= entry.samples
+                    if self._abandoned:
+                        continue
+                    if entry.batch is not None and entry.recs is not None and self._in_memory > self._max:
+                        entry.batch = None  # on disk: read back when the writer gets to it
+                    elif entry.batch is not None:
+                        self._in_memory += entry.samples
+                    self._append(entry)
+                if closing and not self._incoming:
+                    break
+        try:
+            spool.sync(force=True)
+        except Exception:
+            self._log.exception("writer %s: syncing the spool failed", self.name)
+        with self._cond:
+            self._spooler_done = True
+            self._cond.notify_all()
+
+    def _spool_entry(self, spool: Spool, entry: _Entry) -> None:
+        context = entry.context
+        key = self._keys.get(id(context))
+        if key is None or entry.kind == _STARTED:
+            key = self._keys[id(context)] = spool.append_context(context)
+        if entry.kind == _DATA:
+            assert entry.batch is not None
+            payload: Any = encode_batch(entry.batch)
+        elif entry.kind == _STOPPED:
+            end = context.end_date or datetime.now(UTC)
+            payload = (end - _EPOCH) // timedelta(microseconds=1)
+        else:
+            payload = None
+        entry.recs = [spool.append(_SPOOL_KIND[entry.kind], key, payload, entry.samples)]
+        spool.sync()
 
     # -- shutdown ----------------------------------------------------------------------------
     def shutdown(self, timeout: float) -> bool:
         """Write what is queued, close the writer, end the thread; True when that ended in time.
 
-        Otherwise :meth:`abandon` is called: what is still queued is counted as unwritten and the
-        writer is never called again (a call in progress cannot be interrupted).
+        Otherwise :meth:`abandon` is called: what is still queued is counted as unwritten (and
+        stays in the spool when there is one) and the writer is never called again (a call in
+        progress cannot be interrupted).
         """
+        deadline = time.monotonic() + max(0.0, timeout)
         with self._cond:
             self._closing = True
-            self._cond.notify()
-        self._thread.join(max(0.0, timeout))
+            self._cond.notify_all()
+        if self._spooler is not None:
+            self._spooler.join(max(0.0, deadline - time.monotonic()))
+        self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
             self.abandon()
             return False
+        self._close_spool()
         return True
 
     def abandon(self) -> int:
@@ -640,10 +809,23 @@ class WriterTask:
                 for entry in lane.entries:
                     if entry.done is not None:
                         entry.done.set()
+            for entry in self._incoming:
+                if entry.done is not None:
+                    entry.done.set()
             self._lanes.clear()
             self._ready.clear()
-            self._cond.notify()
+            self._cond.notify_all()
+        if self._spooler is not None:
+            self._spooler.join(1.0)
+        self._close_spool()
         return left
+
+    def _close_spool(self) -> None:
+        if self.spool is not None:
+            try:
+                self.spool.close()
+            except Exception:
+                self._log.exception("writer %s: closing the spool failed", self.name)
 
     # -- the loop (own thread) -------------------------------------------------------------------
     def _next(self) -> tuple[int, _Lane, _Entry] | None:
@@ -665,38 +847,54 @@ class WriterTask:
                     if lane.attempts and lane.retry_at > now:
                         continue
                     return key, lane, self._take(lane)
-                if self._closing and not any(lane.entries for lane in self._lanes.values()):
+                if (
+                    self._closing
+                    and self._spooler_done
+                    and not self._incoming
+                    and not any(lane.entries for lane in self._lanes.values())
+                ):
                     return None
                 timeout = min((r for r, _ in waiting), default=None)
                 self._cond.wait(None if timeout is None else max(0.0, timeout - now))
 
     def _take(self, lane: _Lane) -> _Entry:  # under self._cond
         first = lane.entries[0]
-        if first.kind != _DATA or len(lane.entries) == 1:
+        if first.kind != _DATA or first.batch is None or len(lane.entries) == 1:
             return first
         batches: list[CollectedVariables] = []
+        recs: list[SpoolRecord] = []
         size = 0
         for entry in lane.entries:
-            if entry.kind != _DATA or (batches and size + entry.samples > self._max_write):
+            if (
+                entry.kind != _DATA
+                or entry.batch is None
+                or (batches and size + entry.samples > self._max_write)
+            ):
                 break
-            assert entry.batch is not None
             batches.append(entry.batch)
+            recs += entry.recs or ()
             size += entry.samples
         if len(batches) == 1:
             return first
         for _ in batches:
             lane.entries.popleft()
-        merged = _Entry(_DATA, first.context, _concat(batches))
+        merged = _Entry(_DATA, first.context, _concat(batches), samples=size, recs=recs or None)
         lane.entries.appendleft(merged)
         return merged
 
     def _run(self) -> None:
+        if self._needs_open and not self._open_with_retry():
+            return
         while True:
             work = self._next()
             if work is None:
                 break
             key, lane, entry = work
+            if entry.recs and self.spool is not None and self._skip_dropped(key, lane, entry):
+                continue
             outcome, exc = self._call(entry)
+            if outcome is None and entry.recs and self.spool is not None:
+                self._quarantine(entry, exc)
             with self._cond:
                 if self._abandoned:
                     return  # close gave up on us: counted as unwritten, nothing more is called
@@ -710,15 +908,94 @@ class WriterTask:
         except Exception:
             self._log.exception("closing writer %s failed", self.name)
 
+    def _open_with_retry(self) -> bool:
+        """Open a writer whose ``open()`` failed at start, with capped backoff, while data spools."""
+        delay = 0.1
+        attempts = 0
+        while True:
+            with self._cond:
+                if self._abandoned or (self._closing and self._spooler_done and not self._lanes):
+                    return False
+            attempts += 1
+            try:
+                with self.writer.lock:
+                    self.writer.open()
+            except Exception as exc:
+                if attempts == 1 or attempts % 20 == 0:
+                    self._log.error(
+                        "writer %s: open() failed (%s: %s); retrying with backoff while data spools",
+                        self.name,
+                        type(exc).__name__,
+                        exc,
+                    )
+                with self._cond:
+                    self._cond.wait(delay)
+                delay = min(delay * 2, self._retry_max_s)
+                continue
+            self._log.warning("writer %s: opened after %d attempts", self.name, attempts)
+            return True
+
+    def _skip_dropped(self, key: int, lane: _Lane, entry: _Entry) -> bool:
+        """An entry whose spool segment was dropped (spool full) is counted dropped, not written."""
+        assert self.spool is not None and entry.recs is not None
+        dropped = self.spool.dropped_records
+        if not any(r.seq in dropped for r in entry.recs):
+            return False
+        with self._cond:
+            if self._abandoned:
+                return True
+            lane.entries.popleft()
+            if entry.kind == _DATA:
+                self.counters.dropped_batches += 1
+                self.counters.dropped_samples += entry.samples
+                self._depth -= entry.samples
+                if entry.batch is not None:
+                    self._in_memory -= entry.samples
+            if entry.done is not None:
+                entry.done.set()
+            if lane.entries:
+                self._ready.append(key)
+            now = time.monotonic()
+            if now - self._last_drop_log >= 10.0:
+                self._last_drop_log = now
+                self._log.error(
+                    "writer %s: the spool reached its limit of %d bytes: its oldest data is DROPPED "
+                    "(%d samples so far)",
+                    self.name,
+                    self.spool.max_bytes,
+                    self.counters.dropped_samples,
+                )
+        return True
+
+    def _quarantine(self, entry: _Entry, exc: BaseException | None) -> None:
+        assert self.spool is not None and entry.recs is not None
+        reason = f"{type(exc).__name__}: {exc}"
+        for rec in entry.recs:
+            try:
+                path = self.spool.quarantine(rec, reason)
+            except Exception:
+                self._log.exception("writer %s: quarantining spool record %d failed", self.name, rec.seq)
+            else:
+                self._log.error("writer %s: batch quarantined in %s: %s", self.name, path, reason)
+        entry.recs = None  # acknowledged by the quarantine
+
     def _call(self, entry: _Entry) -> tuple[bool | None, BaseException | None]:
         """Call the writer for ``entry``: (True, None) ok, (False, exc) transient, (None, exc) permanent."""
         writer = self.writer
         context = entry.context
+        batch: CollectedVariables | None = entry.batch
+        try:
+            if entry.kind == _DATA and batch is None:
+                assert self.spool is not None and entry.recs is not None
+                batch = _concat([decode_batch(self.spool.read(r), context) for r in entry.recs])
+        except Exception as exc:
+            self._log.exception("writer %s: reading a batch back from the spool failed", self.name)
+            return None, exc
         try:
             with writer.lock:
                 if entry.kind == _DATA:
-                    assert entry.batch is not None
-                    writer.write(context, entry.batch)
+                    assert batch is not None
+                    writer.write(context, batch)
                 elif entry.kind == _STARTED:
                     writer.context_started(context)
                 else:
@@ -772,9 +1049,12 @@ class WriterTask:
                         self._depth,
                     )
             lane.retry_at = now + lane.delay
-            self._cond.notify()
+            self._cond.notify_all()
             return
         lane.entries.popleft()
+        if entry.recs and self.spool is not None:
+            for rec in entry.recs:
+                self.spool.ack(rec)
         if entry.kind == _DATA:
             if outcome:
                 c.batches += 1
@@ -783,13 +1063,16 @@ class WriterTask:
                 c.lost_batches += 1
                 c.lost_samples += entry.samples
             self._depth -= entry.samples
+            if entry.batch is not None:
+                self._in_memory -= entry.samples
         if outcome is None:
             c.write_errors += 1
             self._log.error(
-                "writer %s: %s of context %d failed with an error retrying cannot fix and is LOST: %s: %s",
+                "writer %s: %s of context %d failed with an error retrying cannot fix and is LOST%s: %s: %s",
                 self.name,
                 what,
                 entry.context.id,
+                " (kept in the spool's quarantine)" if self.spool is not None else "",
                 type(exc).__name__,
                 exc,
                 exc_info=exc,
@@ -812,6 +1095,7 @@ class WriterTask:
             self._ready.append(key)
         elif entry.kind == _STOPPED:
             del self._lanes[key]
+            self._keys.pop(id(entry.context), None)
 
     @staticmethod
     def _what(entry: _Entry) -> str:

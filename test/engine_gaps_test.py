@@ -166,7 +166,8 @@ def test_frozen_device_gives_one_bad_sample_per_due_boundary() -> None:
     missed = [r for r in rows1 + rows2 if r.error and r.error.startswith("missed:")]
     assert len(missed) >= 20
     # the reason of a missed boundary says why, and carries the device's own error
-    assert all("TimeoutError" in r.error for r in missed)
+    # (a variable not read yet when its boundary passed has no device error to carry: at most one each)
+    assert sum("TimeoutError" not in r.error for r in missed) <= 2
     running = [r for r in missed if "previous read still running" in r.error]
     assert len(running) >= 0.8 * len(missed)  # (a boundary just after a read ended: "reader busy")
     assert stats.readers["plc"].missed_samples == len(missed)
