@@ -43,7 +43,15 @@ from typing import Any
 from ._errors import ConfigurationError
 from ._model import CollectedVariables, DataCollectionContext, Quality, Variable
 
-__all__ = ["Spool", "SpoolRecord", "spool_folder_name"]
+__all__ = [
+    "Spool",
+    "SpoolInfo",
+    "SpoolRecord",
+    "drop_spool",
+    "inspect_spool",
+    "retry_quarantine",
+    "spool_folder_name",
+]
 
 _MAGIC = b"DCS1"
 _HEADER = struct.Struct("<4sB3xIIQqI")  # magic, kind, length, crc, seq, key, samples
@@ -232,15 +240,15 @@ class Spool:
                 self.bytes += valid_end
                 self.samples += seg.samples
                 self._segments[first] = seg
-            self._contexts = {k: v for k, v in contexts.items() if k not in stopped or self._has_pending(k)}
+            pending_keys = {r.key for r in self._pending.values()}
+            self._contexts = {
+                k: v for k, v in contexts.items() if k in pending_keys or (k in started and k not in stopped)
+            }
             for seg in list(self._segments.values()):
                 if not seg.pending:
                     self._delete(seg)
             open_keys = {k for k in started if k not in stopped and k in contexts}
             return Replayed(contexts, records, open_keys)
-
-    def _has_pending(self, key: int) -> bool:
-        return any(r.key == key for r in self._pending.values())
 
     @staticmethod
     def _read_acks(path: Path) -> set[int]:
@@ -438,3 +446,104 @@ class Spool:
             for seg in list(self._segments.values()):
                 if not seg.pending:
                     self._delete(seg)
+
+
+# -- inspection and maintenance (the `data-collector spool` command) -------------------------------
+
+
+@dataclass(frozen=True)
+class SpoolInfo:
+    """What one writer's spool holds: pending samples and records, bytes, age, quarantine."""
+
+    folder: Path
+    samples: int
+    records: int
+    bytes: int
+    oldest: datetime | None
+    quarantined: int
+    quarantine_reasons: tuple[str, ...]
+
+
+def _writer_folders(spool_dir: Path) -> list[Path]:
+    return sorted(p for p in spool_dir.iterdir() if p.is_dir() and (p / "quarantine").is_dir())
+
+
+def inspect_spool(spool_dir: str | os.PathLike[str]) -> list[SpoolInfo]:
+    """Read (never change) every writer's spool under ``spool_dir``."""
+    root = Path(spool_dir)
+    if not root.is_dir():
+        raise ConfigurationError(f"spool folder {str(root)!r} does not exist")
+    out = []
+    for folder in _writer_folders(root):
+        samples = records = size = 0
+        oldest: float | None = None
+        for seg_path in sorted(folder.glob("*.seg")):
+            try:
+                first = int(seg_path.stem)
+            except ValueError:
+                continue
+            acked = Spool._read_acks(seg_path.with_suffix(".ack"))
+            size += seg_path.stat().st_size
+            for rec, _, _ in Spool._scan(seg_path, first):
+                if rec.kind == KIND_CONTEXT or rec.seq in acked:
+                    continue
+                records += 1
+                samples += rec.samples
+                oldest = rec.at if oldest is None else min(oldest, rec.at)
+        reasons = []
+        quarantined = sorted((folder / "quarantine").glob("*.q"))
+        for q in quarantined[:20]:
+            try:
+                reasons.append(str(pickle.loads(q.read_bytes())["reason"]))
+            except Exception as exc:  # a damaged file is reported, not fatal
+                reasons.append(f"(unreadable: {exc})")
+        out.append(
+            SpoolInfo(
+                folder,
+                samples,
+                records,
+                size,
+                datetime.fromtimestamp(oldest, UTC) if oldest is not None else None,
+                len(quarantined),
+                tuple(reasons),
+            )
+        )
+    return out
+
+
+def retry_quarantine(spool_dir: str | os.PathLike[str]) -> int:
+    """Put every quarantined batch back into its writer's spool (written at the next start)."""
+    count = 0
+    for folder in _writer_folders(Path(spool_dir)):
+        files = sorted((folder / "quarantine").glob("*.q"))
+        if not files:
+            continue
+        spool = Spool(folder, max_bytes=1 << 50, sync_s=1.0)
+        spool.replay()
+        try:
+            for q in files:
+                item = pickle.loads(q.read_bytes())
+                definition = item.get("context")
+                if definition is None or item.get("kind") != KIND_DATA:
+                    q.unlink()
+                    continue
+                key = spool.append_context(decode_context(definition))
+                ids = array("q")
+                ids.frombytes(item["payload"][0])
+                spool.append(KIND_DATA, key, item["payload"], len(ids))
+                spool.sync(force=True)
+                q.unlink()
+                count += 1
+        finally:
+            spool.close()
+    return count
+
+
+def drop_spool(spool_dir: str | os.PathLike[str]) -> int:
+    """Delete everything spooled and quarantined under ``spool_dir``; returns the files removed."""
+    count = 0
+    for folder in _writer_folders(Path(spool_dir)):
+        for p in [*folder.glob("*.seg"), *folder.glob("*.ack"), *(folder / "quarantine").glob("*.q")]:
+            p.unlink()
+            count += 1
+    return count

@@ -23,7 +23,16 @@ from data_collector import (
     Quality,
     Variable,
 )
-from data_collector._spool import KIND_DATA, KIND_STARTED, Spool, decode_batch, encode_batch
+from data_collector._spool import (
+    KIND_DATA,
+    KIND_STARTED,
+    Spool,
+    decode_batch,
+    drop_spool,
+    encode_batch,
+    inspect_spool,
+    retry_quarantine,
+)
 
 HERE = Path(__file__).parent
 
@@ -208,6 +217,19 @@ def test_permanent_error_goes_to_the_quarantine(tmp_path: Path) -> None:
     files = list((tmp_path / "spool").rglob("quarantine/*.q"))
     assert len(files) == 1
     identity(c.stats())
+    (info,) = inspect_spool(tmp_path / "spool")
+    assert info.quarantined == 1 and "value refused by the store" in info.quarantine_reasons[0]
+    assert info.samples == 0  # everything else was written
+    # put it back: the next start writes it
+    assert retry_quarantine(tmp_path / "spool") == 1
+    (info,) = inspect_spool(tmp_path / "spool")
+    assert info.quarantined == 0 and info.samples >= 1
+    again = RecordingWriter("picky")
+    with DataCollector(LOG, [CountingReader()], [again], spool_dir=tmp_path / "spool") as c2:
+        c2.start(DataCollectionContext(2, [V(5, 50)], min_interval_ms=10))
+        wait_for(lambda: len(again.of(1)) >= 1, 10, "the quarantined batch written")
+    assert inspect_spool(tmp_path / "spool")[0].samples == 0
+    assert drop_spool(tmp_path / "spool") >= 0
 
 
 def test_a_full_spool_drops_the_oldest_loudly_and_counts_it(tmp_path: Path) -> None:
