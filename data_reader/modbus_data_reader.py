@@ -20,6 +20,8 @@ Configuration (constructor)::
         max_bits=2000,               # coils / discrete inputs per read request
         reconnect_delay_s=0.1,       # first delay before reconnecting after a failed connect
         reconnect_delay_max_s=1.0,   # cap of the doubling reconnect delay
+        unit_retry_s=1.0,            # first delay before retrying a unit that did not answer
+        unit_retry_max_s=8.0,        # cap of the doubling unit retry delay
         logger=None,                 # defaults to logging.getLogger("data_reader.modbus_data_reader")
     )
 
@@ -59,18 +61,39 @@ illegal-value) exception, the reader splits it, retries the halves in the same t
 remembers the hole (or the refused value) so later ticks do not bridge it again. A failed request
 marks only its own variables BAD.
 
-Faults: a refused, timed-out or dropped connection marks the tick's variables BAD with the error
-text; reconnection waits ``reconnect_delay_s`` doubling up to ``reconnect_delay_max_s`` between
-failed connects, so with intervals of at least that cap the first tick after the device is back
-reads GOOD again. A unit that does not answer within ``timeout_s`` loses its own variables for
-the tick; units that answered in the previous tick are polled first, so a dead unit behind a
-gateway costs live units nothing. A tick waits for at most one unresponsive unit (``timeout_s``);
-a second timeout in the same tick means the link is dead: the connection is closed and the rest
-of the tick is BAD (the worst case is therefore two timeouts).
+Faults: a refused or dropped connection marks the tick's variables BAD with the error text;
+reconnection waits ``reconnect_delay_s`` doubling up to ``reconnect_delay_max_s`` between failed
+connects, counted from the start of the tick that failed (a tick that starts within 5% of the
+delay, at least 5 ms, before its end counts as after it), so with intervals of at least that cap
+the first tick after the device listens again reads GOOD.
 
-Logging: the reader logs connection state changes (lost, failing, back) once each on ``logger``.
-pymodbus itself logs every unanswered request at ERROR level on the ``pymodbus`` logger; raise
-that logger's level if a dead unit's timeouts should not reach your log.
+A unit that does not answer a request within ``timeout_s`` is *silent*: its variables are BAD
+for that tick, and after it the ticks no longer wait for it: its variables are BAD at once, with
+the reason (``unit 3 not answering (timeout 1 s); next retry in 2.0 s``), while a thread of the
+reader retries it with one small read (one register or bit it was read from) on a second
+connection to the same host and port: ``unit_retry_s`` after it fell silent, then after each
+unanswered retry twice as long, up to ``unit_retry_max_s``. When a retry is answered, the unit
+is polled with the others again from the next tick. So a silent unit behind a gateway costs the
+live units one timeout once, when it falls silent, and nothing after; units that answered their
+last poll are polled first. Two units falling silent in the same tick mean the link is dead: the
+connection is closed, the rest of that tick is BAD, and the next tick reconnects (a tick
+therefore waits for at most two timeouts). A gateway answering exception 10 or 11 for a retry
+leaves its unit silent. When a connect succeeds after failed ones (the device restarted), every
+silent unit is retried at once. When the device refuses the second connection (twice in a row
+while the first stays up: devices that serve one client at a time), the ticks retry silent
+units themselves, at most one per tick, after every live unit was read, on the same cadence;
+only those ticks wait for the timeout. A silent unit no tick asked for in 60 s is forgotten.
+The retry thread runs only while a unit is silent (one per reader, named
+``modbus-retry-<host>:<port>``); ``close()`` ends it, waking a retry waiting for its answer.
+
+Logging: the reader logs state changes once each on ``logger``: the connection (lost, failing,
+back) and each unit (silent, answering again, retried in the ticks). pymodbus itself logs every
+unanswered request, retries included, at ERROR level on the ``pymodbus`` logger; raise that
+logger's level if a silent unit's timeouts should not reach your log.
+
+Statistics: :attr:`ModbusDataReader.stats` (:class:`ModbusReaderStats`) counts requests of the
+ticks, exception responses, timeouts, connects and their failures, disconnects, splits, learnt
+holes and isolated values, retries of silent units (``probes``) and the units silent now.
 
 Writes: :meth:`ModbusDataReader.write` writes coils (function 5), holding registers (6 or 16)
 and register bits (mask write, function 22), encoded as they are read (scale and offset undone).
@@ -156,11 +179,23 @@ _EXCEPTIONS = {
     11: "gateway target device failed to respond",
 }
 _SPLIT_CODES = frozenset({2, 3})
+_GATEWAY_CODES = frozenset({10, 11})  # the gateway answers for a unit that did not
 _MAX_PLANS = 32  # cached plans (one per distinct set of due variables)
 _TABLE_ORDER = {Table.COIL: 0, Table.DISCRETE_INPUT: 1, Table.INPUT_REGISTER: 2, Table.HOLDING_REGISTER: 3}
 
 # outcomes of one request
 _DATA, _REFUSED, _TIMEOUT, _LOST = range(4)
+
+# A tick this close to the end of the reconnect delay counts as after it: the delay is measured
+# from the start of the tick that failed, and ticks start a little early or late.
+_SLACK_FRACTION = 0.05
+_SLACK_MIN_S = 0.005
+# A silent unit that no tick asked for during this long is forgotten (no more retries).
+_FORGET_SILENT_S = 60.0
+# Second connections that must fail in a row, the main one staying up, before the ticks retry.
+_REFUSALS = 2
+# Largest timeout or delay accepted (one day): larger ones overflow socket and wait timeouts.
+_MAX_DELAY_S = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +211,19 @@ class ModbusReaderStats:
     splits: int
     remembered_holes: int
     isolated_spans: int
+    probes: int = 0  # requests that retried a silent unit (on the second connection or in a tick)
+    silent_units: int = 0  # units not answering now, retried on their own cadence
+
+
+@dataclass(slots=True)
+class _Silent:
+    """A unit that did not answer: retried by one small read of (table, address) on its own cadence."""
+
+    table: Table
+    address: int
+    delay: float  # the current retry delay (doubles up to unit_retry_max_s)
+    next_probe: float  # time.monotonic() of the next retry
+    wanted: float  # time.monotonic() of the last tick that had variables of this unit
 
 
 @dataclass(slots=True)
@@ -187,11 +235,19 @@ class _Plan:
     planned: list[int]  # indexes of the items that have a request
 
 
-def _check_number(name: str, value: object, *, minimum: float, integer: bool = False) -> None:
+def _slack(delay: float) -> float:
+    """How early a tick may be and still count as at the end of ``delay``."""
+    return max(_SLACK_MIN_S, _SLACK_FRACTION * delay)
+
+
+def _check_number(
+    name: str, value: object, *, minimum: float, maximum: float = math.inf, integer: bool = False
+) -> None:
     ok = not isinstance(value, bool) and isinstance(value, int if integer else int | float)
-    if not ok or not math.isfinite(float(value)) or float(value) < minimum:  # type: ignore[arg-type]
+    if not ok or not math.isfinite(float(value)) or not minimum <= float(value) <= maximum:  # type: ignore[arg-type]
         kind = "an int" if integer else "a number"
-        raise ConfigurationError(f"ModbusDataReader: {name} must be {kind} >= {minimum}, got {value!r}")
+        limit = f"{minimum:g}..{maximum:g}" if math.isfinite(maximum) else f">= {minimum:g}"
+        raise ConfigurationError(f"ModbusDataReader: {name} must be {kind} {limit}, got {value!r}")
 
 
 class ModbusDataReader(DataReader):
@@ -214,18 +270,19 @@ class ModbusDataReader(DataReader):
         max_bits: int = MAX_READ_BITS,
         reconnect_delay_s: float = 0.1,
         reconnect_delay_max_s: float = 1.0,
+        unit_retry_s: float = 1.0,
+        unit_retry_max_s: float = 8.0,
         logger: logging.Logger | None = None,
     ) -> None:
         super().__init__(reader_type=reader_type, min_interval_ms=min_interval_ms)
         if not isinstance(host, str) or not host.strip():
             raise ConfigurationError(f"ModbusDataReader: host must be a non-empty str, got {host!r}")
-        _check_number("port", port, minimum=1, integer=True)
-        if port > 65535:
-            raise ConfigurationError(f"ModbusDataReader: port must be 1..65535, got {port!r}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ConfigurationError(f"ModbusDataReader: port must be an int 1..65535, got {port!r}")
         _check_number("unit_id", unit_id, minimum=0, integer=True)
         if unit_id > 255:
             raise ConfigurationError(f"ModbusDataReader: unit_id must be 0..255, got {unit_id!r}")
-        _check_number("timeout_s", timeout_s, minimum=0.001)
+        _check_number("timeout_s", timeout_s, minimum=0.001, maximum=_MAX_DELAY_S)
         _check_number("max_gap", max_gap, minimum=0, integer=True)
         _check_number("max_registers", max_registers, minimum=1, integer=True)
         if max_registers > MAX_READ_REGISTERS:
@@ -233,8 +290,12 @@ class ModbusDataReader(DataReader):
         _check_number("max_bits", max_bits, minimum=1, integer=True)
         if max_bits > MAX_READ_BITS:
             raise ConfigurationError(f"ModbusDataReader: max_bits must be 1..2000, got {max_bits!r}")
-        _check_number("reconnect_delay_s", reconnect_delay_s, minimum=0)
-        _check_number("reconnect_delay_max_s", reconnect_delay_max_s, minimum=reconnect_delay_s)
+        _check_number("reconnect_delay_s", reconnect_delay_s, minimum=0, maximum=_MAX_DELAY_S)
+        _check_number(
+            "reconnect_delay_max_s", reconnect_delay_max_s, minimum=reconnect_delay_s, maximum=_MAX_DELAY_S
+        )
+        _check_number("unit_retry_s", unit_retry_s, minimum=0.01, maximum=_MAX_DELAY_S)
+        _check_number("unit_retry_max_s", unit_retry_max_s, minimum=unit_retry_s, maximum=_MAX_DELAY_S)
         self.host = host
         self.port = port
         self.unit_id = unit_id
@@ -244,6 +305,8 @@ class ModbusDataReader(DataReader):
         self.max_bits = max_bits
         self.reconnect_delay_s = float(reconnect_delay_s)
         self.reconnect_delay_max_s = float(reconnect_delay_max_s)
+        self.unit_retry_s = float(unit_retry_s)
+        self.unit_retry_max_s = float(unit_retry_max_s)
         self._log = logger if logger is not None else logging.getLogger(__name__)
         self._lock = threading.Lock()
         self._client: TcpClient | None = None
@@ -251,7 +314,18 @@ class ModbusDataReader(DataReader):
         self._readers: dict[tuple[str, str], tuple[ModbusAddress, Callable[[Any], Any] | None]] = {}
         self._memory = SplitMemory()
         self._plans: dict[tuple[int, int, int], _Plan] = {}
-        self._suspects: dict[int, int] = {}  # unit -> tick count when it last failed to answer
+        self._answered: set[int] = set()  # units whose last poll was answered: polled first
+        # Silent units, the retry thread and its state, under _silent_cond (never held across I/O).
+        self._silent_cond = threading.Condition(threading.Lock())
+        self._silent: dict[int, _Silent] = {}
+        self._prober: threading.Thread | None = None
+        self._probe_client: TcpClient | None = None
+        self._generation = 0  # bumped by close(): a retry thread of an older generation ends
+        self._inline_probes = False  # the device refused a second connection: retry in the ticks
+        self._refusals = 0  # second connections failed in a row while the main one stayed up
+        self._refusal_connects = 0  # self._connects at the first of them
+        self._probes = 0  # retries sent by the retry thread (written by that thread only)
+        self._inline_retries = 0  # retries made in the read thread (written by that thread only)
         self._backoff = 0.0
         self._next_connect = 0.0
         self._connect_error = ""
@@ -318,11 +392,28 @@ class ModbusDataReader(DataReader):
                 self._client = TcpClient(self.host, self.port, self.timeout_s)
 
     def close(self) -> None:
-        """Close the connection. A later read reconnects."""
+        """Close the connection and end the retry thread of silent units. A later read reconnects.
+
+        Returns within about ``timeout_s`` (a retry waiting for its answer is woken at once).
+        """
         with self._lock:
             if self._client is not None:
                 self._client.close()
             self._client = None
+            self._answered.clear()
+        with self._silent_cond:
+            self._generation += 1
+            self._silent.clear()
+            self._inline_probes = False
+            thread, self._prober = self._prober, None
+            probe_client = self._probe_client
+            self._silent_cond.notify_all()
+        if probe_client is not None:
+            probe_client.abort()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(self.timeout_s + 1.0)
+            if thread.is_alive():  # pragma: no cover - a connect that outlives its timeout
+                self._log.debug("modbus %s:%s: retry thread still ending", self.host, self.port)
 
     @property
     def connected(self) -> bool:
@@ -341,6 +432,8 @@ class ModbusDataReader(DataReader):
             splits=self._splits,
             remembered_holes=self._memory.hole_count,
             isolated_spans=self._memory.alone_count,
+            probes=self._probes + self._inline_retries,
+            silent_units=len(self._silent),
         )
 
     def forget_splits(self) -> None:
@@ -354,18 +447,22 @@ class ModbusDataReader(DataReader):
 
     # -- connection ------------------------------------------------------------------------
 
-    def _ensure_connected(self, *, force: bool = False) -> bool:
+    def _ensure_connected(self, now: float | None = None, *, force: bool = False) -> bool:
+        """Connect unless connected or waiting out the reconnect delay; ``now``: the tick's start."""
         client = self._client
         if client is None:
             client = self._client = TcpClient(self.host, self.port, self.timeout_s)
         if client.connected:
             return True
-        if not force and time.monotonic() < self._next_connect:
+        if now is None:
+            now = time.monotonic()
+        if not force and now + _slack(self._backoff) < self._next_connect:
             return False
         if client.connect():
             self._connects += 1
             if self._backoff or self._connect_error:
                 self._log.info("modbus %s:%s (%s): connected again", self.host, self.port, self.reader_type)
+                self._retry_silent_units_now()  # the device may have restarted: retry its silent units
             elif not self._ever_connected:
                 self._log.debug("modbus %s:%s (%s): connected", self.host, self.port, self.reader_type)
             self._ever_connected = True
@@ -379,7 +476,9 @@ class ModbusDataReader(DataReader):
             self._backoff = self.reconnect_delay_s
         else:
             self._backoff = min(self._backoff * 2, self.reconnect_delay_max_s)
-        self._next_connect = time.monotonic() + self._backoff
+        # from the start of this tick (not the end of the failed connect), so the tick one delay
+        # later tries again
+        self._next_connect = now + self._backoff
         log = self._log.warning if first else self._log.debug
         log("modbus %s (%s); next attempt in %.2f s", self._connect_error, self.reader_type, self._backoff)
         return False
@@ -439,6 +538,7 @@ class ModbusDataReader(DataReader):
     def read(self, variables: CollectedVariables) -> None:
         """Read every item: GOOD with its value, or BAD with the error text. Never raises."""
         items = variables  # the batch's items, addressed by index
+        now = time.monotonic()
         with self._lock:
             self._ticks += 1
             plan = self._get_plan(items)
@@ -446,55 +546,80 @@ class ModbusDataReader(DataReader):
                 items[index].set_bad(message)
             if not plan.units:
                 return
-            if not self._ensure_connected():
+            if not self._ensure_connected(now):
                 if self._connect_error:
-                    wait = max(0.0, self._next_connect - time.monotonic())
+                    wait = max(0.0, self._next_connect - now)
                     message = f"{self._connect_error} (next attempt in {wait:.2f} s)"
                 else:  # pragma: no cover - defensive
                     message = f"not connected to {self.host}:{self.port}"
                 for index in plan.planned:
                     items[index].set_bad(message)
                 return
-            self._execute(plan, items)
+            self._execute(plan, items, now)
 
-    def _unit_order(self, units: dict[int, list[Request]]) -> list[int]:
-        healthy = [u for u in units if u not in self._suspects]
-        # suspects: the one that failed longest ago first, so each gets its turn
-        suspects = sorted((u for u in units if u in self._suspects), key=lambda u: self._suspects[u])
-        return healthy + suspects
-
-    def _execute(self, plan: _Plan, items: CollectedVariables) -> None:
-        order = self._unit_order(plan.units)
-        timed_out = False
+    def _execute(self, plan: _Plan, items: CollectedVariables, now: float) -> None:
+        units = plan.units
+        with self._silent_cond:
+            silent: dict[int, tuple[float, float]] = {}
+            for unit, entry in self._silent.items():
+                if unit in units:
+                    entry.wanted = now
+                    silent[unit] = (entry.next_probe, entry.delay)
+            inline = self._inline_probes
+            if silent and self._prober is None and not inline:
+                self._start_retry_thread()  # (it ends when idle; a failed one is replaced)
+        # units that answered their last poll first, then the others (new, or back from silence)
+        order = sorted((u for u in units if u not in silent), key=lambda u: u not in self._answered)
+        timeouts = 0
+        lost = False
         for position, unit in enumerate(order):
-            requests = plan.units[unit]
-            if timed_out and unit in self._suspects:
-                message = (
-                    f"unit {unit} not polled: it did not answer before and this tick already waited "
-                    f"{self.timeout_s:g} s for an unresponsive unit"
-                )
-                self._fail(requests, items, message)  # keeps its older failure tick: polled first next time
+            requests = units[unit]
+            outcome, i = self._poll(requests, items)
+            if outcome == _DATA:
+                self._answered.add(unit)
                 continue
-            for i, request in enumerate(requests):
-                outcome = self._run(request, items)
-                if outcome == _TIMEOUT:
-                    self._suspects[unit] = self._ticks
-                    message = f"unit {unit} did not answer within {self.timeout_s:g} s"
-                    self._fail(requests[i + 1 :], items, message)
-                    if timed_out:
-                        self._disconnect(f"two units did not answer within {self.timeout_s:g} s in one tick")
-                        rest = [r for u in order[position + 1 :] for r in plan.units[u]]
-                        self._fail(rest, items, f"connection to {self.host}:{self.port} closed: no answer")
-                        return
-                    timed_out = True
-                    break
-                if outcome == _LOST:
-                    message = items[request.entries[0].index].error or "connection lost"
-                    rest = requests[i + 1 :] + [r for u in order[position + 1 :] for r in plan.units[u]]
-                    self._fail(rest, items, message)
-                    return
+            later = [r for u in order[position + 1 :] for r in units[u]]
+            if outcome == _LOST:
+                message = items[requests[i].entries[0].index].error or "connection lost"
+                self._fail(requests[i + 1 :] + later, items, message)
+                lost = True
+                break
+            self._answered.discard(unit)
+            self._fail(requests[i + 1 :], items, f"unit {unit} did not answer within {self.timeout_s:g} s")
+            self._go_silent(unit, requests[i])
+            timeouts += 1
+            if timeouts == 2:
+                self._disconnect(f"two units did not answer within {self.timeout_s:g} s in one tick")
+                self._fail(later, items, f"connection to {self.host}:{self.port} closed: no answer")
+                lost = True
+                break
+        if not silent:
+            return
+        retry: int | None = None
+        if inline and not lost and not timeouts:
+            # the device accepts one connection only: retry the most overdue silent unit here,
+            # after every live unit was read, at most one per tick
+            due = [u for u, (at, delay) in silent.items() if now + _slack(delay) >= at]
+            if due:
+                retry = min(due, key=lambda u: silent[u][0])
+        for unit, (at, _delay) in silent.items():
+            requests = units[unit]
+            if unit == retry:
+                self._retry_inline(unit, requests, items)
             else:
-                self._suspects.pop(unit, None)
+                self._fail(requests, items, self._silent_message(unit, at - now))
+
+    def _poll(self, requests: list[Request], items: CollectedVariables) -> tuple[int, int]:
+        """Run a unit's requests until one times out or loses the link: (outcome, its index)."""
+        for i, request in enumerate(requests):
+            outcome = self._run(request, items)
+            if outcome in (_TIMEOUT, _LOST):
+                return outcome, i
+        return _DATA, len(requests)
+
+    def _silent_message(self, unit: int, wait: float) -> str:
+        when = f"next retry in {wait:.1f} s" if wait > 0 else "retrying now"
+        return f"unit {unit} not answering (timeout {self.timeout_s:g} s); {when}"
 
     @staticmethod
     def _fail(requests: Sequence[Request], items: CollectedVariables, message: str) -> None:
@@ -502,23 +627,205 @@ class ModbusDataReader(DataReader):
             for e in request.entries:
                 items[e.index].set_bad(message)
 
-    def _call(self, request: Request) -> ModbusPDU:
-        client = self._client
-        assert client is not None
-        self._requests += 1
-        table = request.table
+    # -- silent units ------------------------------------------------------------------------
+
+    def _go_silent(self, unit: int, request: Request) -> None:
+        """``unit`` did not answer ``request``: stop polling it in the ticks; retry it on its own cadence."""
+        delay = self.unit_retry_s
+        with self._silent_cond:
+            now = time.monotonic()
+            self._silent[unit] = _Silent(request.table, request.start, delay, now + delay, now)
+            inline = self._inline_probes
+            self._start_retry_thread()
+        self._log.warning(
+            "modbus %s:%s (%s): unit %s did not answer within %g s; its variables are BAD without "
+            "waiting until it answers a retry (every %g..%g s%s)",
+            self.host,
+            self.port,
+            self.reader_type,
+            unit,
+            self.timeout_s,
+            self.unit_retry_s,
+            self.unit_retry_max_s,
+            ", in the read thread after the live units" if inline else ", on a second connection",
+        )
+
+    def _start_retry_thread(self) -> None:
+        """Under _silent_cond: make sure the retry thread runs when it has work; wake it."""
+        if self._silent and not self._inline_probes and self._prober is None:
+            thread = threading.Thread(
+                target=self._retry_loop,
+                args=(self._generation,),
+                name=f"modbus-retry-{self.host}:{self.port}",
+                daemon=True,
+            )
+            self._prober = thread
+            thread.start()
+        self._silent_cond.notify_all()
+
+    def _answers_again(self, unit: int, how: str) -> None:
+        self._log.info(
+            "modbus %s:%s (%s): unit %s answers again (%s); polled with the others",
+            self.host,
+            self.port,
+            self.reader_type,
+            unit,
+            how,
+        )
+
+    def _back_off(self, entry: _Silent) -> None:
+        """Under _silent_cond: the retry was not answered; the next one waits twice as long (capped)."""
+        entry.delay = min(entry.delay * 2, self.unit_retry_max_s)
+        entry.next_probe = time.monotonic() + entry.delay
+
+    def _retry_silent_units_now(self) -> None:
+        """Retry every silent unit at once, on a second connection again (after a device restart)."""
+        with self._silent_cond:
+            self._inline_probes = False
+            self._refusals = 0
+            now = time.monotonic()
+            for entry in self._silent.values():
+                entry.delay = self.unit_retry_s
+                entry.next_probe = now
+            self._start_retry_thread()
+
+    def _retry_inline(self, unit: int, requests: list[Request], items: CollectedVariables) -> None:
+        """Retry a silent unit in the tick (only when the device refuses a second connection)."""
+        self._inline_retries += 1
+        outcome, i = self._poll(requests, items)
+        if outcome == _DATA:
+            with self._silent_cond:
+                self._silent.pop(unit, None)
+            self._answered.add(unit)
+            self._answers_again(unit, "retried in the read thread")
+            return
+        if outcome == _LOST:
+            message = items[requests[i].entries[0].index].error or "connection lost"
+            self._fail(requests[i + 1 :], items, message)
+            return
+        wait = 0.0
+        with self._silent_cond:
+            entry = self._silent.get(unit)
+            if entry is not None:
+                self._back_off(entry)
+                wait = entry.delay
+        self._fail(requests[i + 1 :], items, self._silent_message(unit, wait))
+        self._log.debug("modbus %s:%s: unit %s still silent", self.host, self.port, unit)
+
+    def _retry_loop(self, generation: int) -> None:
+        """The retry thread: one small read per silent unit when due, on a connection of its own.
+
+        Ends when no unit is silent any more, when the device refuses a second connection (the
+        ticks then retry), or when close() bumps the generation.
+        """
+        try:
+            self._retry_units(generation)
+        except Exception:  # pragma: no cover - a bug: say so; the next silent unit starts a new thread
+            self._log.exception("modbus %s:%s: the retry thread failed", self.host, self.port)
+        finally:
+            with self._silent_cond:
+                if self._prober is threading.current_thread():
+                    self._prober = None
+
+    def _retry_units(self, generation: int) -> None:
+        cond = self._silent_cond
+        me = threading.current_thread()
+        while True:
+            with cond:
+                while True:
+                    now = time.monotonic()
+                    for gone in [u for u, e in self._silent.items() if now - e.wanted > _FORGET_SILENT_S]:
+                        del self._silent[gone]  # no longer read: polled afresh if it is read again
+                    if generation != self._generation or not self._silent or self._inline_probes:
+                        if self._prober is me:
+                            self._prober = None
+                        return
+                    unit, entry = min(self._silent.items(), key=lambda kv: kv[1].next_probe)
+                    wait = entry.next_probe - time.monotonic()
+                    if wait <= 0:
+                        break
+                    cond.wait(wait)
+                client = self._probe_client = TcpClient(self.host, self.port, self.timeout_s)
+                connects, main_up = self._connects, self.connected
+            try:
+                outcome, detail = self._probe(client, generation, unit, entry.table, entry.address)
+            finally:
+                client.close()
+            switched = False
+            with cond:
+                self._probe_client = None
+                if generation != self._generation:
+                    if self._prober is me:
+                        self._prober = None
+                    return
+                if self._silent.get(unit) is not entry:
+                    continue  # forgotten meanwhile
+                if outcome == _LOST and main_up and self.connected and connects == self._connects:
+                    # a second connection failed while the main one stayed up
+                    if self._refusals == 0:
+                        self._refusal_connects = connects
+                    self._refusals += 1
+                    if self._refusals >= _REFUSALS and self._refusal_connects == connects:
+                        # the device accepts one connection only: the ticks retry silent units
+                        self._inline_probes = switched = True
+                else:
+                    self._refusals = 0
+                if outcome == _DATA:
+                    del self._silent[unit]
+                else:
+                    self._back_off(entry)
+            if outcome == _DATA:
+                self._answers_again(unit, "retried on a second connection")
+            elif switched:
+                self._log.warning(
+                    "modbus %s:%s (%s): a second connection failed (%s); silent units are retried in "
+                    "the read thread after the live units",
+                    self.host,
+                    self.port,
+                    self.reader_type,
+                    detail,
+                )
+            else:
+                self._log.debug("modbus %s:%s: unit %s still silent (%s)", self.host, self.port, unit, detail)
+
+    def _probe(
+        self, client: TcpClient, generation: int, unit: int, table: Table, address: int
+    ) -> tuple[int, str]:
+        """One read of one register or bit of ``unit``: _DATA (answered), _TIMEOUT or _LOST."""
+        if not client.connect():
+            return _LOST, client.last_error
+        if generation != self._generation:
+            return _LOST, "reader closed"
+        self._probes += 1
+        try:
+            response = self._call(client, table, address, 1, unit)
+        except ModbusIOException as exc:
+            return (_TIMEOUT if "No response" in str(exc) else _LOST), str(exc)
+        except Exception as exc:  # ConnectionException, OSError, or a garbled answer
+            return _LOST, f"{type(exc).__name__}: {exc}"
+        if response.isError() and response.exception_code in _GATEWAY_CODES:
+            return _TIMEOUT, f"exception {response.exception_code} ({_EXCEPTIONS[response.exception_code]})"
+        return _DATA, ""
+
+    # -- requests ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _call(client: TcpClient, table: Table, start: int, count: int, unit: int) -> ModbusPDU:
         if table is Table.HOLDING_REGISTER:
-            return client.read_holding_registers(request.start, count=request.count, device_id=request.unit)
+            return client.read_holding_registers(start, count=count, device_id=unit)
         if table is Table.INPUT_REGISTER:
-            return client.read_input_registers(request.start, count=request.count, device_id=request.unit)
+            return client.read_input_registers(start, count=count, device_id=unit)
         if table is Table.COIL:
-            return client.read_coils(request.start, count=request.count, device_id=request.unit)
-        return client.read_discrete_inputs(request.start, count=request.count, device_id=request.unit)
+            return client.read_coils(start, count=count, device_id=unit)
+        return client.read_discrete_inputs(start, count=count, device_id=unit)
 
     def _run(self, request: Request, items: CollectedVariables) -> int:
         """Execute one request (splitting it when refused); return its outcome."""
+        client = self._client
+        assert client is not None
+        self._requests += 1
         try:
-            response = self._call(request)
+            response = self._call(client, request.table, request.start, request.count, request.unit)
         except ModbusIOException as exc:
             text = str(exc)
             if "No response" in text:

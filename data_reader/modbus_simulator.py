@@ -66,9 +66,16 @@ Discrete inputs 0: square wave (as register 9 bit 0), 1: its inverse, 2-15: ``ad
 
 Units: ``unit_ids`` (default ``(1,)``) answer; a request to any other unit gets exception 11
 (gateway target failed to respond), and units listed in ``silent_unit_ids`` never answer (the
-request times out), as a dead device behind a gateway would. Every request received is recorded
-(:attr:`ModbusSimulator.requests`) so tests can count what a client sent. ``latency_s`` delays
-every answer to a valid request, like a real device's turnaround time.
+request times out), as a dead device behind a gateway would; :meth:`ModbusSimulator.set_silent`
+changes that set while the server runs (a unit in both sets comes back when it leaves the silent
+one). Every request received is recorded (:attr:`ModbusSimulator.requests`) so tests can count
+what a client sent. ``latency_s`` delays every answer to a valid request, like a real device's
+turnaround time. ``max_connections`` (default: no limit) closes a connection beyond that many at
+once as soon as it is accepted, as small devices that serve one client at a time do.
+
+Bad arguments (a port outside 0..65535, ``period_s`` <= 0...) raise
+:class:`~data_collector.ConfigurationError`; on the command line they print one ``error:`` line
+and exit with status 2.
 """
 
 from __future__ import annotations
@@ -85,12 +92,15 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
+
+from data_collector import ConfigurationError
 
 __all__ = ["CONSTANTS", "ORDERS", "ModbusSimulator", "SimulatorRequest", "main"]
 
@@ -185,21 +195,36 @@ class ModbusSimulator:
         inputs: Mapping[int, int] | None = None,
         standard_map: bool = True,
         latency_s: float = 0.0,
+        max_connections: int | None = None,
     ) -> None:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigurationError(
+                f"ModbusSimulator: port must be an int 0..65535 (0: a free one), got {port!r}"
+            )
         self.host = host
         self._port = port
         self.unit_ids = tuple(unit_ids)
         self.silent_unit_ids = frozenset(silent_unit_ids)
         if not self.unit_ids:
-            raise ValueError("unit_ids must name at least one unit")
-        if not period_s > 0:
-            raise ValueError(f"period_s must be > 0, got {period_s!r}")
+            raise ConfigurationError("ModbusSimulator: unit_ids must name at least one unit")
+        for unit in (*self.unit_ids, *self.silent_unit_ids):
+            if isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit <= 255:
+                raise ConfigurationError(f"ModbusSimulator: unit ids must be ints 0..255, got {unit!r}")
+        if not period_s > 0 or not math.isfinite(period_s):
+            raise ConfigurationError(f"ModbusSimulator: period_s must be > 0, got {period_s!r}")
         if not 0 <= bulk <= 65536 - BULK_START:
-            raise ValueError(f"bulk must be 0..{65536 - BULK_START}, got {bulk!r}")
-        if not latency_s >= 0:
-            raise ValueError(f"latency_s must be >= 0, got {latency_s!r}")
+            raise ConfigurationError(f"ModbusSimulator: bulk must be 0..{65536 - BULK_START}, got {bulk!r}")
+        if not latency_s >= 0 or not math.isfinite(latency_s):
+            raise ConfigurationError(f"ModbusSimulator: latency_s must be >= 0, got {latency_s!r}")
+        if max_connections is not None and (
+            isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1
+        ):
+            raise ConfigurationError(
+                f"ModbusSimulator: max_connections must be an int >= 1 or None, got {max_connections!r}"
+            )
         self.period_s = float(period_s)
         self.latency_s = float(latency_s)
+        self.max_connections = max_connections
         self._holding = self._table(standard_map, bulk, holding)
         self._inputs = self._table(standard_map, bulk, inputs)
         self._started_at = time.time()
@@ -218,7 +243,7 @@ class ModbusSimulator:
             regs[a] = (a * 7) & 0xFFFF
         for address, value in (extra or {}).items():
             if not 0 <= address <= 0xFFFF or not 0 <= value <= 0xFFFF:
-                raise ValueError(f"register {address} = {value} out of range")
+                raise ConfigurationError(f"ModbusSimulator: register {address} = {value} out of range")
             regs[address] = value
         if not regs:
             regs[0] = 0
@@ -258,6 +283,10 @@ class ModbusSimulator:
     def clear_requests(self) -> None:
         with self._requests_lock:
             self._requests.clear()
+
+    def set_silent(self, unit_ids: Iterable[int]) -> None:
+        """Make exactly ``unit_ids`` silent from the next request on (``()``: every unit answers)."""
+        self.silent_unit_ids = frozenset(unit_ids)
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -356,10 +385,11 @@ class ModbusSimulator:
 
         async def serve() -> None:
             try:
-                server = ModbusTcpServer(
+                server = _TcpServer(
+                    self.max_connections,
                     list(self._devices.values()),
                     address=(self.host, self._port),
-                    trace_pdu=self._trace_pdu,  # type: ignore[arg-type]
+                    trace_pdu=self._trace_pdu,
                 )
                 await server.serve_forever(background=True)
                 transport: Any = server.transport
@@ -458,6 +488,33 @@ class ModbusSimulator:
         return f"ModbusSimulator({self.host}:{self._port}, units={list(self.unit_ids)}, {state})"
 
 
+class _Handler(ServerRequestHandler):
+    """A client connection that the server closes at once when it has too many."""
+
+    def __init__(self, owner: _TcpServer, *args: Any) -> None:
+        super().__init__(owner, *args)  # type: ignore[no-untyped-call]
+        self._limit = owner.max_connections
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        listener: Any = self.listener
+        if (
+            self._limit is not None
+            and listener is not None
+            and len(listener.active_connections) > self._limit
+        ):
+            transport.close()
+
+
+class _TcpServer(ModbusTcpServer):
+    def __init__(self, max_connections: int | None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_connections = max_connections
+
+    def callback_new_connection(self) -> _Handler:
+        return _Handler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
+
+
 class _NoSuchUnit(ModbusPDU):
     """A request to a unit the simulator does not have: answered with exception 11."""
 
@@ -471,32 +528,63 @@ class _NoSuchUnit(ModbusPDU):
         return response
 
 
+class _ArgumentError(Exception):
+    """A bad command-line argument (the message names it)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad argument by raising (main prints one line), not with usage and sys.exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _ArgumentError(message)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535 (0: a free one), got {text}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: run a simulator until interrupted (Ctrl-C)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m data_reader.modbus_simulator", description=__doc__.split("\n")[0]
-    )
+    """Command line: run a simulator until interrupted (Ctrl-C) or for ``--duration`` seconds.
+
+    Returns the exit status: 0, 2 for a bad argument (one ``error:`` line on stderr), 3 when the
+    server cannot listen (e.g. the port is taken).
+    """
+    parser = _Parser(prog="python -m data_reader.modbus_simulator", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=5020, help="TCP port, 0 for a free one (default 5020)")
+    parser.add_argument("--port", type=_port, default=5020, help="TCP port, 0 for a free one (default 5020)")
     parser.add_argument("--units", default="1", help="comma-separated unit ids (default 1)")
     parser.add_argument("--period", type=float, default=10.0, help="signal period in seconds (default 10)")
     parser.add_argument("--bulk", type=int, default=0, help="bulk registers from 1000 (default 0)")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay of every answer (default 0)")
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    args = parser.parse_args(argv)
     try:
-        units = [int(u) for u in args.units.split(",") if u.strip()]
-    except ValueError:
-        parser.error(f"--units must be comma-separated integers, got {args.units!r}")
-    sim = ModbusSimulator(
-        args.host,
-        args.port,
-        unit_ids=units,
-        period_s=args.period,
-        bulk=args.bulk,
-        latency_s=args.latency_ms / 1000,
-    )
-    sim.start()
+        args = parser.parse_args(argv)
+        try:
+            units = [int(u) for u in args.units.split(",") if u.strip()]
+        except ValueError:
+            raise _ArgumentError(f"--units must be comma-separated integers, got {args.units!r}") from None
+        sim = ModbusSimulator(
+            args.host,
+            args.port,
+            unit_ids=units,
+            period_s=args.period,
+            bulk=args.bulk,
+            latency_s=args.latency_ms / 1000,
+        )
+    except (_ArgumentError, ConfigurationError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    try:
+        sim.start()
+    except RuntimeError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 3
     sys.stdout.write(f"modbus simulator listening on {sim.host}:{sim.port} units {units}\n")
     sys.stdout.flush()
     deadline = None if args.duration is None else time.monotonic() + args.duration

@@ -54,13 +54,15 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from asyncua.common.callback import CallbackType
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.server import Server
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
+from data_collector import ConfigurationError
 
 from ._opcua._ua import ua
 
@@ -172,6 +174,10 @@ class OpcUaSimulator:
     ) -> None:
         if (certificate is None) != (private_key is None):
             raise ValueError("certificate and private_key go together")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigurationError(
+                f"OpcUaSimulator: port must be an int 0..65535 (0: a free one), got {port!r}"
+            )
         self.host = host
         self.port = port
         self.bulk = bulk
@@ -498,13 +504,35 @@ def _cert_der(path: str | Path) -> bytes:
     return x509.load_der_x509_certificate(data).public_bytes(serialization.Encoding.DER)
 
 
+class _ArgumentError(Exception):
+    """A bad command-line argument (the message names it)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad argument by raising (main prints one line), not with usage and sys.exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _ArgumentError(message)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535 (0: a free one), got {text}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m data_reader.opcua_simulator``: run the simulator until interrupted."""
-    parser = argparse.ArgumentParser(
-        prog="opcua-simulator", description="OPC UA simulator for data-collector"
-    )
+    """``python -m data_reader.opcua_simulator``: run the simulator until interrupted.
+
+    A bad argument prints one ``error:`` line on stderr and returns 2.
+    """
+    parser = _Parser(prog="opcua-simulator", description="OPC UA simulator for data-collector")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=4840, help="TCP port, 0 for a free one (default 4840)")
+    parser.add_argument("--port", type=_port, default=4840, help="TCP port, 0 for a free one (default 4840)")
     parser.add_argument("--bulk", type=int, default=0, help="number of Bulk.NNNN Double nodes (default 0)")
     parser.add_argument("--update-interval", type=float, default=0.1, help="live node period, s (0.1)")
     parser.add_argument("--bulk-interval", type=float, default=1.0, help="bulk node period, s (1.0)")
@@ -516,7 +544,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-anonymous", action="store_true", help="refuse anonymous sessions")
     parser.add_argument("--duration", type=float, default=None, help="stop by itself after this many s")
     parser.add_argument("--log-level", default="WARNING", help="logging level (WARNING)")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _ArgumentError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+import threading
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from _cases.modbus_cases import CaptureWriter
@@ -155,7 +156,9 @@ def test_a_dead_device_does_not_delay_a_live_one() -> None:
         assert dead_rows
         for i in dead_rows:
             assert i.quality is Quality.BAD
-            assert "did not answer" in (i.error or "") or "no answer" in (i.error or ""), i
+            assert any(
+                word in (i.error or "") for word in ("did not answer", "no answer", "not answering")
+            ), i
         # the dead device's ticks take the timeout (0.5 s) but never much more
         assert stats.readers["plc-dead"].max_read_ms < 500 + 700
 
@@ -178,3 +181,111 @@ def test_a_dead_unit_behind_a_gateway_does_not_cost_the_live_unit() -> None:
             collector.stop(1)
         assert all(i.quality is Quality.GOOD and i.value == -12345 for i in writer.of(1))
         assert all(i.quality is Quality.BAD and "unit 2" in (i.error or "") for i in writer.of(2))
+
+
+def read_at(item: CollectedVariable) -> datetime:
+    assert item.read_at is not None
+    return item.read_at
+
+
+def test_a_silent_unit_costs_the_live_unit_nothing_with_the_default_timeout() -> None:
+    # default timeout (1 s) and retry cadence; 200 ms ticks: only the tick that finds the unit
+    # silent waits for it, then the live unit is read at its due boundaries
+    with ModbusSimulator(unit_ids=(1,), silent_unit_ids=(3,)) as gateway:
+        reader = ModbusDataReader("127.0.0.1", gateway.port)
+        writer = CaptureWriter()
+        context = DataCollectionContext(
+            1,
+            [
+                Variable(1, "hr:100:int16", "int", "modbus"),
+                Variable(2, "hr:100:int16;unit=3", "int", "modbus"),
+            ],
+            default_interval_ms=200,
+        )
+        with DataCollector(LOG, [reader], [writer]) as collector:
+            collector.start(context)
+            assert writer.wait_for(lambda rows: any(i.variable.id == 2 for _c, i in rows), 10)
+            gateway.clear_requests()
+            start = datetime.now(UTC)
+            end = start + timedelta(seconds=6)
+            assert writer.wait_for(lambda rows: any(read_at(i) >= end for _c, i in rows), 15)
+            collector.stop(1)
+        window = [i for i in writer.items if start <= read_at(i[1]) < end]
+        live = [i for c, i in window if i.variable.id == 1 and i.quality is Quality.GOOD]
+        due = 30  # 200 ms boundaries in 6 s
+        assert len(live) >= 0.9 * due, (len(live), [i.error for c, i in window if i.variable.id == 1][:5])
+        assert all(i.value == -12345 for i in live)
+        silent = [i for c, i in window if i.variable.id == 2]
+        assert silent and all(i.quality is Quality.BAD for i in silent)
+        for i in silent:
+            assert "unit 3 not answering (timeout 1 s)" in (i.error or ""), i.error
+        # retried on its own cadence (1 s, 2 s, 4 s... each waiting up to 1 s), not at every tick
+        assert gateway.request_count(unit=3) <= 4, gateway.request_count(unit=3)
+    assert not [t for t in threading.enumerate() if t.name.startswith("modbus-retry-")]
+
+
+def test_a_silent_unit_that_answers_again_is_good_within_seconds() -> None:
+    with ModbusSimulator(unit_ids=(1, 3), silent_unit_ids=(3,)) as gateway:
+        reader = ModbusDataReader("127.0.0.1", gateway.port, timeout_s=0.5, unit_retry_max_s=2.0)
+        writer = CaptureWriter()
+        context = DataCollectionContext(
+            1,
+            [
+                Variable(1, "hr:100:int16", "int", "modbus"),
+                Variable(2, "hr:100:int16;unit=3", "int", "modbus"),
+            ],
+            default_interval_ms=200,
+        )
+
+        def silent_samples(rows: list[tuple[int, CollectedVariable]]) -> int:
+            return sum(1 for _c, i in rows if i.variable.id == 2 and "not answering" in (i.error or ""))
+
+        with DataCollector(LOG, [reader], [writer]) as collector:
+            collector.start(context)
+            assert writer.wait_for(lambda rows: silent_samples(rows) >= 10, 10)
+            gateway.set_silent(())
+            back = datetime.now(UTC)
+            # the next retry answers: at most 2 s (the cap) + 0.5 s (a retry in progress) later
+            assert writer.wait_for(
+                lambda rows: any(i.variable.id == 2 and i.quality is Quality.GOOD for _c, i in rows), 5
+            )
+            good = next(i for i in writer.of(2) if i.quality is Quality.GOOD)
+            assert read_at(good) - back < timedelta(seconds=3.5)
+            assert writer.wait_for(lambda rows: len(after(writer.of(2), read_at(good))) >= 5, 5)
+            collector.stop(1)
+        assert all(
+            i.quality is Quality.GOOD and i.value == -12345 for i in after(writer.of(2), read_at(good))
+        )
+        assert all(i.quality is Quality.GOOD for i in writer.of(1))
+
+
+def test_reconnect_at_the_first_tick_after_the_device_listens_again() -> None:
+    # delays 0.1 s doubling to 0.5 s, ticks every 500 ms: once the delay is at its cap, every
+    # tick tries to connect, so the first tick after the restart reads GOOD
+    with ModbusSimulator() as sim:
+        reader = ModbusDataReader(
+            "127.0.0.1", sim.port, timeout_s=0.5, reconnect_delay_s=0.1, reconnect_delay_max_s=0.5
+        )
+        writer = CaptureWriter()
+        context = DataCollectionContext(
+            1, [Variable(1, "hr:100:int16", "int", "modbus")], default_interval_ms=500
+        )
+
+        def refused_after(moment: datetime) -> int:
+            return sum(1 for i in after(writer.of(1), moment) if "cannot connect" in (i.error or ""))
+
+        with DataCollector(LOG, [reader], [writer]) as collector:
+            collector.start(context)
+            assert writer.wait_for(lambda rows: len(rows) >= 1, 10)
+            for _cycle in range(2):
+                sim.stop()
+                stopped = datetime.now(UTC)
+                assert writer.wait_for(lambda rows: refused_after(stopped) >= 5, 10)  # noqa: B023
+                sim.start()
+                restarted = datetime.now(UTC)
+                assert writer.wait_for(lambda rows: len(after(writer.of(1), restarted)) >= 2, 10)  # noqa: B023
+                first = after(writer.of(1), restarted)[0]
+                assert (first.quality, first.value) == (Quality.GOOD, -12345), first.error
+            collector.stop(1)
+        # no tick reported a delay that was over already
+        assert not [i.error for i in writer.of(1) if "next attempt in 0.0" in (i.error or "")]

@@ -262,58 +262,169 @@ def test_a_missing_register_among_good_ones_is_bad_alone() -> None:
 # -- faults ----------------------------------------------------------------------------------------
 
 
-def test_dead_and_unknown_units_next_to_a_live_one(sim: ModbusSimulator, reader: ModbusDataReader) -> None:
+def retry_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("modbus-retry-")]
+
+
+def test_dead_and_unknown_units_next_to_a_live_one(sim: ModbusSimulator) -> None:
+    # retries every 30 s at the earliest: no retry during this test
+    reader = ModbusDataReader(
+        "127.0.0.1", sim.port, timeout_s=TIMEOUT, unit_retry_s=30.0, unit_retry_max_s=30.0
+    )
     variables = [
         hr(1, "hr:100:int16"),
         hr(2, "hr:100:int16;unit=2"),
         hr(3, "hr:100:int16;unit=3"),  # silent: times out
         hr(4, "hr:100:int16;unit=9"),  # unknown: gateway exception 11
     ]
-    for _tick in range(4):
-        started = time.monotonic()
-        got = read(reader, variables)
-        elapsed = time.monotonic() - started
-        assert got[1] == (-12345, Quality.GOOD, None)
-        assert got[2] == (-12345, Quality.GOOD, None)
-        assert got[3][1] is Quality.BAD and "unit 3" in (got[3][2] or "")
-        assert got[4][1] is Quality.BAD and "exception 11" in (got[4][2] or "")
-        assert TIMEOUT <= elapsed < 2 * TIMEOUT  # one timeout, not more
-    assert reader.connected
+    try:
+        for tick in range(4):
+            started = time.monotonic()
+            got = read(reader, variables)
+            elapsed = time.monotonic() - started
+            assert got[1] == (-12345, Quality.GOOD, None)
+            assert got[2] == (-12345, Quality.GOOD, None)
+            assert got[4][1] is Quality.BAD and "exception 11" in (got[4][2] or "")
+            assert got[3][1] is Quality.BAD
+            if tick == 0:  # the silent unit is found out: one timeout
+                assert "no answer from unit 3 within 0.5 s" in (got[3][2] or ""), got[3]
+                assert TIMEOUT <= elapsed < 2 * TIMEOUT
+            else:  # then it costs nothing: BAD at once, with the reason
+                assert "unit 3 not answering (timeout 0.5 s); next retry in" in (got[3][2] or ""), got[3]
+                assert elapsed < TIMEOUT / 2
+        assert sim.request_count(unit=3) == 1
+        assert reader.connected and reader.stats.silent_units == 1
+    finally:
+        reader.close()
 
 
-def test_two_dead_units_cost_at_most_one_timeout_per_tick_once_known(
-    sim: ModbusSimulator, reader: ModbusDataReader
-) -> None:
+def test_two_dead_units_cost_two_timeouts_once_then_nothing(sim: ModbusSimulator) -> None:
+    reader = ModbusDataReader(
+        "127.0.0.1", sim.port, timeout_s=TIMEOUT, unit_retry_s=30.0, unit_retry_max_s=30.0
+    )
     variables = [hr(1, "hr:100:int16"), hr(3, "hr:100:int16;unit=3"), hr(4, "hr:100:int16;unit=4")]
-    read(reader, variables)  # learns which units are dead (may cost two timeouts)
-    polled: list[int] = []
-    for _tick in range(4):
-        sim.clear_requests()
-        started = time.monotonic()
-        got = read(reader, variables)
-        elapsed = time.monotonic() - started
-        assert got[1] == (-12345, Quality.GOOD, None)
+    try:
+        got = read(reader, variables)  # both time out: the link is taken for dead and reopened
+        assert got[1] == (-12345, Quality.GOOD, None)  # polled first
         assert got[3][1] is Quality.BAD and got[4][1] is Quality.BAD
-        assert elapsed < 2 * TIMEOUT
-        dead = [r.unit for r in sim.requests if r.unit != 1]
-        assert len(dead) == 1
-        polled += dead
-    assert set(polled) == {3, 4}  # the dead units take turns
+        assert reader.stats.timeouts == 2 and reader.stats.disconnects == 1
+        for _tick in range(3):
+            started = time.monotonic()
+            got = read(reader, variables)
+            assert time.monotonic() - started < TIMEOUT / 2
+            assert got[1] == (-12345, Quality.GOOD, None)
+            for vid in (3, 4):
+                assert f"unit {vid} not answering" in (got[vid][2] or ""), got[vid]
+        assert (sim.request_count(unit=3), sim.request_count(unit=4)) == (1, 1)
+        assert reader.stats.timeouts == 2 and reader.stats.silent_units == 2
+    finally:
+        reader.close()
 
 
-def test_a_silent_device_blocks_a_tick_for_about_the_timeout() -> None:
+def test_a_silent_device_costs_one_timeout_then_nothing() -> None:
     with ModbusSimulator(silent_unit_ids=(1,)) as s:
-        r = ModbusDataReader("127.0.0.1", s.port, timeout_s=0.3)
+        r = ModbusDataReader("127.0.0.1", s.port, timeout_s=0.3, unit_retry_s=30.0, unit_retry_max_s=30.0)
         variables = [hr(1, "hr:0"), hr(2, "hr:500"), hr(3, "coil:0", "bool")]
-        for _tick in range(2):
+        for tick in range(3):
             started = time.monotonic()
             got = read(r, variables)
             elapsed = time.monotonic() - started
             assert all(q is Quality.BAD for _v, q, _e in got.values())
-            assert "did not answer within 0.3 s" in (got[3][2] or "") or "no answer" in (got[3][2] or "")
-            assert 0.3 <= elapsed < 0.3 + 1.0
-        assert r.stats.timeouts == 2
+            if tick == 0:
+                assert "did not answer within 0.3 s" in (got[3][2] or "") or "no answer" in (got[3][2] or "")
+                assert 0.3 <= elapsed < 0.3 + 1.0
+            else:
+                assert all("unit 1 not answering (timeout 0.3 s)" in (e or "") for _v, _q, e in got.values())
+                assert elapsed < 0.15
+        assert r.stats.timeouts == 1
         r.close()
+
+
+def test_a_silent_unit_is_retried_apart_and_rejoins_when_it_answers() -> None:
+    with ModbusSimulator(unit_ids=(1, 3), silent_unit_ids=(3,)) as s:
+        r = ModbusDataReader("127.0.0.1", s.port, timeout_s=1.0, unit_retry_s=0.5, unit_retry_max_s=1.0)
+        variables = [hr(1, "hr:100:int16"), hr(2, "hr:100:int16;unit=3")]
+        try:
+            assert read(r, variables)[2][1] is Quality.BAD  # found out: one timeout
+            silent_since = time.monotonic()
+            slowest = 0.0
+            # 3 s of silence: every tick is quick, the unit is retried on its own cadence (at
+            # 0.5 s, then 1 s after each unanswered retry), never by the ticks
+            while time.monotonic() - silent_since < 3.0:
+                started = time.monotonic()
+                got = read(r, variables)
+                slowest = max(slowest, time.monotonic() - started)
+                assert got[1] == (-12345, Quality.GOOD, None)
+                assert got[2][1] is Quality.BAD and "unit 3 not answering (timeout 1 s)" in (got[2][2] or "")
+                time.sleep(0.05)
+            assert slowest < 0.5
+            retries = s.request_count(unit=3) - 1
+            assert 1 <= retries <= 2, retries  # each retry takes >= 1.5 s (1 s timeout, then >= 0.5 s)
+            assert retries <= r.stats.probes <= retries + 1 and r.stats.timeouts == 1
+            assert len(retry_threads()) == 1
+            s.set_silent(())
+            back = time.monotonic()
+            wait_until(lambda: read(r, variables)[2] == (-12345, Quality.GOOD, None), 5.0, "unit 3 back")
+            assert time.monotonic() - back < 1.0 + 1.0 + 0.5  # the longest wait for its next retry
+            for _tick in range(3):
+                assert read(r, variables) == {
+                    1: (-12345, Quality.GOOD, None),
+                    2: (-12345, Quality.GOOD, None),
+                }
+            wait_until(lambda: not retry_threads(), 5.0, "the retry thread ends when no unit is silent")
+            assert r.stats.silent_units == 0
+        finally:
+            r.close()
+
+
+def test_close_ends_a_retry_waiting_for_its_answer_at_once() -> None:
+    with ModbusSimulator(unit_ids=(1,), silent_unit_ids=(3,)) as s:
+        r = ModbusDataReader("127.0.0.1", s.port, timeout_s=3.0, unit_retry_s=0.01, unit_retry_max_s=0.01)
+        variables = [hr(1, "hr:100:int16"), hr(2, "hr:100:int16;unit=3")]
+        read(r, variables)  # one 3 s timeout; the retry starts 10 ms later and waits up to 3 s
+        wait_until(lambda: s.request_count(unit=3) == 2, 5.0, "a retry in progress")
+        assert len(retry_threads()) == 1
+        started = time.monotonic()
+        r.close()
+        assert time.monotonic() - started < 1.0
+        assert retry_threads() == []
+        assert r.stats.silent_units == 0
+        # a later read starts afresh: the unit is polled again (found silent again)
+        got = read(r, [hr(1, "hr:100:int16")])
+        assert got[1] == (-12345, Quality.GOOD, None)
+        r.close()
+
+
+def test_a_device_that_takes_one_connection_retries_silent_units_after_the_live_ones() -> None:
+    with ModbusSimulator(unit_ids=(1, 3), silent_unit_ids=(3,), max_connections=1) as s:
+        r = ModbusDataReader("127.0.0.1", s.port, timeout_s=0.3, unit_retry_s=0.3, unit_retry_max_s=0.6)
+        variables = [hr(1, "hr:100:int16"), hr(2, "hr:100:int16;unit=3")]
+        try:
+            read(r, variables)
+            # the retry thread's second connection is closed by the device (twice in a row):
+            # the ticks then retry the unit themselves, after the live unit, on its cadence
+            wait_until(lambda: not retry_threads(), 5.0, "the retry thread gives up its connection")
+            s.clear_requests()
+            retried = 0
+            ticks = 0
+            started_all = time.monotonic()
+            while time.monotonic() - started_all < 2.5:
+                got = read(r, variables)
+                if "no answer from unit 3" in (got[2][2] or ""):
+                    retried += 1  # this tick waited for the timeout
+                else:
+                    assert "unit 3 not answering" in (got[2][2] or ""), got[2]
+                ticks += 1
+                assert got[1] == (-12345, Quality.GOOD, None)  # read before the retry
+                assert got[2][1] is Quality.BAD
+                time.sleep(0.05)
+            # one tick per retry waits (retries >= 0.6 s apart), never one per tick
+            assert 1 <= retried <= 4 and ticks >= 8, (retried, ticks)
+            assert s.request_count(unit=3) == retried
+            s.set_silent(())
+            wait_until(lambda: read(r, variables)[2] == (-12345, Quality.GOOD, None), 5.0, "unit 3 back")
+        finally:
+            r.close()
 
 
 def test_refused_connection_backs_off_and_recovers() -> None:
@@ -336,6 +447,39 @@ def test_refused_connection_backs_off_and_recovers() -> None:
         wait_until(lambda: read(r, variables)[1][1] is Quality.GOOD, 5.0, "recovery after backoff")
         assert read(r, variables)[1] == (-12345, Quality.GOOD, None)
     assert r.stats.connect_failures >= 1
+    r.close()
+
+
+def sleep_until(moment: float) -> None:
+    """Sleep until time.monotonic() reaches ``moment`` (a tick's time, at most 1 s away)."""
+    time.sleep(min(1.0, max(0.0, moment - time.monotonic())))
+
+
+def test_a_tick_at_the_end_of_the_reconnect_delay_reconnects() -> None:
+    # the delay counts from the start of the tick that failed: the tick one delay later tries
+    # again, even when it starts a little early (ticks are not exact)
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    r = ModbusDataReader("127.0.0.1", port, timeout_s=0.5, reconnect_delay_s=0.2, reconnect_delay_max_s=0.2)
+    variables = [hr(1, "hr:100:int16")]
+    try:
+        for attempt in range(1, 5):
+            started = time.monotonic()
+            got = read(r, variables)
+            assert "Connection refused" in (got[1][2] or ""), got
+            assert r.stats.connect_failures == attempt
+            sleep_until(started + 0.2 - 0.002)  # the next tick, 2 ms early
+        started = time.monotonic()
+        read(r, variables)  # 2 ms before the end of the delay: already counts
+        assert r.stats.connect_failures == 5
+        sleep_until(started + 0.1)
+        got = read(r, variables)
+        if time.monotonic() - started < 0.18:  # half-way (unless this machine is very busy): no attempt
+            assert r.stats.connect_failures == 5
+            assert "(next attempt in 0." in (got[1][2] or ""), got
+    finally:
+        holder.close()
     r.close()
 
 

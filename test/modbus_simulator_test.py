@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from data_collector import CollectedVariables, Quality, Variable
+from data_collector import CollectedVariables, ConfigurationError, Quality, Variable
 from data_reader.modbus_data_reader import ModbusDataReader
 from data_reader.modbus_simulator import ModbusSimulator
 
@@ -83,8 +83,63 @@ def test_api_port_counting_registers_and_restart() -> None:
     ],
 )
 def test_bad_arguments(kwargs: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigurationError, match=message):
         ModbusSimulator(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("port", [-1, 65536, 99999, "502", 502.0, True])
+def test_ports_out_of_range_are_refused_naming_the_value(port: object) -> None:
+    with pytest.raises(
+        ConfigurationError, match=rf"ModbusSimulator: port must be an int 0\.\.65535.*{port!r}"
+    ):
+        ModbusSimulator(port=port)  # type: ignore[arg-type]
+    with pytest.raises(
+        ConfigurationError, match=rf"ModbusDataReader: port must be an int 1\.\.65535.*{port!r}"
+    ):
+        ModbusDataReader("127.0.0.1", port)  # type: ignore[arg-type]
+    pytest.importorskip("asyncua")
+    from data_reader.opcua_simulator import OpcUaSimulator
+
+    with pytest.raises(
+        ConfigurationError, match=rf"OpcUaSimulator: port must be an int 0\.\.65535.*{port!r}"
+    ):
+        OpcUaSimulator(port=port)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["modbus", "opcua"])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "99999"], "error: argument --port: port must be 0..65535 (0: a free one), got 99999"),
+        (["--port", "-1"], "error: argument --port: port must be 0..65535 (0: a free one), got -1"),
+        (["--port", "abc"], "error: argument --port: not a port number: 'abc'"),
+    ],
+)
+def test_simulator_command_refuses_a_bad_port_in_one_line(
+    kind: str, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("asyncua" if kind == "opcua" else "pymodbus")
+    from data_collector._cli import main
+
+    assert main(["simulator", kind, *args]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == message + "\n"
+    assert captured.out == ""
+
+
+def test_simulator_command_reports_other_bad_arguments_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from data_reader.modbus_simulator import main
+
+    for args, message in [
+        (["--units", "1,x"], "error: --units must be comma-separated integers, got '1,x'\n"),
+        (["--units", "300"], "error: ModbusSimulator: unit ids must be ints 0..255, got 300\n"),
+        (["--period", "0"], "error: ModbusSimulator: period_s must be > 0, got 0.0\n"),
+        (["--nope"], "error: unrecognized arguments: --nope\n"),
+    ]:
+        assert main(args) == 2
+        assert capsys.readouterr().err == message
 
 
 def test_command_line_serves_until_its_duration() -> None:

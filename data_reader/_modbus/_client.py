@@ -40,6 +40,16 @@ class TcpClient(ModbusTcpClient):
         self.last_error = ""
         return True
 
+    def abort(self) -> None:
+        """Wake a request waiting for its answer in another thread (it fails as a lost connection).
+
+        Only shuts the socket down; the thread using the client closes it.
+        """
+        sock = self.socket
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
     def close(self) -> None:
         if self.socket is not None:
             self.socket.close()
