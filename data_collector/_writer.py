@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import threading
 
+from ._errors import ConfigurationError
 from ._model import CollectedVariables, DataCollectionContext
 
 __all__ = ["DataWriter"]
@@ -31,8 +32,12 @@ class DataWriter(abc.ABC):
     never called again (not even :meth:`close`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, name: str | None = None) -> None:
         self._dc_lock = threading.RLock()
+        if name is not None:
+            if not isinstance(name, str) or not name.strip():
+                raise ConfigurationError(f"{type(self).__name__}: name must be a non-empty str, got {name!r}")
+            self._dc_name = name
 
     @property
     def lock(self) -> threading.RLock:
@@ -45,8 +50,14 @@ class DataWriter(abc.ABC):
 
     @property
     def name(self) -> str:
-        """A label for logs and statistics (the class name unless overridden)."""
-        return type(self).__name__
+        """A label for logs and statistics, and the folder of this writer's spool.
+
+        The class name unless given to ``__init__`` (``super().__init__(name="historian")``) or
+        overridden by a subclass. With a spool, every writer of a collector needs a name of its
+        own, stable across runs.
+        """
+        name: str | None = self.__dict__.get("_dc_name")
+        return name if name is not None else type(self).__name__
 
     def open(self) -> None:  # noqa: B027 - optional hook
         """Acquire resources (files, connections). Called once before the first write."""

@@ -25,8 +25,8 @@ __all__ = ["NoopDataWriter"]
 class NoopDataWriter(DataWriter):
     """Logs batches at DEBUG (one line per sample) and counts them."""
 
-    def __init__(self, logger: logging.Logger | None = None) -> None:
-        super().__init__()
+    def __init__(self, logger: logging.Logger | None = None, *, name: str | None = None) -> None:
+        super().__init__(name=name)
         self._log = logger if logger is not None else logging.getLogger("data_writer.noop")
         self.written = 0
 

@@ -258,6 +258,13 @@ def test_writers_need_distinct_names_with_a_spool(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="two writers are named 'rec'"):
         DataCollector(LOG, [], [RecordingWriter(), RecordingWriter()], spool_dir=tmp_path / "s")
     DataCollector(LOG, [], [RecordingWriter(), RecordingWriter()]).close()  # fine without
+    from data_writer.noop_data_writer import NoopDataWriter
+
+    a, b = NoopDataWriter(name="north"), NoopDataWriter(name="south")
+    assert (a.name, b.name) == ("north", "south")
+    DataCollector(LOG, [], [a, b], spool_dir=tmp_path / "s").close()
+    with pytest.raises(ConfigurationError, match="name must be a non-empty str"):
+        NoopDataWriter(name=" ")
 
 
 @pytest.mark.parametrize(
