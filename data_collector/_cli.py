@@ -61,7 +61,15 @@ from typing import IO, Any
 from ._collector import CollectorStats, DataCollector
 from ._config import ConfigFileError, Configuration, load_config, loads_config
 from ._errors import ConfigurationError, DataCollectionError
-from ._model import CollectedVariables, DataCollectionContext, Quality, Variable
+from ._model import (
+    MAX_DURATION_S,
+    MAX_ID,
+    MIN_ID,
+    CollectedVariables,
+    DataCollectionContext,
+    Quality,
+    Variable,
+)
 from ._reader import DataReader
 from ._registry import PluginInfo, plugins, reader_class, writer_class
 from ._writer import DataWriter
@@ -902,7 +910,7 @@ def _cmd_export(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             out.write("\n".join(table(["context", "start", "end", "metadata"], rows, right=[0])) + "\n")
             return EXIT_OK
         ids = list(dict.fromkeys(args.context or [r.context_id for r in runs]))
-        variable_ids = [int(v) for v in args.variables.split(",") if v.strip()] if args.variables else None
+        variable_ids = args.variables or None
         start = _parse_time(args.start, "--start")
         end = _parse_time(args.end, "--end")
         samples = []
@@ -1065,7 +1073,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("read", parents=[common], help="read every variable once and print a table")
     p.add_argument("config", help="the TOML configuration file")
     p.add_argument(
-        "--context", type=int, action="append", metavar="ID", help="only this context (repeatable)"
+        "--context", type=_id, action="append", metavar="ID", help="only this context (repeatable)"
     )
     p.add_argument("--timeout", type=_positive, default=30.0, metavar="S", help="give up after S s (30)")
     p.set_defaults(func=_cmd_read)
@@ -1080,11 +1088,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", parents=[common], help="samples of a SQL store to CSV or Parquet")
     p.add_argument("source", help="a SQLAlchemy URL, an SQLite file, or a .toml with a sql writer")
-    p.add_argument("--context", type=int, action="append", metavar="ID", help="this context (default all)")
+    p.add_argument("--context", type=_id, action="append", metavar="ID", help="this context (default all)")
     p.add_argument("--list", action="store_true", help="list the recorded context runs instead")
     p.add_argument("-o", "--output", default=None, help="output file (.csv or .parquet); default stdout")
     p.add_argument("--format", choices=("csv", "parquet"), default=None, help="default: by the file name")
-    p.add_argument("--variables", default=None, metavar="ID,ID", help="only these variable ids")
+    p.add_argument("--variables", type=_ids, default=None, metavar="ID,ID", help="only these variable ids")
     p.add_argument("--start", default=None, help="from this ISO-8601 time (included; UTC if no offset)")
     p.add_argument("--end", default=None, help="until this ISO-8601 time (excluded)")
     p.add_argument("--table-prefix", default="dc_", help="table prefix of the store (dc_)")
@@ -1102,13 +1110,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _positive(text: str) -> float:
+    """A number of seconds > 0 and at most 100 years (what timers and deadlines can hold)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    if value > MAX_DURATION_S:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_DURATION_S:g} s (100 years), got {text!r}")
     return value
+
+
+def _id(text: str) -> int:
+    """A context or variable id: an int that fits a signed 64-bit integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer id: {text!r}") from None
+    if not MIN_ID <= value <= MAX_ID:
+        raise argparse.ArgumentTypeError(f"must fit a signed 64-bit integer, got {text!r}")
+    return value
+
+
+def _ids(text: str) -> list[int]:
+    """Comma-separated ids (``1,2,5``)."""
+    return [_id(part.strip()) for part in text.split(",") if part.strip()]
 
 
 def _port(text: str) -> int:

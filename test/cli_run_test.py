@@ -486,3 +486,19 @@ def test_simulator_on_a_port_in_use_exits_3_with_one_line(tmp_path: Path) -> Non
     assert "Traceback" not in result.stderr
     last = result.stderr.splitlines()[-1]  # (pymodbus may log its own line before)
     assert last.startswith("error: simulator modbus failed to start: ") and str(port) in last, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["read", "r.toml", "--timeout", "1e300"], "argument --timeout: must be at most 3.15576e+09 s"),
+        (["read", "r.toml", "--context", str(2**64)], "argument --context: must fit a signed 64-bit integer"),
+        (["run", "r.toml", "--duration", "nan"], "argument --duration: must be > 0, got 'nan'"),
+        (["run", "r.toml", "--duration", "1e12"], "argument --duration: must be at most"),
+    ],
+)
+def test_numeric_options_out_of_range_are_usage_errors(tmp_path: Path, args: list[str], needle: str) -> None:
+    (tmp_path / "r.toml").write_text(RANDOM_CONFIG.format(duration=1), encoding="utf-8")
+    result = cli(args, tmp_path)
+    assert result.returncode == 2 and needle in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
