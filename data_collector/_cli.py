@@ -6,7 +6,8 @@ Serves plant engineers at a terminal: everything the library does, driven by a c
     data-collector run CONFIG [--duration S] [--quiet]
         collect until every context ends, or Ctrl-C / SIGTERM (both stop gracefully: every value
         already read is written before the command exits; a second Ctrl-C exits at once). On a
-        terminal a live table shows, per context, samples, rate, bad values and time left.
+        terminal a live table shows, per context, samples, rate, bad values and time left, and per
+        reader and writer the missed, lost and unwritten samples.
     data-collector validate CONFIG
         check everything that can be checked without connecting; list every problem with its key path.
     data-collector read CONFIG [--context ID] [--timeout S]
@@ -22,8 +23,10 @@ Serves plant engineers at a terminal: everything the library does, driven by a c
     data-collector simulator {modbus,opcua} [options]
         run a simulator (``--help`` after the name lists its options).
 
-Exit status: 0 success; 1 the command ran but values were lost (``run``) or read BAD (``read``);
-2 configuration or usage error; 3 startup error (a reader or writer failed to open).
+Exit status: 0 success; 1 the command ran but values were read BAD (``read``), or (``run``) a
+sample was BAD, missed, lost, dropped or left unwritten (the summary's last line says which);
+2 configuration or usage error (a bad ``--port`` of ``simulator`` included); 3 startup error (a
+reader or writer failed to open, a simulator could not listen).
 
 Example::
 
@@ -58,7 +61,15 @@ from typing import IO, Any
 from ._collector import CollectorStats, DataCollector
 from ._config import ConfigFileError, Configuration, load_config, loads_config
 from ._errors import ConfigurationError, DataCollectionError
-from ._model import CollectedVariables, DataCollectionContext, Quality, Variable
+from ._model import (
+    MAX_DURATION_S,
+    MAX_ID,
+    MIN_ID,
+    CollectedVariables,
+    DataCollectionContext,
+    Quality,
+    Variable,
+)
 from ._reader import DataReader
 from ._registry import PluginInfo, plugins, reader_class, writer_class
 from ._writer import DataWriter
@@ -346,13 +357,17 @@ class _Session:
         lines += table(
             ["context", "state", "samples", "rate/s", "bad", "time left"], rows, right=(0, 2, 3, 4, 5)
         )
+        for rt, rs in stats.readers.items():
+            lines.append(
+                f"reader {rt}: {rs.samples} samples, {rs.bad_samples} bad, {rs.missed_samples} missed"
+            )
         for name, ws in stats.writers.items():
             if name == self.monitor.name:
                 continue
             lost = ws.lost_samples + ws.dropped_samples
             lines.append(
                 f"writer {name}: {ws.samples_written} written, queue {ws.queue_depth}, "
-                f"{ws.write_errors} errors, {lost} lost"
+                f"{ws.write_errors} errors, {lost} lost, {ws.unwritten_samples} unwritten"
             )
         return lines
 
@@ -381,31 +396,53 @@ class _Session:
         ]
 
     def summary(self, reason: str) -> tuple[list[str], int]:
-        """Final lines and the exit status (1 when samples were lost)."""
+        """Final lines and the exit status: 1 when a sample was BAD, missed, lost, dropped or unwritten.
+
+        The last line, when the status is 1, says why (``exit status 1: ...``).
+        """
         samples, bad, _latest = self.monitor.snapshot()
         lines = [f"{reason} after {_duration(self.elapsed)}"]
         for context in self.config.contexts:
             lines.append(
                 f"context {context.id}: {samples.get(context.id, 0)} samples, {bad.get(context.id, 0)} bad"
             )
-        status = EXIT_OK
+        delivered_bad = sum(bad.values())
+        read_bad = missed = lost = dropped = unwritten = 0
         if self.stats is not None:
             for name, ws in self.stats.writers.items():
                 if name == self.monitor.name:
                     continue
-                lost = ws.lost_samples + ws.dropped_samples
-                if lost:
-                    status = EXIT_FAILED
+                lost += ws.lost_samples
+                dropped += ws.dropped_samples
+                unwritten += ws.unwritten_samples
                 lines.append(
                     f"writer {name}: {ws.samples_written} samples written, {ws.lost_samples} lost, "
-                    f"{ws.dropped_samples} dropped"
+                    f"{ws.dropped_samples} dropped, {ws.unwritten_samples} unwritten"
                 )
             for rt, rs in self.stats.readers.items():
+                read_bad += rs.bad_samples
+                missed += rs.missed_samples
                 lines.append(
                     f"reader {rt}: {rs.reads} reads, {rs.samples} samples ({rs.bad_samples} bad), "
-                    f"{rs.missed_ticks} missed ticks"
+                    f"{rs.missed_ticks} missed ticks, {rs.missed_samples} missed samples"
                 )
-        return lines, status
+        # BAD as the writers got them, or as the readers counted them (whichever saw more)
+        bad_total = max(delivered_bad, read_bad)
+        problems = [
+            f"{n} {what}"
+            for n, what in (
+                (bad_total, "BAD"),
+                (missed, "missed"),
+                (lost, "lost"),
+                (dropped, "dropped"),
+                (unwritten, "unwritten"),
+            )
+            if n
+        ]
+        if not problems:
+            return lines, EXIT_OK
+        lines.append(f"exit status {EXIT_FAILED}: samples {', '.join(problems)}")
+        return lines, EXIT_FAILED
 
 
 def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
@@ -440,6 +477,9 @@ def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if not args.quiet:
         out.write("\n".join(lines) + "\n")
         out.flush()
+    elif status != EXIT_OK:
+        err.write(lines[-1] + "\n")  # --quiet: only why the status is not 0
+        err.flush()
     return status
 
 
@@ -754,7 +794,7 @@ def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     lost = 0
     if session.stats is not None:
         lost = sum(
-            ws.lost_samples + ws.dropped_samples
+            ws.lost_samples + ws.dropped_samples + ws.unwritten_samples
             for name, ws in session.stats.writers.items()
             if name != session.monitor.name
         )
@@ -870,7 +910,7 @@ def _cmd_export(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             out.write("\n".join(table(["context", "start", "end", "metadata"], rows, right=[0])) + "\n")
             return EXIT_OK
         ids = list(dict.fromkeys(args.context or [r.context_id for r in runs]))
-        variable_ids = [int(v) for v in args.variables.split(",") if v.strip()] if args.variables else None
+        variable_ids = args.variables or None
         start = _parse_time(args.start, "--start")
         end = _parse_time(args.end, "--end")
         samples = []
@@ -957,6 +997,12 @@ def _cmd_plugins(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
 
 def _cmd_simulator(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    options = list(args.args)
+    try:
+        _check_port_options(options)
+    except argparse.ArgumentTypeError as exc:
+        err.write(f"error: simulator {args.kind}: {exc}\n")
+        return EXIT_CONFIG
     module = "data_reader.modbus_simulator" if args.kind == "modbus" else "data_reader.opcua_simulator"
     try:
         sim: Any = importlib.import_module(module)
@@ -965,8 +1011,33 @@ def _cmd_simulator(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             f'error: the {args.kind} simulator needs pip install "data-collector[{args.kind}]" ({exc})\n'
         )
         return EXIT_CONFIG
-    result = sim.main(list(args.args))
+    try:
+        result = sim.main(options)
+    except DataCollectionError:
+        raise  # main() maps it to its exit status
+    except (OSError, RuntimeError) as exc:  # e.g. the port is in use
+        err.write(f"error: simulator {args.kind} failed to start: {exc}\n")
+        return EXIT_STARTUP
     return int(result or 0)
+
+
+def _check_port_options(options: Sequence[str]) -> None:
+    """Check every ``--port N`` / ``--port=N`` (or an abbreviation such as ``--po``) of a simulator's
+    options, so a bad port is one line and exit status 2 whatever the simulator does with it."""
+    for i, token in enumerate(options):
+        if token == "--":
+            return
+        name, eq, value = token.partition("=")
+        if len(name) < 4 or not "--port".startswith(name):
+            continue
+        if not eq:
+            if i + 1 >= len(options):
+                return  # the simulator's own parser says that --port needs a value
+            value = options[i + 1]
+        try:
+            _port(value)
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"--port: {exc}") from None
 
 
 # -- entry point -------------------------------------------------------------------------------------
@@ -1002,7 +1073,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("read", parents=[common], help="read every variable once and print a table")
     p.add_argument("config", help="the TOML configuration file")
     p.add_argument(
-        "--context", type=int, action="append", metavar="ID", help="only this context (repeatable)"
+        "--context", type=_id, action="append", metavar="ID", help="only this context (repeatable)"
     )
     p.add_argument("--timeout", type=_positive, default=30.0, metavar="S", help="give up after S s (30)")
     p.set_defaults(func=_cmd_read)
@@ -1017,11 +1088,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", parents=[common], help="samples of a SQL store to CSV or Parquet")
     p.add_argument("source", help="a SQLAlchemy URL, an SQLite file, or a .toml with a sql writer")
-    p.add_argument("--context", type=int, action="append", metavar="ID", help="this context (default all)")
+    p.add_argument("--context", type=_id, action="append", metavar="ID", help="this context (default all)")
     p.add_argument("--list", action="store_true", help="list the recorded context runs instead")
     p.add_argument("-o", "--output", default=None, help="output file (.csv or .parquet); default stdout")
     p.add_argument("--format", choices=("csv", "parquet"), default=None, help="default: by the file name")
-    p.add_argument("--variables", default=None, metavar="ID,ID", help="only these variable ids")
+    p.add_argument("--variables", type=_ids, default=None, metavar="ID,ID", help="only these variable ids")
     p.add_argument("--start", default=None, help="from this ISO-8601 time (included; UTC if no offset)")
     p.add_argument("--end", default=None, help="until this ISO-8601 time (excluded)")
     p.add_argument("--table-prefix", default="dc_", help="table prefix of the store (dc_)")
@@ -1039,13 +1110,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _positive(text: str) -> float:
+    """A number of seconds > 0 and at most 100 years (what timers and deadlines can hold)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    if value > MAX_DURATION_S:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_DURATION_S:g} s (100 years), got {text!r}")
     return value
+
+
+def _id(text: str) -> int:
+    """A context or variable id: an int that fits a signed 64-bit integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer id: {text!r}") from None
+    if not MIN_ID <= value <= MAX_ID:
+        raise argparse.ArgumentTypeError(f"must fit a signed 64-bit integer, got {text!r}")
+    return value
+
+
+def _ids(text: str) -> list[int]:
+    """Comma-separated ids (``1,2,5``)."""
+    return [_id(part.strip()) for part in text.split(",") if part.strip()]
 
 
 def _port(text: str) -> int:

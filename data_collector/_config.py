@@ -94,7 +94,7 @@ from typing import Any, Literal, Union
 from ._collector import DataCollector
 from ._errors import ConfigurationError
 from ._listener import DataCollectionListener
-from ._model import DataCollectionContext, Variable
+from ._model import MAX_DURATION_S, MAX_ID, MAX_INTERVAL_MS, MIN_ID, DataCollectionContext, Variable
 from ._reader import DataReader
 from ._registry import reader_class, writer_class
 from ._writer import DataWriter
@@ -393,7 +393,16 @@ class _Loader:
                 hint = f'; did you mean "{close[0]}"?' if close else ""
                 self.issue(_join(path, key), f"unknown key{hint} ({what} keys: {', '.join(allowed)})", value)
 
-    def get_int(self, table: Mapping[str, Any], path: str, key: str, *, positive: bool = True) -> Any:
+    def get_int(
+        self,
+        table: Mapping[str, Any],
+        path: str,
+        key: str,
+        *,
+        positive: bool = True,
+        maximum: tuple[int, str] | None = None,
+    ) -> Any:
+        """The int at ``key`` (MISSING when absent or bad); ``maximum`` is (limit, what it means)."""
         value = table.get(key, MISSING)
         if value is MISSING:
             return MISSING
@@ -402,6 +411,25 @@ class _Loader:
             return MISSING
         if positive and value <= 0:
             self.issue(_join(path, key), "must be > 0", value)
+            return MISSING
+        if maximum is not None and value > maximum[0]:
+            self.issue(_join(path, key), f"must be at most {maximum[0]} ({maximum[1]})", value)
+            return MISSING
+        return value
+
+    def get_interval(self, table: Mapping[str, Any], path: str, key: str) -> Any:
+        return self.get_int(table, path, key, maximum=(MAX_INTERVAL_MS, "366 days in ms"))
+
+    def get_id(self, table: Mapping[str, Any], path: str, what: str) -> Any:
+        """The ``id`` of a context or variable table: an int that fits a signed 64-bit integer."""
+        value = table.get("id", MISSING)
+        if value is MISSING:
+            self.issue(path, f'missing key "id" (the {what} id, an integer)')
+        elif isinstance(value, bool) or not isinstance(value, int):
+            self.issue(_join(path, "id"), f"must be an integer, got {_kind(value)}", value)
+            return MISSING
+        elif not MIN_ID <= value <= MAX_ID:
+            self.issue(_join(path, "id"), f"must fit a signed 64-bit integer ({MIN_ID}..{MAX_ID})", value)
             return MISSING
         return value
 
@@ -482,7 +510,7 @@ class _Loader:
             raise self.fail()
         try:
             doc = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
+        except ValueError as exc:  # TOMLDecodeError, or an integer of more than 4300 digits
             raise ConfigFileError(self.source, [ConfigIssue("", f"invalid TOML: {exc}")]) from None
         try:
             return self.build(doc)
@@ -526,7 +554,7 @@ class _Loader:
         options = {k: v for k, v in table.items() if k in _COLLECTOR_KEYS}
         try:
             DataCollector(_log, [], [], **options).close()
-        except ConfigurationError as exc:
+        except (ConfigurationError, ArithmeticError, TypeError, ValueError) as exc:  # e.g. 10**400 s
             key = _blame(str(exc), options)
             self.issue(_join("collector", key) if key else "collector", str(exc), options.get(key, MISSING))
             return {}
@@ -704,12 +732,9 @@ class _Loader:
             self.issue("contexts", "a configuration needs at least one context", doc["contexts"])
         for path, entry in entries:
             self.unknown_keys(entry, path, _CONTEXT_KEYS, "context")
-            cid = entry.get("id", MISSING)
+            cid = self.get_id(entry, path, "context")
             if cid is MISSING:
-                self.issue(path, 'missing key "id" (the context id, an integer)')
-            elif isinstance(cid, bool) or not isinstance(cid, int):
-                self.issue(_join(path, "id"), f"must be an integer, got {_kind(cid)}", cid)
-                cid = MISSING
+                pass
             elif cid in ctx_paths:
                 self.issue(_join(path, "id"), f"context id is already used by {ctx_paths[cid]}", cid)
                 cid = MISSING
@@ -717,7 +742,7 @@ class _Loader:
                 ctx_paths[cid] = path
             options: dict[str, Any] = {}
             for key in ("min_interval_ms", "default_interval_ms"):
-                value = self.get_int(entry, path, key)
+                value = self.get_interval(entry, path, key)
                 if value is not MISSING:
                     options[key] = value
             duration = entry.get("duration_s", MISSING)
@@ -725,10 +750,16 @@ class _Loader:
                 if (
                     isinstance(duration, bool)
                     or not isinstance(duration, int | float)
-                    or not math.isfinite(duration)
-                    or duration <= 0
+                    or (isinstance(duration, float) and not math.isfinite(duration))
+                    or duration <= 0  # exact for ints of any size
                 ):
                     self.issue(_join(path, "duration_s"), "must be a number of seconds > 0", duration)
+                elif duration > MAX_DURATION_S:
+                    self.issue(
+                        _join(path, "duration_s"),
+                        f"must be at most {MAX_DURATION_S:g} s (100 years)",
+                        duration,
+                    )
                 else:
                     options["duration_s"] = duration
             metadata = self.get_table(entry, path, "metadata")
@@ -749,7 +780,11 @@ class _Loader:
                 context = DataCollectionContext(cid, [v.variable for v in variables], **options)
             except ConfigurationError as exc:  # pre-checked: only unforeseen cases get here
                 blamed = _blame(str(exc), entry)
-                self.issue(_join(path, blamed) if blamed else path, str(exc))
+                self.issue(
+                    _join(path, blamed) if blamed else path,
+                    str(exc),
+                    entry.get(blamed, MISSING) if blamed else MISSING,
+                )
                 continue
             contexts.append((context, path, variables))
         self.check_conflicts(contexts)
@@ -807,11 +842,9 @@ class _Loader:
         for vpath, table in tables:
             before = len(self.issues) + self.more
             self.unknown_keys(table, vpath, _VARIABLE_KEYS, "variable")
-            vid = table.get("id", MISSING)
+            vid = self.get_id(table, vpath, "variable")
             if vid is MISSING:
-                self.issue(vpath, 'missing key "id" (the variable id, an integer)')
-            elif isinstance(vid, bool) or not isinstance(vid, int):
-                self.issue(_join(vpath, "id"), f"must be an integer, got {_kind(vid)}", vid)
+                pass
             elif vid in seen:
                 self.issue(
                     _join(vpath, "id"), f"duplicate variable id in this context (also {seen[vid]})", vid
@@ -832,7 +865,7 @@ class _Loader:
                 if reader_type is MISSING:
                     known = ", ".join(sorted({*readers, *broken})) or "none configured"
                     self.issue(vpath, f'missing key "reader_type" (the reader that reads it: {known})')
-            interval = self.get_int(table, vpath, "interval_ms")
+            interval = self.get_interval(table, vpath, "interval_ms")
             name = table.get("name", MISSING)
             if name is not MISSING and not isinstance(name, str):
                 self.issue(_join(vpath, "name"), f"must be a string, got {_kind(name)}", name)

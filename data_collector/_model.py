@@ -18,6 +18,10 @@ from ._errors import ConfigurationError
 
 __all__ = [
     "BUILTIN_VALUE_TYPES",
+    "MAX_DURATION_S",
+    "MAX_ID",
+    "MAX_INTERVAL_MS",
+    "MIN_ID",
     "CollectedVariable",
     "CollectedVariables",
     "DataCollectionContext",
@@ -27,6 +31,15 @@ __all__ = [
 
 #: The longest ``duration_s`` a context may have (100 years).
 MAX_DURATION_S = 100 * 365.25 * 86400
+
+#: The longest interval (``interval_ms``, ``min_interval_ms``, ``default_interval_ms``): 366 days
+#: in ms. Enough for a yearly reading, and far from what timers, sleeps and date arithmetic can hold.
+MAX_INTERVAL_MS = 366 * 86_400_000
+
+#: The range of variable and context ids: a signed 64-bit integer, what every shipped writer
+#: (SQL ``BIGINT`` columns) can store.
+MIN_ID = -(2**63)
+MAX_ID = 2**63 - 1
 
 #: The value types every reader understands; a reader may declare more in ``value_types``.
 BUILTIN_VALUE_TYPES: frozenset[str] = frozenset({"float", "int", "bool", "str"})
@@ -43,12 +56,43 @@ class Quality(enum.Enum):
         return self.value
 
 
-def _check_int(name: str, value: object, *, positive: bool = True, where: str = "") -> int:
+def _shown(value: object, limit: int = 40) -> str:
+    """``repr(value)`` for an error message, safe and short for huge ints and long texts."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond the int-to-str digit limit
+        if isinstance(value, int):
+            digits = int(math.log10(abs(value))) + 1
+            return f"{'-' if value < 0 else ''}an int of about {digits} digits"
+        raise
+    except Exception as exc:  # a broken __repr__ must not hide the real problem
+        return f"<{type(value).__name__} whose repr fails: {type(exc).__name__}>"
+    if len(text) <= limit:
+        return text
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{text[:12]}... (an int of {len(text.lstrip('-'))} digits)"
+    return text[: limit - 3] + "..."
+
+
+def _check_int(name: str, value: object, *, low: int, high: int, what: str, where: str = "") -> int:
+    """``value`` when it is an int (not a bool) in ``low..high``, else :class:`ConfigurationError`."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigurationError(f"{where}{name} must be an int, got {value!r}")
-    if positive and value <= 0:
-        raise ConfigurationError(f"{where}{name} must be > 0, got {value!r}")
+        raise ConfigurationError(f"{where}{name} must be an int, got {_shown(value)}")
+    if value < low:
+        if low == 1:
+            raise ConfigurationError(f"{where}{name} must be > 0, got {_shown(value)}")
+        raise ConfigurationError(f"{where}{name} must be at least {low} ({what}), got {_shown(value)}")
+    if value > high:
+        raise ConfigurationError(f"{where}{name} must be at most {high} ({what}), got {_shown(value)}")
     return value
+
+
+def _check_id(name: str, value: object, where: str) -> int:
+    return _check_int(name, value, low=MIN_ID, high=MAX_ID, what="a signed 64-bit integer", where=where)
+
+
+def _check_interval(name: str, value: object, where: str) -> int:
+    return _check_int(name, value, low=1, high=MAX_INTERVAL_MS, what="366 days in ms", where=where)
 
 
 def _check_text(name: str, value: object, *, where: str = "") -> str:
@@ -64,6 +108,9 @@ class Variable:
     ``value_type`` is a Python-oriented type name ("float", "int", "bool", "str"; readers may
     declare more); ``reader_type`` names the reader that reads it; ``interval_ms`` overrides the
     context's default interval. Immutable; invalid values raise :class:`ConfigurationError`.
+
+    Ranges: ``id`` is a signed 64-bit integer (:data:`MIN_ID` .. :data:`MAX_ID`, what the SQL
+    writer stores); ``interval_ms`` is 1 .. :data:`MAX_INTERVAL_MS` (366 days).
     """
 
     id: int
@@ -74,13 +121,13 @@ class Variable:
     _hash: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
-        _check_int("id", self.id, positive=False, where="Variable ")
+        _check_id("id", self.id, where="Variable ")
         where = f"Variable {self.id}: "
         _check_text("address", self.address, where=where)
         _check_text("value_type", self.value_type, where=where)
         _check_text("reader_type", self.reader_type, where=where)
         if self.interval_ms is not None:
-            _check_int("interval_ms", self.interval_ms, where=where)
+            _check_interval("interval_ms", self.interval_ms, where=where)
         key = (self.id, self.address, self.value_type, self.reader_type, self.interval_ms)
         object.__setattr__(self, "_hash", hash(key))
 
@@ -105,7 +152,11 @@ class DataCollectionContext:
     """A collection plan: variables, intervals, duration and user metadata.
 
     ``start_date`` and ``end_date`` (aware UTC datetimes) are ``None`` until the collector sets
-    them on start and stop. Everything else is fixed at construction and validated there.
+    them on start and stop. Everything else is fixed at construction and validated there, raising
+    :class:`ConfigurationError` naming the bad value. Ranges: ``id`` is a signed 64-bit integer
+    (:data:`MIN_ID` .. :data:`MAX_ID`); ``min_interval_ms`` and ``default_interval_ms`` are ints in
+    1 .. :data:`MAX_INTERVAL_MS` (366 days); ``duration_s`` is a finite int or float in
+    (0, :data:`MAX_DURATION_S`] (100 years).
     """
 
     __slots__ = (
@@ -128,20 +179,23 @@ class DataCollectionContext:
         duration_s: float = 86400,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        _check_int("id", id, positive=False, where="DataCollectionContext ")
+        _check_id("id", id, where="DataCollectionContext ")
         where = f"DataCollectionContext {id}: "
-        _check_int("min_interval_ms", min_interval_ms, where=where)
-        _check_int("default_interval_ms", default_interval_ms, where=where)
+        _check_interval("min_interval_ms", min_interval_ms, where=where)
+        _check_interval("default_interval_ms", default_interval_ms, where=where)
         if (
             isinstance(duration_s, bool)
             or not isinstance(duration_s, int | float)
-            or not math.isfinite(duration_s)
-            or duration_s <= 0
+            or (isinstance(duration_s, float) and not math.isfinite(duration_s))
+            or duration_s <= 0  # exact for ints of any size (no conversion to float)
         ):
-            raise ConfigurationError(f"{where}duration_s must be a finite number > 0, got {duration_s!r}")
+            raise ConfigurationError(
+                f"{where}duration_s must be a finite number > 0, got {_shown(duration_s)}"
+            )
         if duration_s > MAX_DURATION_S:
             raise ConfigurationError(
-                f"{where}duration_s must be at most {MAX_DURATION_S:g} s (100 years), got {duration_s!r}"
+                f"{where}duration_s must be at most {MAX_DURATION_S:g} s (100 years), "
+                f"got {_shown(duration_s)}"
             )
         if isinstance(variables, str | bytes) or not isinstance(variables, Iterable):
             raise ConfigurationError(f"{where}variables must be an iterable of Variable, got {variables!r}")

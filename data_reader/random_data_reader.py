@@ -1,9 +1,9 @@
 """Random reader: live-looking signals with no device, for demos, tests and benchmarks.
 
 ``RandomDataReader`` serves reader_type ``"random"`` (overridable per instance). It needs no
-connection and never fails. Every value is of the variable's ``value_type`` (float, int, bool,
-str). Signals are functions of the wall-clock read time, so two variables with the same address
-read at the same tick give the same value.
+connection and never fails (the ``bad`` signal stands for a device that does). Every value is of
+the variable's ``value_type`` (float, int, bool, str). Signals are functions of the wall-clock read
+time, so two variables with the same address read at the same tick give the same value.
 
 Address syntax (``<signal>[:<parameter>]``):
 
@@ -15,6 +15,8 @@ Address syntax (``<signal>[:<parameter>]``):
                    bool → alternates; str → "1", "2", ...
 ``random``         uniform random: float in [0, 1); int in [0, 100); bool; str (8 hex chars)
 ``constant:<v>``   always ``v`` converted to the value type (bool accepts true/false/1/0/yes/no/on/off)
+``bad[:reason]``   always BAD, no value, error ``reason`` (default "simulated failure"): to try
+                   alarms, BAD handling and exit statuses without a broken device
 =================  ==========================================================================
 
 Options: ``RandomDataReader(reader_type="random", min_interval_ms=None, seed=None)``.
@@ -43,7 +45,7 @@ from collections.abc import Callable
 from typing import Any
 
 from data_collector._errors import ConfigurationError
-from data_collector._model import CollectedVariables, Variable
+from data_collector._model import CollectedVariables, Quality, Variable
 from data_collector._reader import DataReader
 
 __all__ = ["RandomDataReader"]
@@ -89,6 +91,9 @@ class RandomDataReader(DataReader):
         # counter), looked up per tick through the Variable objects (their hash is cached)
         self._by_definition: dict[tuple[int, str, str], Signal] = {}
         self._signals: dict[Variable, Signal] = {}
+        # the error text of each ``bad`` definition and variable (empty: the fast path is untouched)
+        self._bad_definitions: dict[tuple[int, str, str], str] = {}
+        self._bad: dict[Variable, str] = {}
         self._lock = threading.Lock()
 
     def read(self, variables: CollectedVariables) -> None:
@@ -100,6 +105,15 @@ class RandomDataReader(DataReader):
             if fn is None:
                 fn = self._signal(var)
             values[i] = fn(now)
+        if self._bad:
+            bad = self._bad
+            qualities, errors = variables.qualities, variables.errors
+            for i, var in enumerate(variables.variables):
+                error = bad.get(var)
+                if error is not None:
+                    values[i] = None
+                    qualities[i] = Quality.BAD
+                    errors[i] = error
 
     def validate_variable(self, variable: Variable) -> None:
         self._signal(variable)  # checks the address, and spares the first tick making the signal
@@ -110,6 +124,9 @@ class RandomDataReader(DataReader):
             fn = self._by_definition.get(key)
             if fn is None:
                 fn = self._by_definition[key] = self._make(variable)
+            error = self._bad_definitions.get(key)
+            if error is not None:
+                self._bad[variable] = error
             self._signals[variable] = fn
             return fn
 
@@ -150,7 +167,7 @@ class RandomDataReader(DataReader):
                     "str": lambda t: repr(base(t)),
                 }
             return conv[vt]
-        if param and kind != "constant":
+        if param and kind not in ("constant", "bad"):
             raise ConfigurationError(f"{where}: signal {kind!r} takes no parameter")
         if kind == "counter":
             count = [0]
@@ -173,6 +190,9 @@ class RandomDataReader(DataReader):
                 "bool": lambda t: rnd.random() < 0.5,
                 "str": lambda t: f"{rnd.getrandbits(32):08x}",
             }[vt]
+        if kind == "bad":
+            self._bad_definitions[(variable.id, variable.address, vt)] = param.strip() or "simulated failure"
+            return lambda t: None
         if kind == "constant":
             if not param:
                 raise ConfigurationError(f"{where}: constant needs a value, e.g. 'constant:42'")
@@ -182,5 +202,6 @@ class RandomDataReader(DataReader):
                 raise ConfigurationError(f"{where}: {param!r} is not a {vt}") from None
             return lambda t: value
         raise ConfigurationError(
-            f"{where}: unknown signal {kind!r}; use sine[:P], ramp[:P], counter, random or constant:<v>"
+            f"{where}: unknown signal {kind!r}; use sine[:P], ramp[:P], counter, random, constant:<v> "
+            "or bad[:reason]"
         )

@@ -1,11 +1,14 @@
 """CSV file writer: appends one row per sample to a CSV file, one file per context if asked.
 
 Store: plain CSV files (RFC 4180, UTF-8, ``\\n`` line ends), readable by spreadsheets and pandas.
+Text UTF-8 cannot encode (lone surrogates, e.g. from bytes decoded with ``surrogateescape``) is
+written as a backslash escape (``\\udc80``), so no value makes a write fail on encoding.
 Each file starts with one header row, then only data rows with the columns::
 
     context_id, variable_id, address, read_at, value, quality, error, value_type
 
-``read_at`` is ISO-8601 UTC with milliseconds (``2026-11-22T08:15:00.100+00:00``); ``value`` is
+``read_at`` is ISO-8601 UTC with milliseconds (``2026-11-22T08:15:00.100+00:00``; a naive time is
+taken as UTC; an aware time UTC cannot hold, near year 1 or 9999, keeps its own offset); ``value`` is
 empty for a missing value, ``true``/``false`` for bools, ``repr`` for floats (``nan``, ``inf``
 included) and the text itself for strings; ``quality`` is GOOD, UNCERTAIN or BAD.
 
@@ -13,6 +16,13 @@ Options: ``CsvFileDataWriter(path, *, delimiter=",")``. ``path`` may hold ``{con
 write one file per context (each file closed when its context stops). Parent directories are
 created. Reopening appends: an existing file is never truncated; a file whose header differs
 is refused with a :class:`WriterError` rather than mixed. Every batch is flushed.
+
+Errors: a failed file operation (disk full, permission denied, ...) raises :class:`WriterError`
+``from`` the :class:`OSError`, which :meth:`CsvFileDataWriter.is_transient` reports as transient
+(the collector retries the batch; a failed write leaves no partial rows behind). A file whose
+header is not this writer's, a path that is a directory or a name too long for the file system
+raise a permanent :class:`WriterError` (retrying cannot fix them: the collector counts the batch
+as lost at once).
 
 Example::
 
@@ -32,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import os
 from datetime import UTC, datetime
@@ -157,6 +168,14 @@ class CsvFileDataWriter(DataWriter):
             if errors:
                 raise WriterError(f"closing CSV files failed: {'; '.join(errors)}")
 
+    def is_transient(self, exc: BaseException) -> bool:
+        """Failed file operations are transient, except a directory or a too long name at the path;
+        a foreign file (another header) and everything else are permanent."""
+        cause = exc.__cause__ if isinstance(exc, WriterError) else exc
+        if isinstance(cause, OSError) and cause.errno in _PERMANENT_ERRNOS:
+            return False
+        return isinstance(cause, OSError | TimeoutError)
+
     def context_stopped(self, context: DataCollectionContext) -> None:
         if self.per_context:
             with self.lock:
@@ -177,7 +196,7 @@ class CsvFileDataWriter(DataWriter):
                     cid,
                     var.id,
                     var.address,
-                    _iso_utc(item.read_at) if item.read_at else "",
+                    "" if item.read_at is None else _iso_utc(item.read_at),
                     format_value(value),
                     item.quality.value,
                     item.error or "",
@@ -208,17 +227,18 @@ class CsvFileDataWriter(DataWriter):
             return f
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            f = open(path, "a+", newline="", encoding="utf-8")  # noqa: SIM115 - kept open
+            f = open(path, "a+", newline="", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
             f.seek(0)
-            first = f.readline()
+            first = f.readline(len(self._header) + 2).rstrip("\r\n")  # longer: not our header
             end = f.seek(0, os.SEEK_END)
             if not end:
                 f.write(self._header + "\n")
                 f.flush()
-            elif first.rstrip("\r\n") != self._header:
+            elif first != self._header:
                 f.close()
                 raise WriterError(
-                    f"{path} exists with another header ({first.strip()[:120]!r}); refusing to append to it"
+                    f"{path} exists with another header ({first[:120]!r}, "
+                    f"expected {self._header!r}): not a file of this writer; refusing to append to it"
                 )
             elif not _ends_with_newline(path):
                 f.write("\n")  # a row torn by a crash stays alone on its line
@@ -229,9 +249,18 @@ class CsvFileDataWriter(DataWriter):
         return f
 
 
+#: errnos of file operations that retrying cannot fix
+_PERMANENT_ERRNOS = frozenset({errno.EISDIR, errno.ENAMETOOLONG})
+
+
 def _iso_utc(t: datetime) -> str:
-    if t.utcoffset():
-        t = t.astimezone(UTC)
+    """``t`` as ISO-8601 with milliseconds and offset, in UTC (a naive ``t`` is taken as UTC)."""
+    offset = t.utcoffset()
+    if offset is None:
+        t = t.replace(tzinfo=UTC)
+    elif offset:
+        with contextlib.suppress(OverflowError):  # e.g. 9999-12-31T23:00-05:00 keeps its offset
+            t = t.astimezone(UTC)
     return t.isoformat(timespec="milliseconds")
 
 

@@ -22,6 +22,7 @@ from data_collector import (
     UnknownContextError,
     Variable,
 )
+from data_collector._model import MAX_DURATION_S, MAX_ID, MAX_INTERVAL_MS, MIN_ID
 
 
 @pytest.mark.parametrize(
@@ -282,3 +283,68 @@ def test_check_validates_like_start_and_points_at_the_field(running: Any) -> Non
         c.check(good, DataCollectionContext(10, [_V(8, address="random")]))
     assert info.value.field == "id"
     _unchanged(c, writer)
+
+
+# -- numeric ranges (issue 9, point 7) -----------------------------------------------------------------
+HUGE = 10**400
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        # intervals: at most MAX_INTERVAL_MS (366 days); 1e13 ms used to kill the reader thread
+        (lambda: Variable(1, "sine", "float", "random", 10**13), "got 10000000000000"),
+        (lambda: Variable(1, "sine", "float", "random", MAX_INTERVAL_MS + 1), f"got {MAX_INTERVAL_MS + 1}"),
+        (lambda: Variable(1, "sine", "float", "random", HUGE), "an int of 401 digits"),
+        (lambda: Variable(1, "sine", "float", "random", True), "interval_ms must be an int, got True"),  # type: ignore[arg-type]
+        (lambda: Variable(1, "sine", "float", "random", float("nan")), "got nan"),  # type: ignore[arg-type]
+        (lambda: Variable(1, "sine", "float", "random", float("inf")), "got inf"),  # type: ignore[arg-type]
+        (lambda: DataCollectionContext(1, [], min_interval_ms=10**13), "min_interval_ms must be at most"),
+        (
+            lambda: DataCollectionContext(1, [], default_interval_ms=10**13),
+            "default_interval_ms must be at most",
+        ),
+        (lambda: DataCollectionContext(1, [], default_interval_ms=HUGE), "an int of 401 digits"),
+        (lambda: DataCollectionContext(1, [], min_interval_ms=False), "got False"),  # type: ignore[arg-type]
+        # durations: 10**400 used to raise OverflowError
+        (lambda: DataCollectionContext(1, [], duration_s=HUGE), "duration_s must be at most"),
+        (lambda: DataCollectionContext(1, [], duration_s=-HUGE), "duration_s must be a finite number > 0"),
+        (lambda: DataCollectionContext(1, [], duration_s=float("nan")), "got nan"),
+        (lambda: DataCollectionContext(1, [], duration_s=float("-inf")), "got -inf"),
+        (lambda: DataCollectionContext(1, [], duration_s=True), "got True"),
+        (lambda: DataCollectionContext(1, [], duration_s="60"), "got '60'"),  # type: ignore[arg-type]
+        # ids: a signed 64-bit integer, what the SQL writer stores
+        (lambda: Variable(2**63, "sine", "float", "random"), "got 9223372036854775808"),
+        (lambda: Variable(-(2**63) - 1, "sine", "float", "random"), "got -9223372036854775809"),
+        (lambda: Variable(10**5000, "sine", "float", "random"), "an int of about 5001 digits"),
+        (lambda: Variable(False, "sine", "float", "random"), "got False"),  # type: ignore[arg-type]
+        (lambda: DataCollectionContext(2**64, []), "got 18446744073709551616"),
+        (lambda: DataCollectionContext(-HUGE, []), "-10000000000"),
+        (lambda: DataCollectionContext(1.0, []), "got 1.0"),  # type: ignore[arg-type]
+    ],
+)
+def test_numbers_out_of_range_raise_configuration_error(make: Callable[[], Any], needle: str) -> None:
+    with pytest.raises(ConfigurationError) as info:  # never OverflowError, TypeError, ...
+        make()
+    assert needle in str(info.value), str(info.value)
+    assert len(str(info.value)) < 300  # a huge value is named, not printed in full
+
+
+def test_range_limits_are_accepted() -> None:
+    v = Variable(MAX_ID, "sine", "float", "random", MAX_INTERVAL_MS)
+    assert (v.id, v.interval_ms) == (2**63 - 1, 366 * 86_400_000)
+    assert Variable(MIN_ID, "sine", "float", "random", 1).id == -(2**63)
+    ctx = DataCollectionContext(
+        MIN_ID, [v], min_interval_ms=MAX_INTERVAL_MS, default_interval_ms=MAX_INTERVAL_MS, duration_s=10**9
+    )
+    assert (ctx.id, ctx.duration_s) == (-(2**63), 1e9)
+    assert DataCollectionContext(MAX_ID, [], duration_s=MAX_DURATION_S).duration_s == MAX_DURATION_S
+
+
+def test_a_variable_at_the_longest_interval_runs_beside_a_fast_one() -> None:
+    """The reader thread survives the longest interval (it died of an OverflowError at 1e13 ms)."""
+    writer = RecordingWriter()
+    with DataCollector(LOG, [CountingReader()], [writer]) as c:
+        c.start(DataCollectionContext(MAX_ID, [_V(1, MAX_INTERVAL_MS), _V(2, 100)]))
+        wait_for(lambda: len(writer.of(MAX_ID)) >= 5, what="the 100 ms variable keeps being read")
+        assert c.state(MAX_ID) == "running"

@@ -203,6 +203,15 @@ def test_export_csv_round_trips(store: tuple[str, list[Any]], tmp_path: Path) ->
     assert '{"batch": "B-2"}' in lines[2]
     missing = cli(["export", "nothing.sqlite"], tmp_path)
     assert missing.returncode == 2 and "no such file: 'nothing.sqlite'" in missing.stderr
+    # ids that are not ints, or beyond what the store holds: a usage error, not a traceback
+    for option, value in (
+        ("--variables", "1,x"),
+        ("--variables", str(2**64)),
+        ("--context", str(-(2**63) - 1)),
+    ):
+        bad = cli(["export", "store.sqlite", option, value], tmp_path)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+        assert f"argument {option}: " in bad.stderr and repr(value.split(",")[-1]) in bad.stderr, bad.stderr
 
 
 def test_export_parquet_round_trips(store: tuple[str, list[Any]], tmp_path: Path) -> None:

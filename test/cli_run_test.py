@@ -337,6 +337,10 @@ def test_run_ends_when_every_context_ends(tmp_path: Path) -> None:
     counter = [int(r["value"]) for r in rows if r["variable_id"] == "1"]
     assert counter == list(range(1, len(counter) + 1)) and 5 <= len(counter) <= 20
     assert {r["value"] for r in rows if r["variable_id"] == "2"} == {"2.5"}
+    assert "writer CsvFileDataWriter(out/samples.csv): " in result.stdout
+    assert re.search(r"\d+ samples written, 0 lost, 0 dropped, 0 unwritten$", result.stdout, re.M)
+    assert re.search(r"^reader random: .*, 0 missed ticks, 0 missed samples$", result.stdout, re.M)
+    assert "exit status" not in result.stdout
     # --quiet prints nothing, --duration stops earlier than the contexts
     result = cli(["run", "short.toml", "--quiet", "--duration", "0.5"], tmp_path)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
@@ -410,3 +414,91 @@ def test_live_status_table_on_a_terminal(tmp_path: Path) -> None:
     assert re.search(r"context\s+state\s+samples\s+rate/s\s+bad\s+time left", text)
     assert re.search(r"\s7\s+running\s+\d+\s+\d+\.\d\s+0\s+\d+\.\d s", text), text
     assert "every context ended after" in text
+    assert re.search(r"reader random: \d+ samples, 0 bad, 0 missed", text), text
+    assert re.search(
+        r"writer CsvFileDataWriter\(out/samples\.csv\): \d+ written, .*0 lost, 0 unwritten", text
+    )
+
+
+BAD_CONFIG = """
+[[readers]]
+type = "random"
+
+[[writers]]
+type = "csv"
+path = "out/samples.csv"
+
+[[contexts]]
+id = 7
+duration_s = 1.5
+default_interval_ms = 100
+variables = [
+    { id = 1, address = "counter", value_type = "int" },
+    { id = 2, address = "bad:PLC 3 does not answer", value_type = "float" },
+]
+"""
+
+
+def test_run_exits_1_when_samples_are_bad(tmp_path: Path) -> None:
+    """README: exit status 1 when values are lost or read BAD (it was 0 with 138 of 178 BAD)."""
+    (tmp_path / "bad.toml").write_text(BAD_CONFIG, encoding="utf-8")
+    result = cli(["run", "bad.toml"], tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    rows = csv_rows(tmp_path / "out" / "samples.csv")
+    bad_rows = [r for r in rows if r["quality"] == "BAD"]
+    assert bad_rows and {(r["variable_id"], r["error"]) for r in bad_rows} == {("2", "PLC 3 does not answer")}
+    assert summary_counts(result.stdout) == {7: (len(rows), len(bad_rows))}
+    assert re.search(
+        rf"^reader random: \d+ reads, {len(rows)} samples \({len(bad_rows)} bad\)", result.stdout, re.M
+    )
+    assert result.stdout.splitlines()[-1] == f"exit status 1: samples {len(bad_rows)} BAD", result.stdout
+    # --quiet: nothing on stdout, the reason on stderr
+    result = cli(["run", "bad.toml", "--quiet", "--duration", "0.5"], tmp_path)
+    assert result.returncode == 1 and result.stdout == "", result.stdout + result.stderr
+    assert re.fullmatch(r"exit status 1: samples \d+ BAD\n", result.stderr), result.stderr
+
+
+@pytest.mark.parametrize(
+    "port_args",
+    [["--port", "99999"], ["--port=70000"], ["--port", "-1"], ["--po", "65536"], ["--port", "5o2"]],
+)
+@pytest.mark.parametrize("kind", ["modbus", "opcua"])
+def test_simulator_with_a_bad_port_exits_2_with_one_line(
+    tmp_path: Path, kind: str, port_args: list[str]
+) -> None:
+    result = cli(["simulator", kind, *port_args, "--duration", "5"], tmp_path, timeout=30)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: simulator {kind}: --port: "), result.stderr
+    assert port_args[-1].partition("=")[2 if "=" in port_args[-1] else 0] in lines[0]
+
+
+def test_simulator_on_a_port_in_use_exits_3_with_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("pymodbus")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = cli(["simulator", "modbus", "--port", str(port), "--duration", "5"], tmp_path, timeout=30)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.splitlines()[-1]  # (pymodbus may log its own line before)
+    assert last.startswith("error: simulator modbus failed to start: ") and str(port) in last, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["read", "r.toml", "--timeout", "1e300"], "argument --timeout: must be at most 3.15576e+09 s"),
+        (["read", "r.toml", "--context", str(2**64)], "argument --context: must fit a signed 64-bit integer"),
+        (["run", "r.toml", "--duration", "nan"], "argument --duration: must be > 0, got 'nan'"),
+        (["run", "r.toml", "--duration", "1e12"], "argument --duration: must be at most"),
+    ],
+)
+def test_numeric_options_out_of_range_are_usage_errors(tmp_path: Path, args: list[str], needle: str) -> None:
+    (tmp_path / "r.toml").write_text(RANDOM_CONFIG.format(duration=1), encoding="utf-8")
+    result = cli(args, tmp_path)
+    assert result.returncode == 2 and needle in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()

@@ -297,6 +297,48 @@ CASES = [
         "duplicate variable id in this context (also contexts[0].variables[0])",
     ),
     (
+        "context id beyond 64 bits",
+        ("id = 1\nvariables", "id = 9223372036854775808\nvariables"),
+        "contexts[0].id",
+        "9223372036854775808",
+        "must fit a signed 64-bit integer",
+    ),
+    (
+        "variable id beyond 64 bits",
+        ("{ id = 2,", "{ id = -9223372036854775809,"),
+        "contexts[0].variables[1].id",
+        "-9223372036854775809",
+        "must fit a signed 64-bit integer",
+    ),
+    (
+        "interval beyond 366 days",
+        ("interval_ms = 200", "interval_ms = 10000000000000"),
+        "contexts[0].variables[0].interval_ms",
+        "10000000000000",
+        "must be at most 31622400000 (366 days in ms)",
+    ),
+    (
+        "default interval beyond 366 days",
+        ("id = 1\nvariables", "id = 1\ndefault_interval_ms = 31622400001\nvariables"),
+        "contexts[0].default_interval_ms",
+        "31622400001",
+        "must be at most 31622400000",
+    ),
+    (
+        "duration of 10**400 s",
+        ("id = 1\nvariables", f"id = 1\nduration_s = {10**400}\nvariables"),
+        "contexts[0].duration_s",
+        "1" + "0" * 116 + "...",  # shown cut to 120 characters
+        "must be at most 3.15576e+09 s (100 years)",
+    ),
+    (
+        "duration nan",
+        ("id = 1\nvariables", "id = 1\nduration_s = nan\nvariables"),
+        "contexts[0].duration_s",
+        "nan",
+        "must be a number of seconds > 0",
+    ),
+    (
         "no variables",
         ("variables = [", "variables = [\n]\nold = ["),
         "contexts[0].variables",
@@ -366,6 +408,11 @@ variables = [
         'plant.toml: contexts[0].variables[2].reader_type: "elsewhere": no reader has this reader_type '
         '(configured: "plc", "random")',
     ]  # variable 2 names the broken reader: no second, misleading error about it
+
+
+def test_an_integer_beyond_the_digit_limit_is_a_toml_error() -> None:
+    line = one_problem(BASE.replace("{ id = 2,", "{ id = " + "9" * 5000 + ","))
+    assert line.startswith("plant.toml: invalid TOML: ") and "4300 digits" in line, line
 
 
 def test_toml_syntax_error_environment_and_file_errors(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -109,3 +109,115 @@ def test_many_threads_never_interleave_rows(tmp_path: Path) -> None:
     assert all(len(r) == len(COLUMNS) for r in rows)
     ids = sorted(int(r[1]) for r in rows[1:])
     assert len(set(ids)) == len(ids)
+
+
+# -- errors retrying cannot fix vs passing ones (issue 9, point 6) --------------------------------------
+def _one(
+    value: object, *, address: str = "a", error: str | None = None, at: datetime | None = None
+) -> CollectedVariables:
+    item = CollectedVariable(Variable(1, address, "str", "random"), value, at, Quality.GOOD, error)
+    return CollectedVariables([item])
+
+
+def test_a_foreign_header_is_a_permanent_error_naming_file_and_header(tmp_path: Path) -> None:
+    path = tmp_path / "foreign.csv"
+    path.write_text("time;tag;value\n1;2;3\n", encoding="utf-8")
+    w = CsvFileDataWriter(path)
+    with pytest.raises(WriterError) as info:
+        w.open()
+    assert not isinstance(info.value, OSError)
+    assert str(path) in str(info.value) and "'time;tag;value'" in str(info.value), str(info.value)
+    assert w.is_transient(info.value) is False
+    # per context: refused at the write, also permanent
+    (tmp_path / "c5.csv").write_text("time;tag;value\n", encoding="utf-8")
+    w = CsvFileDataWriter(tmp_path / "c{context_id}.csv")
+    w.open()
+    with pytest.raises(WriterError) as info:
+        w.write(DataCollectionContext(5, []), _batch(2))
+    assert "c5.csv" in str(info.value) and w.is_transient(info.value) is False
+    w.close()
+    assert (tmp_path / "c5.csv").read_text(encoding="utf-8") == "time;tag;value\n"  # untouched
+
+
+def test_a_binary_foreign_file_is_refused_with_its_header_shown(tmp_path: Path) -> None:
+    path = tmp_path / "image.csv"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe" + bytes(range(256)) * 4000)  # not UTF-8, ~1 MB
+    w = CsvFileDataWriter(path)
+    with pytest.raises(WriterError, match=r"another header \('\\\\x89PNG'") as info:
+        w.open()
+    assert w.is_transient(info.value) is False
+
+
+def test_text_utf8_cannot_encode_is_escaped_never_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "surrogates.csv"
+    w = CsvFileDataWriter(path)
+    w.open()
+    bad = b"caf\xe9".decode("utf-8", "surrogateescape")  # 'caf\udce9', as from a latin-1 device
+    w.write(CTX, _one(bad, address="a\ud800", error="lone \udfff"))
+    w.write(CTX, _one("ok"))
+    w.close()
+    path.read_bytes().decode("utf-8")  # the file stays valid UTF-8
+    rows = read_samples(path)
+    assert [(r["value"], r["address"], r["error"]) for r in rows] == [
+        ("caf\\udce9", "a\\ud800", "lone \\udfff"),
+        ("ok", "a", None),
+    ]
+
+
+def test_a_failed_file_operation_is_transient_and_the_retry_writes_once(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the writer wants a directory", encoding="utf-8")
+    w = CsvFileDataWriter(blocker / "c{context_id}.csv")
+    w.open()
+    ctx = DataCollectionContext(4, [])
+    with pytest.raises(WriterError) as info:
+        w.write(ctx, _batch(3))
+    assert isinstance(info.value.__cause__, OSError) and w.is_transient(info.value) is True
+    assert w.is_transient(OSError("disk full")) and w.is_transient(TimeoutError())
+    assert not w.is_transient(ValueError("refused")) and not w.is_transient(
+        UnicodeEncodeError("utf-8", "", 0, 1, "x")
+    )
+    blocker.unlink()  # what an operator does; the collector's retry then succeeds
+    w.write(ctx, _batch(3))
+    w.close()
+    assert [r["variable_id"] for r in read_samples(blocker / "c4.csv")] == [0, 1, 2]
+
+
+def test_a_directory_at_the_path_is_permanent(tmp_path: Path) -> None:
+    (tmp_path / "out.csv").mkdir()
+    w = CsvFileDataWriter(tmp_path / "out.csv")
+    with pytest.raises(WriterError) as info:
+        w.open()
+    assert isinstance(info.value.__cause__, IsADirectoryError) and w.is_transient(info.value) is False
+
+
+def test_read_at_is_written_as_utc_with_offset(tmp_path: Path) -> None:
+    path = tmp_path / "times.csv"
+    w = CsvFileDataWriter(path)
+    w.open()
+    times = [
+        datetime(2026, 1, 2, 3, 4, 5, 678_901, tzinfo=UTC),
+        datetime(2026, 7, 1, 10, 0, 0, 250_000, tzinfo=timezone(timedelta(hours=2))),  # -> 08:00 UTC
+        datetime(2026, 1, 15, 12, 0, tzinfo=timezone(timedelta(0), "WET")),  # offset 0, not UTC
+        datetime(2026, 7, 15, 12, 0, tzinfo=timezone(timedelta(hours=2), "CEST")),  # -> 10:00 UTC
+        datetime(2026, 3, 4, 5, 6, 7, 890_000),  # naive: taken as UTC
+        datetime(9999, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-5))),  # beyond UTC: own offset
+    ]
+    for t in times:
+        w.write(CTX, _one("v", at=t))
+    w.write(CTX, _one("v", at=None))
+    w.close()
+    with open(path, newline="", encoding="utf-8") as f:
+        written = [r["read_at"] for r in csv.DictReader(f)]
+    assert written == [
+        "2026-01-02T03:04:05.678+00:00",
+        "2026-07-01T08:00:00.250+00:00",
+        "2026-01-15T12:00:00.000+00:00",
+        "2026-07-15T10:00:00.000+00:00",
+        "2026-03-04T05:06:07.890+00:00",
+        "9999-12-31T23:00:00.000-05:00",
+        "",
+    ]
+    back = [r["read_at"] for r in read_samples(path)]
+    assert all(t is None or t.utcoffset() is not None for t in back)
+    assert back[1] == times[1] and back[3] == times[3]
