@@ -256,7 +256,10 @@ def test_a_silent_unit_that_answers_again_is_good_within_seconds() -> None:
         assert all(
             i.quality is Quality.GOOD and i.value == -12345 for i in after(writer.of(2), read_at(good))
         )
-        assert all(i.quality is Quality.GOOD for i in writer.of(1))
+        # the live unit: GOOD, but for the boundaries that passed while the first timeout was found
+        # out (BAD "missed: previous read still running", never a silent gap)
+        bad_live = [i for i in writer.of(1) if i.quality is not Quality.GOOD]
+        assert len(bad_live) <= 5 and all((i.error or "").startswith("missed:") for i in bad_live), bad_live
 
 
 def test_reconnect_at_the_first_tick_after_the_device_listens_again() -> None:
