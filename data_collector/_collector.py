@@ -29,7 +29,7 @@ from ._errors import (
     WriterError,
 )
 from ._listener import DataCollectionListener
-from ._model import BUILTIN_VALUE_TYPES, CollectedVariables, DataCollectionContext, Variable
+from ._model import BUILTIN_VALUE_TYPES, MAX_INTERVAL_MS, CollectedVariables, DataCollectionContext, Variable
 from ._reader import DataReader
 from ._schedule import ReaderPlan
 from ._spool import Spool, spool_folder_name
@@ -239,9 +239,12 @@ class DataCollector:
             if not isinstance(rt, str) or not rt.strip():
                 raise ConfigurationError(f"{type(reader).__name__} has no reader_type (got {rt!r})")
             mi = reader.min_interval_ms
-            if mi is not None and (isinstance(mi, bool) or not isinstance(mi, int) or mi <= 0):
+            if mi is not None and (
+                isinstance(mi, bool) or not isinstance(mi, int) or not 0 < mi <= MAX_INTERVAL_MS
+            ):
                 raise ConfigurationError(
-                    f"{reader!r}: min_interval_ms must be None or an int > 0, got {mi!r}"
+                    f"{reader!r}: min_interval_ms must be None or an int > 0 (at most {MAX_INTERVAL_MS}), "
+                    f"got {mi!r}"
                 )
             vts = reader.value_types
             if not isinstance(vts, frozenset | set) or not all(isinstance(t, str) for t in vts):

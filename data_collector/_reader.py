@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ._errors import ConfigurationError, WriteNotSupportedError
-from ._model import CollectedVariables, Variable
+from ._model import MAX_INTERVAL_MS, CollectedVariables, Variable
 
 __all__ = ["DataReader"]
 
@@ -49,10 +49,11 @@ class DataReader(abc.ABC):
             if (
                 isinstance(min_interval_ms, bool)
                 or not isinstance(min_interval_ms, int)
-                or min_interval_ms <= 0
+                or not 0 < min_interval_ms <= MAX_INTERVAL_MS
             ):
                 raise ConfigurationError(
-                    f"{cls}: min_interval_ms must be an int > 0, got {min_interval_ms!r}"
+                    f"{cls}: min_interval_ms must be an int > 0 (at most {MAX_INTERVAL_MS}), "
+                    f"got {min_interval_ms!r}"
                 )
             self.min_interval_ms = min_interval_ms
 
