@@ -539,3 +539,22 @@ def test_writer_base_is_transient_is_overridable() -> None:
         c.start(DataCollectionContext(1, [V(1, 50)], min_interval_ms=10))
         wait_for(lambda: c.stats().writers["Strict"].lost_batches >= 2, 5, "lost at once")
         assert c.stats().writers["Strict"].retried_ok == 0
+
+
+def test_a_paused_span_is_not_a_gap_and_gets_no_missed_samples() -> None:
+    writer = RecordingWriter()
+    with DataCollector(LOG, [CountingReader()], [writer]) as c:
+        c.start(DataCollectionContext(1, [V(1, 50)], min_interval_ms=10))
+        c.start(DataCollectionContext(2, [V(2, 50)], min_interval_ms=10))  # keeps the reader busy
+        wait_for(lambda: len(writer.of(1)) >= 5)
+        c.pause(1)
+        paused_at = datetime.now(UTC)
+        wait_for(lambda: len([r for r in writer.of(2) if r.read_at > paused_at]) >= 10, 5, "time passing")
+        c.resume(1)
+        resumed_at = datetime.now(UTC)
+        wait_for(lambda: len([r for r in writer.of(1) if r.read_at > resumed_at]) >= 5, 5, "after resume")
+    rows = writer.of(1)
+    assert all(r.quality is Quality.GOOD for r in rows)  # no BAD "missed" for the paused span
+    inside = [r for r in rows if paused_at + timedelta(milliseconds=60) < r.read_at < resumed_at]
+    assert inside == []
+    assert c.stats().readers["random"].missed_samples == 0
