@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import logging
 import math
 import os
+import platform
+import socket
 import threading
 import time
 import types
@@ -113,6 +116,7 @@ class _Ctx:
         "accepting",
         "context",
         "ends_at",
+        "extra",
         "job_id",
         "reader_types",
         "samples",
@@ -131,6 +135,7 @@ class _Ctx:
         self.accepting = False  # whether values read for it are delivered
         self.since_ms = 0  # wall-clock ms from which it wants samples (start or resume)
         self.stopped = threading.Event()  # set once its stop finished (after_stop listeners ran)
+        self.extra: dict[str, Any] = {}  # deduced metadata a caller adds (capture: the procedure)
 
 
 _Install = tuple[ReaderTask, ReaderPlan | None, int]
@@ -823,6 +828,7 @@ class DataCollector:
                 self._check_conflicts(context, self._others(context.id))
                 context._start_date = _utcnow()
                 context._end_date = None
+                context._deduced = types.MappingProxyType(self._deduce(record))
                 record.state = "running"
                 record.ends_at = context._start_date + timedelta(seconds=context.duration_s)
                 record.since_ms = self._clock.time_ns() // 1_000_000
@@ -889,7 +895,31 @@ class DataCollector:
         )
         self._stop(record, time.monotonic() + self._drain_timeout_s, from_job=True)
 
-    def _stop(self, record: _Ctx, deadline: float, *, from_job: bool = False, closing: bool = False) -> None:
+    def _deduce(self, record: _Ctx) -> dict[str, Any]:
+        """What the collector knows about a run that the user did not say (never user metadata)."""
+        context = record.context
+        assert context.start_date is not None
+        return {
+            "collector": _host_facts(),
+            "readers": {
+                rt: {"class": _qualname(self._readers[rt]), "endpoint": repr(self._readers[rt])}
+                for rt in sorted(record.reader_types)
+            },
+            "writers": [{"name": w.name, "class": _qualname(w)} for w in self._writers],
+            "variables": len(context.variables),
+            "start": context.start_date.isoformat(),
+            **record.extra,
+        }
+
+    def _stop(
+        self,
+        record: _Ctx,
+        deadline: float,
+        *,
+        from_job: bool = False,
+        closing: bool = False,
+        ended: str | None = None,
+    ) -> None:
         """Stop ``record``: listeners, schedule, barrier, drain (bounded by ``deadline``), listeners."""
         context = record.context
         with self._lock:
@@ -924,6 +954,10 @@ class DataCollector:
         with self._lock:
             record.accepting = False
             context._end_date = _utcnow()
+            ended = ended or ("closed" if closing else "duration" if from_job else "stopped")
+            context._deduced = types.MappingProxyType(
+                {**context._deduced, "end": context._end_date.isoformat(), "ended": ended}
+            )
             events = [(w.name, w.put_stopped(context)) for w in self._writer_tasks or ()]
         for name, done in events:
             if not done.wait(max(0.0, deadline - time.monotonic())):
@@ -991,6 +1025,30 @@ class DataCollector:
                 method(*args)
             except Exception:
                 self._log.exception("listener %r raised in %s; ignored", listener, event)
+
+
+_HOST_FACTS: dict[str, Any] = {}
+
+
+def _host_facts() -> dict[str, Any]:
+    if not _HOST_FACTS:
+        try:
+            version = importlib.metadata.version("data-collector")
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown"
+        _HOST_FACTS.update(
+            library="data-collector",
+            version=version,
+            python=platform.python_version(),
+            platform=platform.platform(),
+            host=socket.gethostname(),
+        )
+    return {**_HOST_FACTS, "pid": os.getpid()}
+
+
+def _qualname(obj: object) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _transient(writer: DataWriter, exc: BaseException) -> bool:

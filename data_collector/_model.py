@@ -5,13 +5,16 @@ This module imports nothing else from the project (the bottom layer).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import enum
 import itertools
 import math
 import types
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, time
+from pathlib import PurePath
 from typing import Any, overload
 
 from ._errors import ConfigurationError
@@ -27,6 +30,7 @@ __all__ = [
     "DataCollectionContext",
     "Quality",
     "Variable",
+    "json_metadata",
 ]
 
 #: The longest ``duration_s`` a context may have (100 years).
@@ -160,6 +164,7 @@ class DataCollectionContext:
     """
 
     __slots__ = (
+        "_deduced",
         "_default_interval_ms",
         "_duration_s",
         "_end_date",
@@ -207,14 +212,16 @@ class DataCollectionContext:
             if v.id in seen:
                 raise ConfigurationError(f"{where}duplicate variable id {v.id}")
             seen.add(v.id)
-        if metadata is not None and not isinstance(metadata, Mapping):
+        if metadata is not None and not isinstance(metadata, Mapping) and not _is_record(metadata):
             raise ConfigurationError(f"{where}metadata must be a mapping, got {metadata!r}")
+        user = json_metadata(metadata or {}, f"{where}metadata") if metadata is not None else {}
         self._id = id
         self._variables = plan
         self._min_interval_ms = min_interval_ms
         self._default_interval_ms = default_interval_ms
         self._duration_s = float(duration_s)
-        self._metadata: Mapping[str, Any] = types.MappingProxyType(dict(metadata or {}))
+        self._metadata: Mapping[str, Any] = types.MappingProxyType(user)
+        self._deduced: Mapping[str, Any] = types.MappingProxyType({})
         self._start_date: datetime | None = None
         self._end_date: datetime | None = None
 
@@ -240,7 +247,17 @@ class DataCollectionContext:
 
     @property
     def metadata(self) -> Mapping[str, Any]:
+        """What the user stated (JSON-compatible; dataclasses, dates, paths, enums converted)."""
         return self._metadata
+
+    @property
+    def deduced_metadata(self) -> Mapping[str, Any]:
+        """What the collector deduced (readers, writers, host, versions, start, end, how it ended).
+
+        Empty until the context starts; completed when it stops. Kept apart from
+        :attr:`metadata`, so nothing the user set is overwritten by a deduced value.
+        """
+        return self._deduced
 
     @property
     def start_date(self) -> datetime | None:
@@ -261,6 +278,66 @@ class DataCollectionContext:
             f"DataCollectionContext(id={self._id}, variables={len(self._variables)}, "
             f"default_interval_ms={self._default_interval_ms}, duration_s={self._duration_s:g})"
         )
+
+
+def _is_record(value: object) -> bool:
+    return (dataclasses.is_dataclass(value) and not isinstance(value, type)) or hasattr(
+        type(value), "__attrs_attrs__"
+    )
+
+
+def json_metadata(value: Any, where: str = "metadata", depth: int = 0) -> Any:
+    """``value`` as JSON-compatible data, or :class:`ConfigurationError` naming what cannot be stored.
+
+    Mappings with str keys, lists, str, int (signed 64-bit), finite float, bool and None are
+    kept; dataclass and attrs instances become dicts, tuples and sets lists (sets sorted when
+    they can be), datetimes, dates and times ISO-8601 text, paths text, enums their value,
+    NumPy scalars and arrays their Python equivalents. Anything else is refused.
+    """
+    if depth > 32:
+        raise ConfigurationError(f"{where}: nested more than 32 levels deep")
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        if not MIN_ID <= value <= MAX_ID:
+            raise ConfigurationError(f"{where}: {_shown(value)} does not fit a signed 64-bit integer")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigurationError(f"{where}: {value!r} cannot be stored as JSON (use None or a string)")
+        return value
+    if isinstance(value, enum.Enum):
+        return json_metadata(value.value, where, depth + 1)
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, PurePath):
+        return str(value)
+    if _is_record(value):
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        else:
+            fields = {a.name: getattr(value, a.name) for a in type(value).__attrs_attrs__}
+        return json_metadata(fields, where, depth + 1)
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ConfigurationError(f"{where}: key {k!r} is not a str")
+            out[k] = json_metadata(v, f"{where}[{k!r}]", depth + 1)
+        return out
+    if isinstance(value, list | tuple | set | frozenset):
+        items = list(value)
+        if isinstance(value, set | frozenset):
+            with contextlib.suppress(TypeError):
+                items = sorted(items)
+        return [json_metadata(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(items)]
+    tolist = getattr(value, "tolist", None)  # NumPy scalars and arrays
+    if callable(tolist) and type(value).__module__.startswith("numpy"):
+        return json_metadata(tolist(), where, depth + 1)
+    raise ConfigurationError(
+        f"{where}: {type(value).__name__} value {value!r:.80} cannot be stored (JSON-compatible values, "
+        "dataclasses, dates, paths and enums are)"
+    )
 
 
 _GOOD = Quality.GOOD
