@@ -22,6 +22,7 @@ from ._collector import (
     ContextStats,
     DataCollector,
     ReaderStats,
+    Run,
     WriterStats,
 )
 from ._config import ConfigFileError, ConfigIssue, Configuration, load_config, loads_config
@@ -38,6 +39,7 @@ from ._errors import (
     WriterError,
 )
 from ._listener import DataCollectionListener
+from ._live import CollectionEvent, Subscription
 from ._model import (
     BUILTIN_VALUE_TYPES,
     CollectedVariable,
@@ -67,6 +69,7 @@ __all__ = [
     "BUILTIN_VALUE_TYPES",
     "CollectedVariable",
     "CollectedVariables",
+    "CollectionEvent",
     "CollectorClosedError",
     "CollectorStats",
     "ConfigFileError",
@@ -87,6 +90,8 @@ __all__ = [
     "Quality",
     "ReaderError",
     "ReaderStats",
+    "Run",
+    "Subscription",
     "UnknownContextError",
     "Variable",
     "WriteNotSupportedError",

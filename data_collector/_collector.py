@@ -12,11 +12,11 @@ import socket
 import threading
 import time
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, TypeVar
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -32,14 +32,23 @@ from ._errors import (
     WriterError,
 )
 from ._listener import DataCollectionListener
-from ._model import BUILTIN_VALUE_TYPES, MAX_INTERVAL_MS, CollectedVariables, DataCollectionContext, Variable
+from ._live import MAX_LATEST, CollectionEvent, LiveData, Subscription
+from ._model import (
+    BUILTIN_VALUE_TYPES,
+    MAX_INTERVAL_MS,
+    CollectedVariable,
+    CollectedVariables,
+    DataCollectionContext,
+    Variable,
+    json_metadata,
+)
 from ._reader import DataReader
 from ._schedule import ReaderPlan
 from ._spool import Spool, spool_folder_name
 from ._tasks import Clock, ReaderTask, SystemClock, WriterTask
 from ._writer import DataWriter
 
-__all__ = ["CollectorStats", "ContextStats", "DataCollector", "ReaderStats", "WriterStats"]
+__all__ = ["CollectorStats", "ContextStats", "DataCollector", "ReaderStats", "Run", "WriterStats"]
 
 ContextState = Literal["scheduled", "starting", "running", "paused", "stopping"]
 
@@ -231,6 +240,7 @@ class DataCollector:
         spool_dir: str | os.PathLike[str] | None = None,
         spool_sync_s: float = 1.0,
         spool_max_bytes: int = 1 << 30,
+        latest_n: int = 0,
         clock: Clock | None = None,
     ) -> None:
         if not isinstance(logger, logging.Logger | logging.LoggerAdapter):
@@ -312,6 +322,11 @@ class DataCollector:
                 f"spool_max_bytes must be an int from 1 MiB to 1 PiB, got {spool_max_bytes!r}"
             )
         self._spool_max_bytes = spool_max_bytes
+        if isinstance(latest_n, bool) or not isinstance(latest_n, int) or not 0 <= latest_n <= MAX_LATEST:
+            raise ConfigurationError(
+                f"latest_n must be an int from 0 (off) to {MAX_LATEST}, got {latest_n!r}"
+            )
+        self._live = LiveData(latest_n, logger)
         self._clock: Clock = clock if clock is not None else SystemClock()
 
         self._lock = threading.RLock()  # guards the state below; never held while user code runs
@@ -375,6 +390,15 @@ class DataCollector:
         ``min_interval_ms`` if set, else the context's), each reader's own address check, and
         the definitions of variable ids shared with running contexts.
         """
+        self._start(context, at=at)
+
+    def _start(
+        self,
+        context: DataCollectionContext,
+        *,
+        at: datetime | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         self._check_open()
         if not isinstance(context, DataCollectionContext):
             raise ConfigurationError(f"start() needs a DataCollectionContext, got {context!r}")
@@ -382,6 +406,7 @@ class DataCollector:
             raise ConfigurationError(f"at must be a timezone-aware datetime, got {at!r}")
         reader_types = self._validate_variables(context)
         record = _Ctx(context, reader_types)
+        record.extra.update(extra or {})
         with self._lock:
             self._check_open()
             self._check_free(context.id)
@@ -520,8 +545,141 @@ class DataCollector:
             with self._lock:
                 self._closed = True
                 self._closing = False
+        self._live.close()
         self._log.info("collector closed")
         self._notify("after_close")
+
+    # -- experiment capture ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def capture(
+        self, context: DataCollectionContext, *, metadata: Mapping[str, Any] | None = None
+    ) -> Iterator[Run]:
+        """Collect ``context`` exactly while the ``with`` block runs.
+
+        ``with collector.capture(context, metadata={"operator": "ana"}) as run: ...`` starts the
+        context on entry and stops it on exit, normal or by an exception (which propagates); the
+        block's outcome goes into the deduced metadata (``ended``: ``"completed"`` or
+        ``"exception"``, with ``exception``: type and message). It returns once every value read
+        during the block reached the writers (or ``drain_timeout_s`` passed). ``metadata`` is
+        added to the context's user metadata (a key it already has with another value is a
+        :class:`ConfigurationError`).
+        """
+        with self._capture(context, metadata, {}) as run:
+            yield run
+
+    def run_procedure(
+        self,
+        procedure: Callable[..., _T],
+        context: DataCollectionContext,
+        *args: Any,
+        metadata: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> _T:
+        """Call ``procedure(*args, **kwargs)`` and collect ``context`` exactly while it runs.
+
+        Returns what the procedure returns (an exception propagates, recorded in the run's
+        metadata). The procedure's qualified name, module and arguments (``repr``, each cut at
+        200 characters) go into the deduced metadata under ``procedure``.
+        """
+        if not callable(procedure):
+            raise ConfigurationError(f"run_procedure() needs a callable, got {procedure!r}")
+        extra = {
+            "procedure": {
+                "name": getattr(procedure, "__qualname__", None) or type(procedure).__qualname__,
+                "module": getattr(procedure, "__module__", None) or type(procedure).__module__,
+                "args": [_short_repr(a) for a in args],
+                "kwargs": {str(k): _short_repr(v) for k, v in kwargs.items()},
+            }
+        }
+        with self._capture(context, metadata, extra):
+            return procedure(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _capture(
+        self, context: DataCollectionContext, metadata: Mapping[str, Any] | None, extra: dict[str, Any]
+    ) -> Iterator[Run]:
+        if not isinstance(context, DataCollectionContext):
+            raise ConfigurationError(f"capture() needs a DataCollectionContext, got {context!r}")
+        if metadata is not None:
+            added = json_metadata(metadata, "capture metadata")
+            if not isinstance(added, dict):
+                raise ConfigurationError(f"capture metadata must be a mapping, got {metadata!r}")
+            clash = [k for k, v in added.items() if k in context.metadata and context.metadata[k] != v]
+            if clash:
+                raise ConfigurationError(
+                    f"capture metadata key {clash[0]!r} is already in the metadata of context {context.id} "
+                    "with another value"
+                )
+            if context.start_date is None or context.id not in self._ctx:
+                context._metadata = types.MappingProxyType({**context.metadata, **added})
+        self._start(context, extra=extra)
+        run = Run(context)
+        try:
+            yield run
+        except BaseException as exc:
+            run.error = exc
+            self._finish(context, "exception", {"type": type(exc).__name__, "message": _short(str(exc))})
+            raise
+        else:
+            self._finish(context, "completed", None)
+
+    def _finish(self, context: DataCollectionContext, ended: str, exception: dict[str, Any] | None) -> None:
+        with self._lock:
+            record = self._ctx.get(context.id)
+            if record is None or record.context is not context or self._closed:
+                return  # stopped meanwhile (duration, close, another thread)
+            if exception is not None:
+                record.extra["exception"] = exception
+                context._deduced = types.MappingProxyType({**context._deduced, "exception": exception})
+        self._stop(record, time.monotonic() + self._drain_timeout_s, ended=ended)
+
+    # -- live data ---------------------------------------------------------------------------------
+    def latest(self, variable_id: int, n: int | None = None) -> list[CollectedVariable]:
+        """The last ``n`` (default and at most ``latest_n``) samples read of a variable, oldest first.
+
+        Needs ``DataCollector(..., latest_n=N)``; kept per variable id whichever contexts read it.
+        """
+        size = self._live.latest_n
+        if size == 0:
+            raise ConfigurationError("latest() needs the collector built with latest_n=N (N > 0)")
+        if n is None:
+            n = size
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= size:
+            raise ConfigurationError(f"n must be an int from 1 to latest_n={size}, got {n!r}")
+        if isinstance(variable_id, bool) or not isinstance(variable_id, int):
+            raise ConfigurationError(f"variable_id must be an int, got {variable_id!r}")
+        self._live.flush()
+        return self._live.latest(variable_id, n)
+
+    def subscribe(
+        self, callback: Callable[[CollectionEvent], None] | None = None, *, max_events: int = 10_000
+    ) -> Subscription:
+        """Receive events (run started, batch written, run stopped) from now on.
+
+        With ``callback``, it is called from a thread of the subscription's own; without, iterate
+        the subscription or call its ``get(timeout)``. At most ``max_events`` wait; more are
+        dropped and counted (``subscription.dropped``). ``close()`` the subscription when done.
+        """
+        if callback is not None and not callable(callback):
+            raise ConfigurationError(f"callback must be callable, got {callback!r}")
+        if isinstance(max_events, bool) or not isinstance(max_events, int) or not 0 < max_events <= 10**7:
+            raise ConfigurationError(f"max_events must be an int from 1 to 10**7, got {max_events!r}")
+        self._check_open()
+        return self._live.subscribe(callback, max_events)
+
+    def events(self, timeout: float | None = None) -> Iterator[CollectionEvent]:
+        """Iterate events as they happen; ends when none came for ``timeout`` s (or at close)."""
+        if timeout is not None:
+            timeout = _check_seconds("timeout", timeout)
+        sub = self.subscribe()
+        try:
+            while True:
+                event = sub.get(timeout)
+                if event is None:
+                    return
+                yield event
+        finally:
+            sub.close()
 
     def stats(self) -> CollectorStats:
         """Counters per reader type, per writer and per context (a consistent-enough snapshot)."""
@@ -765,6 +923,7 @@ class DataCollector:
                             self._max_write_samples,
                             spool=spool,
                             needs_open=id(writer) in later,
+                            on_written=self._written,
                         )
                     )
                 with self._lock:
@@ -790,7 +949,10 @@ class DataCollector:
                 with self._lock:
                     if not (self._closing or self._closed):
                         self._opened_readers.add(rt)
-                        self._reader_tasks[rt] = ReaderTask(reader, self._log, self._dispatch, self._clock)
+                        observe = self._live.observe if self._live.latest_n else None
+                        self._reader_tasks[rt] = ReaderTask(
+                            reader, self._log, self._dispatch, self._clock, observe
+                        )
                         continue
                 _call_bounded([(f"closing reader {rt!r}", reader.close)], _CLOSE_GRACE_S, self._log)
                 raise CollectorClosedError("the collector was closed while it was starting")
@@ -865,6 +1027,11 @@ class DataCollector:
             record.ends_at.isoformat(),
         )
         self._notify("after_start", context)
+        self._live.emit("run_started", context.id)
+
+    def _written(self, context_id: int, samples: int, writer: str) -> None:
+        if self._live.has_subscribers:
+            self._live.emit("batch_written", context_id, writer, samples)
 
     def _delayed_start(self, record: _Ctx) -> None:
         context = record.context
@@ -969,6 +1136,7 @@ class DataCollector:
                 )
         self._log.info("context %d stopped: %d samples delivered", context.id, record.samples)
         self._notify("after_stop", context)
+        self._live.emit("run_stopped", context.id)
         with self._lock:
             if self._ctx.get(context.id) is record:
                 del self._ctx[context.id]
@@ -1049,6 +1217,35 @@ def _host_facts() -> dict[str, Any]:
 def _qualname(obj: object) -> str:
     cls = type(obj)
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+_T = TypeVar("_T")
+
+
+class Run:
+    """A capture in progress: its ``context`` (with ``metadata`` and ``deduced_metadata``), and
+    ``error``, the exception that ended the block (``None`` if none)."""
+
+    __slots__ = ("context", "error")
+
+    def __init__(self, context: DataCollectionContext) -> None:
+        self.context = context
+        self.error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"Run(context={self.context.id}, error={self.error!r})"
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short_repr(value: object, limit: int = 200) -> str:
+    try:
+        text = repr(value)
+    except Exception as exc:
+        text = f"<repr failed: {type(exc).__name__}>"
+    return _short(text, limit)
 
 
 def _transient(writer: DataWriter, exc: BaseException) -> bool:

@@ -97,8 +97,16 @@ Dispatch = Callable[[DataCollectionContext, CollectedVariables], None]
 class ReaderTask:
     """The tick loop of one reader type: sleeps to the next due boundary, reads, dispatches."""
 
-    def __init__(self, reader: DataReader, logger: logging.Logger, dispatch: Dispatch, clock: Clock) -> None:
+    def __init__(
+        self,
+        reader: DataReader,
+        logger: logging.Logger,
+        dispatch: Dispatch,
+        clock: Clock,
+        observe: Callable[[CollectedVariables], None] | None = None,
+    ) -> None:
         self.reader = reader
+        self._observe = observe
         self.reader_type = reader.reader_type
         self._log = logger
         self._dispatch = dispatch
@@ -301,6 +309,8 @@ class ReaderTask:
         previous_end_ns = self._last_read_end_ns
         previous_errors = self._last_errors
         batch = self._read(tick_plan, now_ns)
+        if self._observe is not None:
+            self._observe(batch)
         if missed or over:
             self._deliver_missed(missed, over, previous_end_ns, previous_errors, now_ns)
         self._deliver(tick_plan, batch)
@@ -550,8 +560,10 @@ class WriterTask:
         max_write_samples: int = 100_000,
         spool: Spool | None = None,
         needs_open: bool = False,
+        on_written: Callable[[int, int, str], None] | None = None,
     ) -> None:
         self.writer = writer
+        self._on_written = on_written
         self.name = name
         self._log = logger
         self._max = max_queue_samples
@@ -1059,6 +1071,8 @@ class WriterTask:
             if outcome:
                 c.batches += 1
                 c.samples_written += entry.samples
+                if self._on_written is not None:
+                    self._on_written(entry.context.id, entry.samples, self.name)
             else:
                 c.lost_batches += 1
                 c.lost_samples += entry.samples
