@@ -12,6 +12,10 @@ taken as UTC; an aware time UTC cannot hold, near year 1 or 9999, keeps its own 
 empty for a missing value, ``true``/``false`` for bools, ``repr`` for floats (``nan``, ``inf``
 included) and the text itself for strings; ``quality`` is GOOD, UNCERTAIN or BAD.
 
+Runs: beside each CSV file, ``<file>.runs.jsonl`` gets one JSON line when a context starts and one
+when it stops (``event``, ``context_id``, ``start``, ``end``, the user's ``metadata`` and the
+collector's ``deduced_metadata``: readers, writers, host, versions, how the run ended).
+
 Options: ``CsvFileDataWriter(path, *, delimiter=",")``. ``path`` may hold ``{context_id}`` to
 write one file per context (each file closed when its context stops). Parent directories are
 created. Reopening appends: an existing file is never truncated; a file whose header differs
@@ -44,6 +48,7 @@ import contextlib
 import csv
 import errno
 import io
+import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -176,12 +181,47 @@ class CsvFileDataWriter(DataWriter):
             return False
         return isinstance(cause, OSError | TimeoutError)
 
+    def metadata_path_for(self, context_id: int) -> Path:
+        """The side file of runs and their metadata beside the CSV file of ``context_id``."""
+        path = self.path_for(context_id)
+        return path.with_name(path.name + ".runs.jsonl")
+
+    def context_started(self, context: DataCollectionContext) -> None:
+        self._record_run("started", context)
+
     def context_stopped(self, context: DataCollectionContext) -> None:
+        self._record_run("stopped", context)
         if self.per_context:
             with self.lock:
                 f = self._files.pop(self.path_for(context.id), None)
                 if f is not None:
                     f.close()
+
+    def _record_run(self, event: str, context: DataCollectionContext) -> None:
+        """Append one JSON line (event, context id, times, user and deduced metadata) to the side file."""
+        line = json.dumps(
+            {
+                "event": event,
+                "context_id": context.id,
+                "start": context.start_date.isoformat() if context.start_date else None,
+                "end": context.end_date.isoformat() if context.end_date else None,
+                "metadata": dict(context.metadata),
+                "deduced_metadata": dict(context.deduced_metadata),
+            },
+            ensure_ascii=False,
+            allow_nan=False,
+            default=str,
+        )
+        path = self.metadata_path_for(context.id)
+        with self.lock:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "a", encoding="utf-8", errors="backslashreplace", newline="\n") as f:
+                    f.write(line + "\n")
+            except OSError as exc:
+                raise WriterError(
+                    f"recording the {event} of context {context.id} in {path} failed: {exc}"
+                ) from exc
 
     def write(self, context: DataCollectionContext, variables: CollectedVariables) -> None:
         buf = io.StringIO()

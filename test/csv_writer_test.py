@@ -221,3 +221,27 @@ def test_read_at_is_written_as_utc_with_offset(tmp_path: Path) -> None:
     back = [r["read_at"] for r in read_samples(path)]
     assert all(t is None or t.utcoffset() is not None for t in back)
     assert back[1] == times[1] and back[3] == times[3]
+
+
+def test_runs_and_both_kinds_of_metadata_go_to_a_side_file(tmp_path: Path) -> None:
+    import json as _json
+
+    from _util import LOG, CountingReader, wait_for
+
+    from data_collector import DataCollectionContext, DataCollector, Variable
+
+    writer = CsvFileDataWriter(tmp_path / "ctx-{context_id}.csv")
+    ctx = DataCollectionContext(
+        4, [Variable(1, "counter", "int", "random", 50)], min_interval_ms=10, metadata={"lot": "L-9"}
+    )
+    with DataCollector(LOG, [CountingReader()], [writer]) as c:
+        c.start(ctx)
+        wait_for(lambda: (tmp_path / "ctx-4.csv").exists() and len(read_samples(tmp_path / "ctx-4.csv")) >= 2)
+        c.stop(4)
+    lines = [_json.loads(x) for x in (tmp_path / "ctx-4.csv.runs.jsonl").read_text().splitlines()]
+    assert [x["event"] for x in lines] == ["started", "stopped"]
+    assert (
+        lines[0]["metadata"] == {"lot": "L-9"}
+        and lines[0]["deduced_metadata"]["collector"]["library"] == "data-collector"
+    )
+    assert lines[1]["deduced_metadata"]["ended"] == "stopped" and lines[1]["end"] == ctx.end_date.isoformat()  # type: ignore[union-attr]
