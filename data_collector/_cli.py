@@ -3,13 +3,30 @@
 Serves plant engineers at a terminal: everything the library does, driven by a configuration file
 (format: :mod:`data_collector._config`), with no Python to write. Subcommands::
 
-    data-collector run CONFIG [--duration S] [--quiet]
+    data-collector run CONFIG [--duration S] [--quiet] [--spool-dir DIR | --no-spool]
         collect until every context ends, or Ctrl-C / SIGTERM (both stop gracefully: every value
         already read is written before the command exits; a second Ctrl-C exits at once). On a
         terminal a live table shows, per context, samples, rate, bad values and time left, and per
-        reader and writer the missed, lost and unwritten samples.
-    data-collector validate CONFIG
-        check everything that can be checked without connecting; list every problem with its key path.
+        reader and writer the missed, lost and unwritten samples and what the writer's spool holds.
+        Store-and-forward: every value read goes to a spool on disk first and leaves it once its
+        writer stored it. The spool folder is ``--spool-dir DIR`` if given, else the file's
+        ``[collector] spool_dir``, else ``<config stem>.spool/`` beside the configuration file
+        (``plant.toml`` -> ``plant.spool/``); ``--no-spool`` keeps values in memory only.
+        With a spool, a store that is down at start does not stop the run (a writer whose
+        ``open()`` fails with a transient error is retried in the background while its data
+        spools); what was not written when the command ends (a crash, kill -9, a store still down
+        at Ctrl-C) stays in the spool and the next run on that spool writes it first ("replayed").
+        One run at a time per spool (a lock file in it; a second run exits 3).
+    data-collector validate CONFIG [--spool-dir DIR | --no-spool]
+        check everything that can be checked without connecting; list every problem with its key
+        path (with a spool, also writers that share a name: each needs a spool folder of its own).
+    data-collector spool DIR|CONFIG [--retry-quarantine | --drop [--yes]]
+        per writer, what a spool holds (samples not written yet, records, bytes, the oldest) and
+        what it quarantined (batches a writer refused for good, with the reasons); a configuration
+        file stands for its spool folder. ``--retry-quarantine`` puts the quarantined batches back
+        into the spool (the next run writes them first); ``--drop --yes`` deletes everything
+        spooled and quarantined (``--drop`` alone says what it would delete). Both refuse while a
+        run uses the spool.
     data-collector read CONFIG [--context ID] [--timeout S]
         connect, read every variable once, print value, quality and error: the commissioning tool.
     data-collector demo [--seconds 20] [--out ./data-collector-demo] [--modbus-port 0] [--opcua-port 0]
@@ -24,15 +41,18 @@ Serves plant engineers at a terminal: everything the library does, driven by a c
         run a simulator (``--help`` after the name lists its options).
 
 Exit status: 0 success; 1 the command ran but values were read BAD (``read``), or (``run``) a
-sample was BAD, missed, lost, dropped or left unwritten (the summary's last line says which);
-2 configuration or usage error (a bad ``--port`` of ``simulator`` included); 3 startup error (a
-reader or writer failed to open, a simulator could not listen).
+sample was BAD, missed, lost, dropped or left unwritten (the summary's last line says which;
+samples an earlier run left in the spool and this one wrote are fine), or (``spool``) batches
+are quarantined; 2 configuration or usage error (a bad ``--port`` of ``simulator`` included;
+``spool --drop`` without ``--yes``); 3 startup error (a reader or writer failed to open for good,
+a simulator could not listen, the spool is in use by another run).
 
 Example::
 
     data-collector simulator modbus --port 5020 &
     data-collector simulator opcua --port 4840 &
     data-collector validate examples/plant.toml && data-collector run examples/plant.toml
+    data-collector spool examples/plant.toml      # what examples/plant.spool/ holds
 """
 
 from __future__ import annotations
@@ -52,7 +72,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -72,7 +92,13 @@ from ._model import (
 )
 from ._reader import DataReader
 from ._registry import PluginInfo, plugins, reader_class, writer_class
+from ._spool import SpoolInfo, drop_spool, inspect_spool, retry_quarantine, spool_folder_name
 from ._writer import DataWriter
+
+try:
+    import fcntl
+except ImportError:  # Windows: spool folders are not locked
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "EXIT_STARTUP", "main"]
 
@@ -83,6 +109,13 @@ EXIT_STARTUP = 3
 EXIT_INTERRUPTED = 130
 
 _log = logging.getLogger("data_collector.cli")
+
+#: The metadata key the collector sets on the runs it replays from a spool.
+REPLAYED_KEY = "dc_replayed_from_spool"
+#: The monitor writer's name (the live view of ``run``; it has a spool folder of its own).
+MONITOR_NAME = "data-collector-cli-monitor"
+#: The lock file ``run`` holds in its spool folder while it runs.
+LOCK_NAME = "data-collector.lock"
 
 
 # -- output ------------------------------------------------------------------------------------------
@@ -181,9 +214,11 @@ class _Monitor(DataWriter):
 
     @property
     def name(self) -> str:
-        return "data-collector-cli-monitor"
+        return MONITOR_NAME
 
     def write(self, context: DataCollectionContext, variables: CollectedVariables) -> None:
+        if context.metadata.get(REPLAYED_KEY):
+            return  # an earlier run's samples, replayed from the spool: not this run's
         bad = sum(1 for q in variables.qualities if q is Quality.BAD)
         latest = {
             v.id: (value, q, at, err)
@@ -245,8 +280,11 @@ class _Stopper:
 class _Session:
     """One collection: a collector over a configuration, started, watched, stopped, summarized."""
 
-    def __init__(self, config: Configuration, out: IO[str], err: IO[str], *, live: bool) -> None:
+    def __init__(
+        self, config: Configuration, out: IO[str], err: IO[str], *, live: bool, spool_dir: Path | None = None
+    ) -> None:
         self.config = config
+        self.spool_dir = spool_dir
         self.out = out
         self.err = err
         self.monitor = _Monitor()
@@ -260,8 +298,14 @@ class _Session:
     def start(self) -> int:
         """Build the collector and start every context; an exit status other than 0 on failure."""
         try:
-            self.collector = self.config.collector(_log, extra_writers=[self.monitor])
+            self.collector = self.config.collector(
+                _log, extra_writers=[self.monitor], spool_dir=self.spool_dir
+            )
             self.config.start(self.collector)
+        except ConfigFileError as exc:  # writers with one name and a spool
+            self._print_err(f"{exc}\n(or run with --no-spool)" if self.spool_dir is not None else str(exc))
+            self._close()
+            return EXIT_CONFIG
         except ConfigurationError as exc:
             self._print_err(f"error: {self.config.describe_error(exc)}")
             self._close()
@@ -365,11 +409,28 @@ class _Session:
             if name == self.monitor.name:
                 continue
             lost = ws.lost_samples + ws.dropped_samples
-            lines.append(
+            line = (
                 f"writer {name}: {ws.samples_written} written, queue {ws.queue_depth}, "
                 f"{ws.write_errors} errors, {lost} lost, {ws.unwritten_samples} unwritten"
             )
+            if self.spool_dir is not None:
+                oldest = f", oldest {_duration(ws.oldest_spooled_s)}" if ws.spooled_samples else ""
+                line += (
+                    f"; spool {ws.spooled_samples} samples ({format_bytes(ws.spool_bytes)}{oldest}), "
+                    f"{ws.quarantined_batches} quarantined, {ws.replayed_samples} replayed"
+                )
+            lines.append(line)
         return lines
+
+    def replay_lines(self) -> list[str]:
+        """What the writers replay from the spool of an earlier run (once started)."""
+        if self.collector is None or self.spool_dir is None:
+            return []
+        return [
+            f"writer {name}: {ws.replayed_samples} samples spooled by an earlier run are written first"
+            for name, ws in self.collector.stats().writers.items()
+            if name != self.monitor.name and ws.replayed_samples
+        ]
 
     def values_lines(self, title: str) -> list[str]:
         """The latest value of every variable (demo)."""
@@ -407,7 +468,8 @@ class _Session:
                 f"context {context.id}: {samples.get(context.id, 0)} samples, {bad.get(context.id, 0)} bad"
             )
         delivered_bad = sum(bad.values())
-        read_bad = missed = lost = dropped = unwritten = 0
+        read_bad = missed = lost = dropped = unwritten = quarantined = 0
+        spooling = self.spool_dir is not None
         if self.stats is not None:
             for name, ws in self.stats.writers.items():
                 if name == self.monitor.name:
@@ -415,10 +477,20 @@ class _Session:
                 lost += ws.lost_samples
                 dropped += ws.dropped_samples
                 unwritten += ws.unwritten_samples
-                lines.append(
+                quarantined += ws.quarantined_batches
+                kept = " (kept in the spool)" if spooling and ws.unwritten_samples else ""
+                line = (
                     f"writer {name}: {ws.samples_written} samples written, {ws.lost_samples} lost, "
-                    f"{ws.dropped_samples} dropped, {ws.unwritten_samples} unwritten"
+                    f"{ws.dropped_samples} dropped, {ws.unwritten_samples} unwritten{kept}"
                 )
+                if spooling:
+                    oldest = f", oldest {_duration(ws.oldest_spooled_s)}" if ws.spooled_samples else ""
+                    line += (
+                        f"; spool: {ws.replayed_samples} replayed, {ws.quarantined_batches} batches "
+                        f"quarantined, {ws.spooled_samples} samples left "
+                        f"({format_bytes(ws.spool_bytes)}{oldest})"
+                    )
+                lines.append(line)
             for rt, rs in self.stats.readers.items():
                 read_bad += rs.bad_samples
                 missed += rs.missed_samples
@@ -428,14 +500,20 @@ class _Session:
                 )
         # BAD as the writers got them, or as the readers counted them (whichever saw more)
         bad_total = max(delivered_bad, read_bad)
+        where = f"data-collector spool {self.spool_dir}"
         problems = [
             f"{n} {what}"
             for n, what in (
                 (bad_total, "BAD"),
                 (missed, "missed"),
-                (lost, "lost"),
+                (lost, f"lost ({quarantined} batches quarantined: {where})" if quarantined else "lost"),
                 (dropped, "dropped"),
-                (unwritten, "unwritten"),
+                (
+                    unwritten,
+                    f"unwritten (kept in the spool {self.spool_dir}: the next run writes them first)"
+                    if spooling
+                    else "unwritten",
+                ),
             )
             if n
         ]
@@ -445,20 +523,114 @@ class _Session:
         return lines, EXIT_FAILED
 
 
+def default_spool_dir(config_path: str | os.PathLike[str]) -> Path:
+    """Where ``run`` spools when the file says nothing: ``<stem>.spool`` beside the file."""
+    path = Path(config_path)
+    return path.with_name(f"{path.stem}.spool")
+
+
+def _spool_dir(args: argparse.Namespace, config: Configuration) -> Path | None:
+    """The spool folder of ``run``/``validate``: --no-spool, --spool-dir, the file's, the default."""
+    if args.no_spool:
+        return None
+    if args.spool_dir is not None:
+        return Path(args.spool_dir)
+    return config.spool_dir or default_spool_dir(args.config)
+
+
+class SpoolLock:
+    """An exclusive advisory lock on a spool folder (a file in it), held while ``run`` uses it.
+
+    Two collectors on one spool would replay and acknowledge each other's data; the ``spool``
+    command's changes need it idle. The kernel releases the lock when the process ends, however
+    it ends. Where ``fcntl`` is missing (Windows) nothing is locked.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_NAME
+        self._fd: int | None = None
+
+    def holder(self) -> str | None:
+        """The pid written by the process that holds the lock, if one holds it."""
+        if fcntl is None or not self.path.exists():
+            return None
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            with contextlib.suppress(OSError):
+                return os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+            return "?"
+        finally:
+            os.close(fd)
+        return None
+
+    def acquire(self) -> bool:
+        """Take the lock (creating the folder); False when another process holds it."""
+        if fcntl is None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the lock
+            self._fd = None
+
+
 def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     config = load_config(args.config)
+    spool_dir = _spool_dir(args, config)
+    lock = SpoolLock(spool_dir) if spool_dir is not None else None
+    if lock is not None:
+        try:
+            acquired = lock.acquire()
+        except OSError as exc:
+            err.write(f"error: spool folder {spool_dir}: {exc.strerror or exc}\n")
+            return EXIT_CONFIG
+        if not acquired:
+            err.write(
+                f"error: the spool {spool_dir} is in use by another data-collector (pid {lock.holder()}): "
+                "give this run a spool of its own (--spool-dir DIR) or none (--no-spool)\n"
+            )
+            return EXIT_STARTUP
+    try:
+        return _run(args, config, spool_dir, out, err)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(
+    args: argparse.Namespace, config: Configuration, spool_dir: Path | None, out: IO[str], err: IO[str]
+) -> int:
     live = _is_tty(out) and not args.quiet
-    session = _Session(config, out, err, live=live)
+    session = _Session(config, out, err, live=live, spool_dir=spool_dir)
     with _Stopper(err) as stopper:
         status = session.start()
         if status != EXIT_OK:
             return status
         if not args.quiet:
             count = len(config.variables)
-            out.write(
+            spool = f"spooling to {spool_dir}" if spool_dir is not None else "no spool (--no-spool)"
+            lines = [
                 f"collecting {len(config.contexts)} contexts, {count} variables from {args.config}; "
-                "Ctrl-C stops and writes every value read\n"
-            )
+                f"{spool}; Ctrl-C stops and writes every value read",
+                *session.replay_lines(),
+            ]
+            out.write("\n".join(lines) + "\n")
             out.flush()
         until = time.monotonic() + args.duration if args.duration is not None else None
         reason = session.watch(
@@ -486,8 +658,16 @@ def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 # -- validate ----------------------------------------------------------------------------------------
 def _cmd_validate(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     config = load_config(args.config)
+    spool_dir = _spool_dir(args, config)
+    if spool_dir is not None:
+        issues = config.spool_issues()
+        if issues:
+            err.write(f"{ConfigFileError(config.source, issues)}\n(or run with --no-spool)\n")
+            return EXIT_CONFIG
     if not args.quiet:
-        out.write("\n".join(_describe(config)) + "\n")
+        lines = _describe(config)
+        lines.append(f"  spool: {spool_dir}" if spool_dir is not None else "  spool: none (--no-spool)")
+        out.write("\n".join(lines) + "\n")
     return EXIT_OK
 
 
@@ -978,6 +1158,131 @@ def _write_parquet(samples: Sequence[Any], path: Path) -> None:
     pq.write_table(pa.table(columns), str(path))
 
 
+# -- spool -----------------------------------------------------------------------------------------------
+def format_bytes(n: int) -> str:
+    """A byte count for people: ``0 B``, ``812 B``, ``1.5 KiB``, ``3.2 GiB``."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _spool_source(target: str) -> tuple[Path, dict[str, str], bool]:
+    """(spool folder, writer name by spool folder name, whether it came from a configuration file)."""
+    path = Path(target)
+    names = {spool_folder_name(MONITOR_NAME): f"{MONITOR_NAME} (the live view of run)"}
+    if path.is_file():
+        config = load_config(path)
+        for writer in config.writers:
+            names[spool_folder_name(writer.name)] = writer.name
+        return config.spool_dir or default_spool_dir(path), names, True
+    if not path.exists() and path.suffix == ".toml":
+        raise ConfigurationError(f"no such configuration file: {target!r}")
+    return path, names, False
+
+
+def _spool_lines(infos: Sequence[SpoolInfo], names: Mapping[str, str]) -> list[str]:
+    now = datetime.now(UTC)
+    rows = []
+    reasons: list[str] = []
+    monitor = spool_folder_name(MONITOR_NAME)
+    for info in infos:
+        if info.folder.name == monitor and not info.records and not info.quarantined:
+            continue  # the live view's spool, empty: nothing to say
+        label = names.get(info.folder.name, info.folder.name)
+        oldest = ""
+        if info.oldest is not None:
+            age = (now - info.oldest).total_seconds()
+            oldest = f"{info.oldest.isoformat(timespec='seconds')} ({_duration(age)} ago)"
+        rows.append((label, info.samples, info.records, format_bytes(info.bytes), oldest, info.quarantined))
+        counted = collections.Counter(info.quarantine_reasons)
+        for reason, n in counted.most_common():
+            reasons.append(f"  {label}: {n} x {format_value(reason, 200)}")
+        if info.quarantined > len(info.quarantine_reasons):
+            more = info.quarantined - len(info.quarantine_reasons)
+            reasons.append(f"  {label}: ... ({more} more not read)")
+    lines = table(
+        ["writer", "samples", "records", "bytes", "oldest", "quarantined"], rows, right=(1, 2, 3, 5)
+    )
+    if reasons:
+        lines += ["quarantined batches (their reasons):", *reasons]
+    return lines
+
+
+def _drop_files(folder: Path) -> list[Path]:
+    """The files ``drop_spool`` deletes under ``folder`` (segments, acknowledgements, quarantine)."""
+    files: list[Path] = []
+    for info in inspect_spool(folder):
+        d = info.folder
+        files += [*d.glob("*.seg"), *d.glob("*.ack"), *(d / "quarantine").glob("*.q")]
+    return files
+
+
+def _cmd_spool(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    folder, names, from_config = _spool_source(args.target)
+    if from_config and not folder.exists():
+        if not args.quiet:
+            out.write(f"spool {folder}: does not exist (nothing spooled)\n")
+        return EXIT_OK
+    infos = inspect_spool(folder)  # ConfigurationError when it is not there
+    lock = SpoolLock(folder)
+    holder = lock.holder()
+    if args.retry_quarantine or args.drop:
+        if args.drop and not args.yes:
+            files = _drop_files(folder)
+            samples = sum(i.samples for i in infos)
+            quarantined = sum(i.quarantined for i in infos)
+            out.write(
+                "\n".join(
+                    [
+                        f"spool {folder}:",
+                        *_spool_lines(infos, names),
+                        f"--drop would delete {len(files)} files: {samples} samples not written yet and "
+                        f"{quarantined} quarantined batches, for good",
+                        "nothing deleted: add --yes to delete them",
+                    ]
+                )
+                + "\n"
+            )
+            return EXIT_CONFIG
+        if not lock.acquire():
+            err.write(
+                f"error: the spool {folder} is in use by a running data-collector (pid {lock.holder()}): "
+                "stop it first\n"
+            )
+            return EXIT_STARTUP
+        try:
+            if args.drop:
+                samples = sum(i.samples for i in infos)
+                quarantined = sum(i.quarantined for i in infos)
+                count = drop_spool(folder)
+                message = (
+                    f"deleted {count} files from the spool {folder}: {samples} samples not written yet "
+                    f"and {quarantined} quarantined batches"
+                )
+            else:
+                count = retry_quarantine(folder)
+                message = (
+                    f"{count} quarantined batches put back into the spool {folder}: "
+                    "the next run writes them first"
+                )
+        finally:
+            lock.release()
+        infos = inspect_spool(folder)
+        if not args.quiet:
+            out.write(message + "\n")
+    if not args.quiet:
+        state = f" (in use by a running data-collector, pid {holder})" if holder else ""
+        lines = [f"spool {folder}{state}:", *_spool_lines(infos, names)]
+        samples = sum(i.samples for i in infos)
+        quarantined = sum(i.quarantined for i in infos)
+        lines.append(f"{samples} samples not written yet, {quarantined} batches quarantined")
+        out.write("\n".join(lines) + "\n")
+    return EXIT_FAILED if any(i.quarantined for i in infos) else EXIT_OK
+
+
 # -- plugins / simulator --------------------------------------------------------------------------------
 def _cmd_plugins(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     rows = []
@@ -1061,14 +1366,58 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("run", parents=[common], help="collect until the contexts end or Ctrl-C")
+    spooling = argparse.ArgumentParser(add_help=False)
+    group = spooling.add_mutually_exclusive_group()
+    group.add_argument(
+        "--spool-dir",
+        default=None,
+        metavar="DIR",
+        help="spool to DIR (default: the file's [collector] spool_dir, else <file stem>.spool/ beside "
+        "the configuration file)",
+    )
+    group.add_argument(
+        "--no-spool", action="store_true", help="no spool: values not written yet are lost on a crash"
+    )
+
+    p = sub.add_parser(
+        "run",
+        parents=[common, spooling],
+        help="collect until the contexts end or Ctrl-C",
+        description="Collect until every context ends, or Ctrl-C / SIGTERM. Every value read goes to a "
+        "spool on disk first (default: <file stem>.spool/ beside the configuration file, unless its "
+        "[collector] spool_dir says otherwise) and leaves it once its writer stored it: after a crash "
+        "or with a store that is down, the next run writes it first.",
+    )
     p.add_argument("config", help="the TOML configuration file")
     p.add_argument("--duration", type=_positive, default=None, metavar="S", help="stop after S seconds")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("validate", parents=[common], help="check a configuration without connecting")
+    p = sub.add_parser(
+        "validate", parents=[common, spooling], help="check a configuration without connecting"
+    )
     p.add_argument("config", help="the TOML configuration file")
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser(
+        "spool",
+        parents=[common],
+        help="what a spool holds per writer; put quarantined batches back, or drop it",
+        description="List per writer what a spool holds (samples not written yet, bytes, the oldest) "
+        "and what it quarantined (batches a writer refused for good, with the reason). Exit status 1 "
+        "when batches are quarantined. Change a spool only while no run uses it.",
+    )
+    p.add_argument("target", metavar="DIR", help="a spool folder, or a configuration file (its spool)")
+    action = p.add_mutually_exclusive_group()
+    action.add_argument(
+        "--retry-quarantine",
+        action="store_true",
+        help="put every quarantined batch back into its writer's spool: the next run writes it first",
+    )
+    action.add_argument(
+        "--drop", action="store_true", help="delete everything spooled and quarantined (needs --yes)"
+    )
+    p.add_argument("--yes", action="store_true", help="with --drop: really delete (else it says what)")
+    p.set_defaults(func=_cmd_spool)
 
     p = sub.add_parser("read", parents=[common], help="read every variable once and print a table")
     p.add_argument("config", help="the TOML configuration file")

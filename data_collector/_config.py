@@ -9,9 +9,21 @@ options, contexts with their variables, intervals, duration, delayed start and m
 Format (every key is optional unless marked *required*)::
 
     [collector]                      # DataCollector keyword options
-    max_queue_samples = 5000000      #   samples a writer queue holds before dropping
-    write_retry_s = 10               #   how long a failed batch is retried
+    max_queue_samples = 5000000      #   samples a writer holds in memory (without a spool, more
+                                     #   are dropped, counted; with one, they wait on disk)
+    max_write_samples = 100000       #   most samples of one context handed to one write() when behind
+    write_retry_s = 10               #   cap of the doubling backoff between attempts of a write that
+                                     #   failed with a transient error (retried for as long as it takes;
+                                     #   a permanent error loses the batch at once)
     drain_timeout_s = 60             #   how long stop/close wait for the writers
+    spool_dir = "plant.spool"        #   store-and-forward: each writer's data goes to a spool on disk
+                                     #   here first (relative to this file's folder); default: none
+                                     #   (`data-collector run` spools to <file stem>.spool/ beside
+                                     #   the file unless told otherwise)
+    spool_sync_s = 1.0               #   the spool is synced to disk at least this often: at most
+                                     #   this much of what was read is lost on a crash
+    spool_max_bytes = "1 GiB"        #   bound per writer (bytes, or a string with B, KiB, MiB,
+                                     #   GiB, TiB, kB, MB, GB, TB): when full, the oldest is dropped
 
     [metadata]                       # merged into every context's metadata (the context's wins)
     site = "Plant 3"
@@ -48,7 +60,13 @@ Format (every key is optional unless marked *required*)::
 Environment variables: ``${NAME}`` and ``${NAME:-default}`` are replaced by their value before
 the file is parsed, as written (so ``port = ${MODBUS_PORT:-502}`` is an integer and
 ``url = "postgresql+psycopg://dc:${DB_PASSWORD}@db/plant"`` keeps a secret out of the file);
-``$${`` writes a literal ``${``. Relative paths in options are relative to the current directory.
+``$${`` writes a literal ``${``. Relative paths in options are relative to the current directory,
+except ``[collector] spool_dir``, which is relative to the configuration file's folder (the
+folder given as ``base_dir`` to :func:`loads_config`, else the current directory).
+
+Spool and writer names: a spool keeps one folder per writer, named after the writer's ``name``,
+so with a spool two writers need different names (``name = "..."`` of a ``sql`` or ``noop``
+writer; a ``csv`` writer is named after its path); the key path of the clash is reported.
 
 Errors. :func:`load_config` validates everything that can be checked without connecting: the TOML
 syntax, every key and its type, plugin names and their options (by the constructor's signature,
@@ -70,6 +88,9 @@ Example::
     with config.collector(logging.getLogger("plant")) as collector:
         config.start(collector)                    # every context, at its start_at
         ...                                        # collector.contexts() empties as they end
+
+    # the file's spool_dir (config.spool_dir) is used unless overridden: a folder, or None for none
+    collector = config.collector(logging.getLogger("plant"), spool_dir="/var/spool/plant")
 """
 
 from __future__ import annotations
@@ -117,7 +138,27 @@ MISSING: Any = _Missing()
 MAX_ISSUES = 100
 
 _TOP_KEYS = ("collector", "metadata", "readers", "writers", "contexts")
-_COLLECTOR_KEYS = ("max_queue_samples", "write_retry_s", "drain_timeout_s")
+_COLLECTOR_KEYS = (
+    "max_queue_samples",
+    "max_write_samples",
+    "write_retry_s",
+    "drain_timeout_s",
+    "spool_dir",
+    "spool_sync_s",
+    "spool_max_bytes",
+)
+_BYTE_UNITS = {
+    "b": 1,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "tib": 1 << 40,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+}
+_BYTES = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
 _CONTEXT_KEYS = (
     "id",
     "variables",
@@ -268,6 +309,16 @@ class Configuration:
         self._context_paths = dict(context_paths)
 
     @property
+    def spool_dir(self) -> Path | None:
+        """The file's ``[collector] spool_dir`` (resolved against the file's folder), else None."""
+        value = self.collector_options.get("spool_dir")
+        return Path(value) if value is not None else None
+
+    def spool_issues(self) -> list[ConfigIssue]:
+        """Writers that cannot share one spool: two with the same ``name`` (one issue per clash)."""
+        return _name_clashes(self.writers, self.writer_paths)
+
+    @property
     def variables(self) -> list[Variable]:
         """Every distinct variable of every context (by id, first definition), in file order."""
         seen: dict[int, Variable] = {}
@@ -307,14 +358,28 @@ class Configuration:
         listeners: Iterable[DataCollectionListener] = (),
         *,
         extra_writers: Iterable[DataWriter] = (),
+        spool_dir: str | os.PathLike[str] | _Missing | None = MISSING,
     ) -> DataCollector:
-        """A :class:`DataCollector` over the configured readers and writers (plus ``extra_writers``)."""
+        """A :class:`DataCollector` over the configured readers and writers (plus ``extra_writers``).
+
+        ``spool_dir`` overrides the file's (a folder, or None for no spool). With a spool, writers
+        with the same name raise a :class:`ConfigFileError` naming their key paths.
+        """
+        options = dict(self.collector_options)
+        if not isinstance(spool_dir, _Missing):
+            options["spool_dir"] = spool_dir
+        if options.get("spool_dir") is None:
+            options.pop("spool_dir", None)
+        else:
+            issues = self.spool_issues()
+            if issues:
+                raise ConfigFileError(self.source, issues)
         return DataCollector(
             logger if logger is not None else logging.getLogger("data_collector"),
             self.readers,
             [*self.writers, *extra_writers],
             listeners,
-            **self.collector_options,
+            **options,
         )
 
     def start(self, collector: DataCollector) -> None:
@@ -347,14 +412,21 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigFileError(source, [ConfigIssue("", f"not UTF-8 text: {exc}")]) from None
-    return loads_config(text, source=source, environ=environ)
+    return loads_config(text, source=source, environ=environ, base_dir=Path(source).parent)
 
 
 def loads_config(
-    text: str, *, source: str = "<string>", environ: Mapping[str, str] | None = None
+    text: str,
+    *,
+    source: str = "<string>",
+    environ: Mapping[str, str] | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
 ) -> Configuration:
-    """Check and build the configuration in the TOML ``text``; ``source`` names it in errors."""
-    return _Loader(source, os.environ if environ is None else environ).load(text)
+    """Check and build the configuration in the TOML ``text``; ``source`` names it in errors.
+
+    ``base_dir`` is the folder a relative ``spool_dir`` is relative to (default: the current one).
+    """
+    return _Loader(source, os.environ if environ is None else environ, base_dir).load(text)
 
 
 class _TooMany(Exception):
@@ -368,9 +440,12 @@ class _VarEntry:
 
 
 class _Loader:
-    def __init__(self, source: str, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self, source: str, environ: Mapping[str, str], base_dir: str | os.PathLike[str] | None = None
+    ) -> None:
         self.source = source
         self.environ = environ
+        self.base_dir = Path(base_dir) if base_dir is not None else None
         self.issues: list[ConfigIssue] = []
         self.more = 0
         #: the reader_type each [[readers]] table gives or would give (None when unknown)
@@ -528,6 +603,9 @@ class _Loader:
         contexts, start_at, names, var_paths, ctx_paths = self.contexts(
             doc, {} if base_metadata is MISSING else base_metadata, readers, broken
         )
+        if collector_options.get("spool_dir") is not None:
+            for issue in _name_clashes(writers, writer_paths):
+                self.issue(issue.path, issue.message, issue.value)
         if self.issues:
             raise self.fail()
         return Configuration(
@@ -552,13 +630,46 @@ class _Loader:
             return {}
         self.unknown_keys(table, "collector", _COLLECTOR_KEYS, "[collector]")
         options = {k: v for k, v in table.items() if k in _COLLECTOR_KEYS}
-        try:
+        spool_dir = options.pop("spool_dir", None)
+        if "spool_max_bytes" in options:
+            size = _byte_size(options["spool_max_bytes"])
+            if size is None:
+                self.issue(
+                    "collector.spool_max_bytes",
+                    'must be an integer (bytes) or a string such as "512 MiB" '
+                    "(units: B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)",
+                    options["spool_max_bytes"],
+                )
+                return {}
+            options["spool_max_bytes"] = size
+        try:  # no spool_dir here: checking must not create the folder
             DataCollector(_log, [], [], **options).close()
         except (ConfigurationError, ArithmeticError, TypeError, ValueError) as exc:  # e.g. 10**400 s
             key = _blame(str(exc), options)
-            self.issue(_join("collector", key) if key else "collector", str(exc), options.get(key, MISSING))
+            path = _join("collector", key) if key else "collector"
+            self.issue(path, str(exc), table.get(key, MISSING) if key else MISSING)
             return {}
+        if spool_dir is not None:
+            folder = self.spool_folder(spool_dir)
+            if folder is None:
+                return {}
+            options["spool_dir"] = folder
         return options
+
+    def spool_folder(self, value: Any) -> str | None:
+        """``[collector] spool_dir`` resolved against the file's folder (None after an issue)."""
+        path = "collector.spool_dir"
+        if not isinstance(value, str) or not value.strip():
+            got = "an empty string" if isinstance(value, str) else _kind(value)
+            self.issue(path, f"must be a folder path (a non-empty string), got {got}", value)
+            return None
+        folder = Path(os.path.expanduser(value))
+        if not folder.is_absolute() and self.base_dir is not None:
+            folder = self.base_dir / folder
+        if folder.exists() and not folder.is_dir():
+            self.issue(path, f"is not a folder: {str(folder)!r} is a file", value)
+            return None
+        return str(folder)
 
     # -- [[readers]] / [[writers]] ----------------------------------------------------------------
     def readers(self, doc: Mapping[str, Any]) -> tuple[dict[str, DataReader], dict[str, str], set[str]]:
@@ -989,6 +1100,40 @@ _TOKENS = re.compile(
     r"|'[^'\n]*'"  # literal string
     r"|#[^\n]*"  # comment
 )
+
+
+def _byte_size(value: Any) -> int | None:
+    """An int of bytes, or a string such as ``"512 MiB"`` in bytes (None when it is neither)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not isinstance(value, str):
+        return None
+    match = _BYTES.fullmatch(value)
+    if match is None:
+        return None
+    unit = _BYTE_UNITS.get((match.group(2) or "b").lower())
+    if unit is None:
+        return None
+    return int(float(match.group(1)) * unit) if "." in match.group(1) else int(match.group(1)) * unit
+
+
+def _name_clashes(writers: Sequence[DataWriter], paths: Sequence[str]) -> list[ConfigIssue]:
+    """One issue per writer whose ``name`` an earlier writer has (a spool keeps a folder per name)."""
+    issues = []
+    first: dict[str, str] = {}
+    for writer, path in zip(writers, paths, strict=True):
+        name = writer.name
+        if name in first:
+            issues.append(
+                ConfigIssue(
+                    path,
+                    f"writer name {show_value(name)} is also the name of {first[name]}: with a spool each "
+                    'writer needs a name of its own (its spool folder): give one a name = "..."',
+                )
+            )
+        else:
+            first[name] = path
+    return issues
 
 
 def _comment_spans(text: str) -> list[tuple[int, int]]:

@@ -133,11 +133,13 @@ def test_validate_example_is_ok(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == f"{EXAMPLE}: OK"
     assert "readers[0]: ModbusDataReader(reader_type='press', 127.0.0.1:5020, unit_id=1)" in lines[1]
-    assert lines[-2:] == [
+    assert lines[-3:] == [
         "  contexts[0]: id 1, 6 variables every 250-5000 ms, duration 8:00:00",
         "  contexts[1]: id 2, 6 variables every 200-1000 ms, duration 8:00:00",
+        f"  spool: {EXAMPLE.parent / 'plant.spool'}",  # where run would spool
     ]
     assert not list(tmp_path.iterdir())  # validating creates no file and connects nowhere
+    assert not (EXAMPLE.parent / "plant.spool").exists()
 
 
 def test_validate_reports_every_error_with_its_key_path(tmp_path: Path) -> None:
@@ -268,7 +270,7 @@ def test_run_example_until_sigint_writes_every_value(simulators: dict[str, str],
     from data_writer.csv_file_data_writer import read_samples as read_csv
     from data_writer.sql_data_writer import read_contexts, read_samples
 
-    proc = spawn(["run", str(EXAMPLE)], tmp_path, **simulators)
+    proc = spawn(["run", str(EXAMPLE), "--spool-dir", "spool"], tmp_path, **simulators)
     try:
         files = {cid: tmp_path / "plant-data" / f"context-{cid}.csv" for cid in EXAMPLE_VARIABLES}
 
@@ -338,7 +340,12 @@ def test_run_ends_when_every_context_ends(tmp_path: Path) -> None:
     assert counter == list(range(1, len(counter) + 1)) and 5 <= len(counter) <= 20
     assert {r["value"] for r in rows if r["variable_id"] == "2"} == {"2.5"}
     assert "writer CsvFileDataWriter(out/samples.csv): " in result.stdout
-    assert re.search(r"\d+ samples written, 0 lost, 0 dropped, 0 unwritten$", result.stdout, re.M)
+    assert re.search(
+        r"\d+ samples written, 0 lost, 0 dropped, 0 unwritten; "
+        r"spool: 0 replayed, 0 batches quarantined, 0 samples left \(0 B\)$",
+        result.stdout,
+        re.M,
+    ), result.stdout
     assert re.search(r"^reader random: .*, 0 missed ticks, 0 missed samples$", result.stdout, re.M)
     assert "exit status" not in result.stdout
     # --quiet prints nothing, --duration stops earlier than the contexts
@@ -369,7 +376,8 @@ def test_run_exit_codes_for_configuration_and_startup_errors(tmp_path: Path) -> 
     (tmp_path / "startup.toml").write_text(
         RANDOM_CONFIG.format(duration=5).replace("out/samples.csv", "blocker/samples.csv"), encoding="utf-8"
     )
-    result = cli(["run", "startup.toml"], tmp_path)
+    # without a spool (with one, the run starts and retries the writer: cli_spool_test.py)
+    result = cli(["run", "startup.toml", "--no-spool"], tmp_path)
     assert result.returncode == 3, result.stdout + result.stderr
     assert result.stderr.startswith("error: startup failed: ") and "blocker" in result.stderr
     assert "Traceback" not in result.stderr

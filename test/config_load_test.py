@@ -204,6 +204,62 @@ CASES = [
         "-1",
         "drain_timeout_s must be a number >= 0",
     ),
+    (
+        "spool_sync_s not positive",
+        ("[[writers]]", "[collector]\nspool_sync_s = 0\n[[writers]]"),
+        "collector.spool_sync_s",
+        "0",
+        "spool_sync_s must be a number > 0",
+    ),
+    (
+        "spool_max_bytes below 1 MiB",
+        ("[[writers]]", '[collector]\nspool_max_bytes = "1 KiB"\n[[writers]]'),
+        "collector.spool_max_bytes",
+        '"1 KiB"',
+        "spool_max_bytes must be an int from 1 MiB to 1 PiB, got 1024",
+    ),
+    (
+        "spool_max_bytes not a size",
+        ("[[writers]]", '[collector]\nspool_max_bytes = "a lot"\n[[writers]]'),
+        "collector.spool_max_bytes",
+        '"a lot"',
+        'must be an integer (bytes) or a string such as "512 MiB"',
+    ),
+    (
+        "max_write_samples zero",
+        ("[[writers]]", "[collector]\nmax_write_samples = 0\n[[writers]]"),
+        "collector.max_write_samples",
+        "0",
+        "max_write_samples must be an int from 1 to 10**12",
+    ),
+    (
+        "spool_dir not a path",
+        ("[[writers]]", "[collector]\nspool_dir = 5\n[[writers]]"),
+        "collector.spool_dir",
+        "5",
+        "must be a folder path (a non-empty string), got integer",
+    ),
+    (
+        "spool_dir empty",
+        ("[[writers]]", '[collector]\nspool_dir = " "\n[[writers]]'),
+        "collector.spool_dir",
+        '" "',
+        "must be a folder path (a non-empty string), got an empty string",
+    ),
+    (
+        "unknown collector key",
+        ("[[writers]]", '[collector]\nspool_dri = "s"\n[[writers]]'),
+        "collector.spool_dri",
+        '"s"',
+        'did you mean "spool_dir"?',
+    ),
+    (
+        "two writers with one name and a spool",
+        ("[[writers]]", '[collector]\nspool_dir = "s"\n[[writers]]\ntype = "noop"\n[[writers]]'),
+        "writers[1]",
+        None,
+        'writer name "NoopDataWriter" is also the name of writers[0]: with a spool each writer needs a name',
+    ),
     ("context id missing", ("id = 1\nvariables", "variables"), "contexts[0]", None, 'missing key "id"'),
     (
         "context id not an int",
@@ -676,3 +732,90 @@ def test_runtime_configuration_error_maps_back_to_the_key_path() -> None:
     error = ConfigurationError("bad address", context_id=1, variable_id=2, field="address")
     assert config.describe_error(error) == "plant.toml: contexts[0].variables[1].address: bad address"
     assert config.describe_error(ConfigurationError("other")) == "plant.toml: other"
+
+
+SPOOL_CONFIG = """
+[collector]
+spool_dir = "{spool_dir}"
+spool_sync_s = 0.25
+spool_max_bytes = "{max_bytes}"
+max_write_samples = 500
+write_retry_s = 2
+
+[[readers]]
+type = "random"
+
+[[writers]]
+type = "noop"
+name = "first"
+
+[[writers]]
+type = "noop"
+name = "second"
+
+[[contexts]]
+id = 1
+duration_s = 0.5
+variables = [{{ id = 1, address = "counter", value_type = "int", interval_ms = 100 }}]
+"""
+
+
+def test_spool_keys_and_spool_dir_relative_to_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "plant.toml").write_text(SPOOL_CONFIG.format(spool_dir="spool/here", max_bytes="1.5 GiB"))
+    monkeypatch.chdir(tmp_path)  # the spool is beside the file, not in the current directory
+    config = load_config("conf/plant.toml")
+    assert config.spool_dir == Path("conf/spool/here")
+    assert dict(config.collector_options) == {
+        "spool_dir": str(Path("conf/spool/here")),
+        "spool_sync_s": 0.25,
+        "spool_max_bytes": 3 << 29,
+        "max_write_samples": 500,
+        "write_retry_s": 2,
+    }
+    assert not (conf / "spool").exists()  # loading (validating) creates no folder
+    recorder = RecordingWriter("recorder")
+    with config.collector(LOG, extra_writers=[recorder]) as collector:
+        config.start(collector)
+        wait_for(lambda: recorder.events[-1:] == [("stopped", 1)], timeout=20, what="context 1 to end")
+    folders = sorted(p.name for p in (conf / "spool" / "here").iterdir())
+    assert [name.rsplit("-", 1)[0] for name in folders] == ["first", "recorder", "second"], folders
+    # overridden: another folder, or none; an absolute spool_dir is taken as is
+    with config.collector(LOG, spool_dir=tmp_path / "other") as collector:
+        config.start(collector)
+    assert len(list((tmp_path / "other").iterdir())) == 2
+    with config.collector(LOG, spool_dir=None) as collector:
+        config.start(collector)
+    absolute = tmp_path / "abs"
+    config = loads_config(SPOOL_CONFIG.format(spool_dir=absolute.as_posix(), max_bytes="2 MiB"))
+    assert config.spool_dir == absolute and config.collector_options["spool_max_bytes"] == 2 << 20
+    # strings: loads_config is relative to base_dir, else to the current directory
+    assert loads_config(SPOOL_CONFIG.format(spool_dir="s", max_bytes="1 GB")).spool_dir == Path("s")
+    config = loads_config(SPOOL_CONFIG.format(spool_dir="s", max_bytes="1GiB"), base_dir=conf)
+    assert config.spool_dir == conf / "s" and config.collector_options["spool_max_bytes"] == 1 << 30
+
+
+def test_spool_dir_that_is_a_file_and_name_clashes_once_spooling(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(ConfigFileError) as info:
+        loads_config(
+            SPOOL_CONFIG.format(spool_dir="taken", max_bytes="1 GiB"), source="p.toml", base_dir=tmp_path
+        )
+    assert (
+        str(info.value)
+        == f'p.toml: collector.spool_dir: "taken": is not a folder: {str(tmp_path / "taken")!r} is a file'
+    )
+    # without spool_dir in the file, two writers named alike load; a spool given later refuses them
+    text = SPOOL_CONFIG.format(spool_dir="s", max_bytes="1 GiB").replace('spool_dir = "s"\n', "")
+    config = loads_config(text.replace('name = "second"', 'name = "first"'), source="p.toml")
+    assert config.spool_issues()[0].path == "writers[1]"
+    with pytest.raises(ConfigFileError) as info:
+        config.collector(LOG, spool_dir=tmp_path / "spool")
+    assert str(info.value).startswith(
+        'p.toml: writers[1]: writer name "first" is also the name of writers[0]'
+    )
+    assert not (tmp_path / "spool").exists()
+    config.collector(LOG).close()  # no spool: names may repeat
