@@ -110,8 +110,8 @@ EXIT_INTERRUPTED = 130
 
 _log = logging.getLogger("data_collector.cli")
 
-#: The metadata key the collector sets on the runs it replays from a spool.
-REPLAYED_KEY = "dc_replayed_from_spool"
+#: The deduced-metadata key the collector sets on the runs it replays from a spool.
+REPLAYED_KEY = "replayed_from_spool"
 #: The monitor writer's name (the live view of ``run``; it has a spool folder of its own).
 MONITOR_NAME = "data-collector-cli-monitor"
 #: The lock file ``run`` holds in its spool folder while it runs.
@@ -205,6 +205,8 @@ def _duration(seconds: float | None) -> str:
 class _Monitor(DataWriter):
     """Counts what every context delivered and keeps the latest value of each variable, for display."""
 
+    spooled = False  # a live view: from memory only, never through the spool
+
     def __init__(self) -> None:
         super().__init__()
         self._guard = threading.Lock()
@@ -217,7 +219,7 @@ class _Monitor(DataWriter):
         return MONITOR_NAME
 
     def write(self, context: DataCollectionContext, variables: CollectedVariables) -> None:
-        if context.metadata.get(REPLAYED_KEY):
+        if context.deduced_metadata.get(REPLAYED_KEY):
             return  # an earlier run's samples, replayed from the spool: not this run's
         bad = sum(1 for q in variables.qualities if q is Quality.BAD)
         latest = {

@@ -303,6 +303,8 @@ class DataCollector:
                 raise ConfigurationError(f"spool_dir {str(spool_dir)!r} is not writable")
             names: dict[str, DataWriter] = {}
             for writer in self._writers:
+                if not writer.spooled:
+                    continue
                 name = writer.name
                 if not isinstance(name, str) or not name.strip():
                     raise ConfigurationError(f"writer {writer!r} has no name; a spool needs one per writer")
@@ -430,6 +432,14 @@ class DataCollector:
             record.state = "starting"
             self._starting[context.id] = record
         self._start_now(record)
+
+    def open(self) -> None:
+        """Open the writers (and replay what their spools hold) now, before any context starts.
+
+        :meth:`start` does it by itself; call it to have a spool from an earlier run written at
+        once (e.g. before a delayed start). Idempotent.
+        """
+        self._open_resources(())
 
     def pause(self, context_id: int) -> None:
         """Pause a running context: it is not read for and gets no values until resumed."""
@@ -884,7 +894,7 @@ class DataCollector:
                             with writer.lock:
                                 writer.open()
                         except Exception as exc:
-                            if self._spool_dir is not None and _transient(writer, exc):
+                            if self._spool_dir is not None and writer.spooled and _transient(writer, exc):
                                 self._log.error(
                                     "writer %s failed to open (%s: %s); collection starts, its data "
                                     "spools while it is retried in the background",
@@ -958,7 +968,7 @@ class DataCollector:
                 raise CollectorClosedError("the collector was closed while it was starting")
 
     def _make_spool(self, writer: DataWriter) -> Spool | None:
-        if self._spool_dir is None:
+        if self._spool_dir is None or not writer.spooled:
             return None
         return Spool(
             self._spool_dir / spool_folder_name(writer.name),

@@ -32,6 +32,7 @@ import re
 import struct
 import threading
 import time
+import types
 import zlib
 from array import array
 from collections.abc import Iterator
@@ -54,7 +55,7 @@ __all__ = [
 ]
 
 _MAGIC = b"DCS1"
-_HEADER = struct.Struct("<4sB3xIIQqI")  # magic, kind, length, crc, seq, key, samples
+_HEADER = struct.Struct("<4sB3xIIQqId")  # magic, kind, length, crc, seq, key, samples, spooled at
 KIND_CONTEXT, KIND_STARTED, KIND_DATA, KIND_STOPPED = 1, 2, 3, 4
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -91,13 +92,13 @@ def encode_context(context: DataCollectionContext) -> dict[str, Any]:
         "duration_s": context.duration_s,
         "metadata": dict(context.metadata),
         "start_date": _us(context.start_date) if context.start_date is not None else None,
+        "deduced": dict(context.deduced_metadata),
     }
 
 
-def decode_context(d: dict[str, Any], extra_metadata: dict[str, Any] | None = None) -> DataCollectionContext:
+def decode_context(d: dict[str, Any], deduced: dict[str, Any] | None = None) -> DataCollectionContext:
+    """The context of a spooled definition; ``deduced`` is added to its deduced metadata."""
     metadata = dict(d["metadata"])
-    if extra_metadata:
-        metadata.update(extra_metadata)
     context = DataCollectionContext(
         d["id"],
         [Variable(*v) for v in d["variables"]],
@@ -108,6 +109,7 @@ def decode_context(d: dict[str, Any], extra_metadata: dict[str, Any] | None = No
     )
     if d["start_date"] is not None:
         context._start_date = _dt(d["start_date"])
+    context._deduced = types.MappingProxyType({**d.get("deduced", {}), **(deduced or {})})
     return context
 
 
@@ -199,6 +201,7 @@ class Spool:
             (folder / "quarantine").mkdir(exist_ok=True)
         except OSError as exc:
             raise ConfigurationError(f"spool folder {str(folder)!r} cannot be created: {exc}") from exc
+        self._lock_file = _lock(folder)
 
     # -- opening: what an earlier run left -------------------------------------------------------
     def replay(self) -> Replayed:
@@ -266,9 +269,8 @@ class Spool:
         with open(path, "rb") as f:
             data = f.read()
         pos = 0
-        mtime = path.stat().st_mtime
         while pos + _HEADER.size <= len(data):
-            magic, kind, length, crc, seq, key, samples = _HEADER.unpack_from(data, pos)
+            magic, kind, length, crc, seq, key, samples, at = _HEADER.unpack_from(data, pos)
             start = pos + _HEADER.size
             end = start + length
             if magic != _MAGIC or end > len(data):
@@ -276,7 +278,7 @@ class Spool:
             payload = data[start:end]
             if zlib.crc32(payload) != crc:
                 return
-            yield SpoolRecord(seq, kind, key, samples, first, start, length, mtime), payload, end
+            yield SpoolRecord(seq, kind, key, samples, first, start, length, at), payload, end
             pos = end
 
     # -- appending ---------------------------------------------------------------------------------
@@ -306,14 +308,15 @@ class Spool:
     def _write(self, seg: _Segment, kind: int, key: int, blob: bytes, samples: int) -> SpoolRecord:
         seq = self._next_seq
         self._next_seq += 1
-        header = _HEADER.pack(_MAGIC, kind, len(blob), zlib.crc32(blob), seq, key, samples)
+        now = time.time()
+        header = _HEADER.pack(_MAGIC, kind, len(blob), zlib.crc32(blob), seq, key, samples, now)
         offset = seg.size + _HEADER.size
         self._file.write(header)
         self._file.write(blob)
         seg.size += _HEADER.size + len(blob)
         self.bytes += _HEADER.size + len(blob)
         self._dirty = True
-        return SpoolRecord(seq, kind, key, samples, seg.first, offset, len(blob), time.time())
+        return SpoolRecord(seq, kind, key, samples, seg.first, offset, len(blob), now)
 
     def _segment_for(self, size: int) -> _Segment:
         seg = self._active
@@ -446,6 +449,33 @@ class Spool:
             for seg in list(self._segments.values()):
                 if not seg.pending:
                     self._delete(seg)
+            if self._lock_file is not None:
+                self._lock_file.close()  # releases the lock
+                self._lock_file = None
+
+
+def _lock(folder: Path) -> Any:
+    """Hold an exclusive lock on ``folder`` (one collector per spool), or ConfigurationError."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return None
+    f = open(folder / ".lock", "a+")  # noqa: SIM115 - held open while the spool is in use
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        who = f" (pid {holder})" if holder else ""
+        raise ConfigurationError(
+            f"spool folder {str(folder)!r} is in use by another collector{who}"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
 
 
 # -- inspection and maintenance (the `data-collector spool` command) -------------------------------

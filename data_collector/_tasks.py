@@ -16,6 +16,7 @@ import collections
 import logging
 import threading
 import time
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -225,9 +226,13 @@ class ReaderTask:
             now_ns = clock.time_ns()
             mono = time.monotonic_ns()
             if done_ms is None:
-                # A fresh start: the first boundary at or after now. A new plan otherwise keeps the
-                # boundary that was pending (so starting a context costs the others nothing).
-                done_ms = -(-now_ns // _NS_PER_MS) - 1
+                # A fresh start: from the moment its contexts started (so the boundaries between a
+                # start() and this thread picking the plan up are read or made BAD, never skipped).
+                # A new plan otherwise keeps the boundary that was pending (so starting a context
+                # costs the others nothing).
+                now_ms = now_ns // _NS_PER_MS
+                since = min(plan.since_ms) if plan.since_ms else now_ms
+                done_ms = max(min(since, now_ms), now_ms - 60_000) - 1
                 last_wall, last_mono = now_ns, mono
             elif now_ns // _NS_PER_MS < done_ms:
                 self._log.warning(
@@ -607,15 +612,14 @@ class WriterTask:
         replayed = spool.replay()
         if not replayed.records and not replayed.open_keys:
             return
-        note: dict[str, Any] = {"dc_replayed_from_spool": True}
         contexts: dict[int, DataCollectionContext] = {}
 
         def context_of(key: int) -> DataCollectionContext:
             ctx = contexts.get(key)
             if ctx is None:
-                extra = dict(note)
+                extra: dict[str, Any] = {"replayed_from_spool": True}
                 if key in replayed.open_keys:
-                    extra["dc_end"] = "abnormal: the collector ended without stopping this run (replayed)"
+                    extra["ended"] = "abnormal: the collector ended without stopping this run"
                 ctx = contexts[key] = decode_context(replayed.contexts[key], extra)
                 self._keys[id(ctx)] = key
             return ctx
@@ -643,6 +647,7 @@ class WriterTask:
                 ctx = context_of(key)
                 end = _EPOCH + timedelta(microseconds=last_us.get(key, time.time_ns() // 1000))
                 ctx._end_date = end
+                ctx._deduced = types.MappingProxyType({**ctx._deduced, "end": end.isoformat()})
                 rec = spool.append(KIND_STOPPED, key, (end - _EPOCH) // timedelta(microseconds=1))
                 self._append(_Entry(_STOPPED, ctx, recs=[rec]))
             self._depth += samples

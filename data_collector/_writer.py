@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import threading
+from typing import ClassVar
 
 from ._errors import ConfigurationError
 from ._model import CollectedVariables, DataCollectionContext
@@ -31,6 +32,10 @@ class DataWriter(abc.ABC):
     last write; a writer still busy in :meth:`write` when ``DataCollector.close()`` gives up is
     never called again (not even :meth:`close`).
     """
+
+    #: False for a writer whose batches should not go through the collector's spool (e.g. a
+    #: live view): it gets them from memory only, and needs no name of its own.
+    spooled: ClassVar[bool] = True
 
     def __init__(self, *, name: str | None = None) -> None:
         self._dc_lock = threading.RLock()

@@ -62,7 +62,11 @@ class KeyWriter(DataWriter):
         assert self.conn is not None
         self.conn.execute(
             "insert into events values ('start', ?, ?, ?)",
-            (context.id, us(context.start_date), repr(dict(context.metadata))),
+            (
+                context.id,
+                us(context.start_date),
+                repr({**dict(context.metadata), "deduced": dict(context.deduced_metadata)}),
+            ),
         )
 
     def context_stopped(self, context: DataCollectionContext) -> None:
@@ -70,7 +74,11 @@ class KeyWriter(DataWriter):
         assert self.conn is not None
         self.conn.execute(
             "insert into events values ('stop', ?, ?, ?)",
-            (context.id, us(context.end_date), repr(dict(context.metadata))),
+            (
+                context.id,
+                us(context.end_date),
+                repr({**dict(context.metadata), "deduced": dict(context.deduced_metadata)}),
+            ),
         )
 
     def write(self, context: DataCollectionContext, variables: CollectedVariables) -> None:

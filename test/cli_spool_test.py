@@ -300,7 +300,7 @@ class Historian(DataWriter):
         if self.refuse and self.calls == 2:
             self.refused += items
             raise ValueError("value refused by the historian")
-        if not context.metadata.get("dc_replayed_from_spool"):
+        if not context.deduced_metadata.get("replayed_from_spool"):
             return
         self.rows += items
 
