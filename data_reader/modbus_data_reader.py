@@ -16,8 +16,8 @@ Configuration (constructor)::
         timeout_s=1.0,               # connect and response timeout
         min_interval_ms=None,        # minimum interval of this reader's variables
         max_gap=32,                  # registers of a hole bridged to merge requests (bits: 16x)
-        max_registers=125,           # registers per read request (lower it for picky devices)
-        max_bits=2000,               # coils / discrete inputs per read request
+        max_registers=125,           # registers per read request (a device's lower limit is learnt)
+        max_bits=2000,               # coils / discrete inputs per read request (likewise)
         reconnect_delay_s=0.1,       # first delay before reconnecting after a failed connect
         reconnect_delay_max_s=1.0,   # cap of the doubling reconnect delay
         unit_retry_s=1.0,            # first delay before retrying a unit that did not answer
@@ -55,11 +55,27 @@ address, is rejected by ``DataCollector.start()`` with a :class:`ConfigurationEr
 variable id and address.
 
 Requests: per tick the due variables of one unit and table are sorted and merged into as few
-read requests as the protocol allows (125 registers, 2000 bits), bridging holes of up to
-``max_gap`` registers. When a bridged request is refused with an illegal-address (or
-illegal-value) exception, the reader splits it, retries the halves in the same tick, and
-remembers the hole (or the refused value) so later ticks do not bridge it again. A failed request
-marks only its own variables BAD.
+read requests as the protocol allows (125 registers, 2000 bits; less with ``max_registers`` /
+``max_bits``), bridging holes of up to ``max_gap`` registers. A request refused with exception 2
+(illegal data address) or 3 (illegal data value) is split and its halves retried in the same
+tick, so no value is lost, and the reader learns why, per unit and table, so that later ticks
+do not repeat the refusal:
+
+- halves without a hole between them, both answered: the unit refuses requests that large (when
+  it never answered one that large; else it refuses to read across the point between the halves,
+  and requests no longer span it). Its request limit is then found by bisection between the
+  largest count answered and the smallest refused, the requests not sent yet being planned again
+  at each step: usually within the first tick, at most a few. From then on a tick sends
+  ``ceil(span / limit)`` requests for a contiguous span, none refused. The limit is logged once
+  (INFO) and shown in ``stats.request_limits``, e.g. ``{(1, "hr"): 60}``;
+- halves with a bridged hole between them: when the unit never answered a request that large,
+  one read of the hole itself tells a size limit (answered) from missing registers (refused);
+  missing registers are not bridged any more;
+- a single value refused: it is read alone from then on, BAD with the exception text.
+
+So a hole costs at most two refused requests once, a device's request limit a few refused
+requests once. A failed request marks only its own variables BAD. :meth:`forget_splits`
+forgets what was learnt (after the device's configuration or firmware changed).
 
 Faults: a refused or dropped connection marks the tick's variables BAD with the error text;
 reconnection waits ``reconnect_delay_s`` doubling up to ``reconnect_delay_max_s`` between failed
@@ -93,7 +109,8 @@ logger's level if a silent unit's timeouts should not reach your log.
 
 Statistics: :attr:`ModbusDataReader.stats` (:class:`ModbusReaderStats`) counts requests of the
 ticks, exception responses, timeouts, connects and their failures, disconnects, splits, learnt
-holes and isolated values, retries of silent units (``probes``) and the units silent now.
+holes and isolated values, retries of silent units (``probes``), the units silent now and the
+request limits learnt (``request_limits``).
 
 Writes: :meth:`ModbusDataReader.write` writes coils (function 5), holding registers (6 or 16)
 and register bits (mask write, function 22), encoded as they are read (scale and offset undone).
@@ -124,8 +141,8 @@ import math
 import operator
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
@@ -182,6 +199,12 @@ _SPLIT_CODES = frozenset({2, 3})
 _GATEWAY_CODES = frozenset({10, 11})  # the gateway answers for a unit that did not
 _MAX_PLANS = 32  # cached plans (one per distinct set of due variables)
 _TABLE_ORDER = {Table.COIL: 0, Table.DISCRETE_INPUT: 1, Table.INPUT_REGISTER: 2, Table.HOLDING_REGISTER: 3}
+_TABLE_NAMES = {
+    Table.COIL: "coil",
+    Table.DISCRETE_INPUT: "di",
+    Table.INPUT_REGISTER: "ir",
+    Table.HOLDING_REGISTER: "hr",
+}
 
 # outcomes of one request
 _DATA, _REFUSED, _TIMEOUT, _LOST = range(4)
@@ -213,6 +236,8 @@ class ModbusReaderStats:
     isolated_spans: int
     probes: int = 0  # requests that retried a silent unit (on the second connection or in a tick)
     silent_units: int = 0  # units not answering now, retried on their own cadence
+    # request limits learnt from refusals, {(unit, "hr" | "ir" | "coil" | "di"): registers or bits}
+    request_limits: Mapping[tuple[int, str], int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -338,6 +363,8 @@ class ModbusDataReader(DataReader):
         self._connect_failures = 0
         self._disconnects = 0
         self._splits = 0
+        self._failure = ""  # the error text of the last request that timed out or lost the link
+        self._logged_limits: dict[tuple[int, Table], int] = {}
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -434,12 +461,15 @@ class ModbusDataReader(DataReader):
             isolated_spans=self._memory.alone_count,
             probes=self._probes + self._inline_retries,
             silent_units=len(self._silent),
+            request_limits=self._request_limits(),
         )
 
     def forget_splits(self) -> None:
-        """Forget the holes and values the device refused (e.g. after its configuration changed)."""
+        """Forget the holes, boundaries, values and request sizes the device refused (e.g. after
+        its configuration or firmware changed)."""
         with self._lock:
             self._memory.clear()
+            self._logged_limits.clear()
 
     def __repr__(self) -> str:
         where = f"{self.host}:{self.port}, unit_id={self.unit_id}"
@@ -526,11 +556,7 @@ class ModbusDataReader(DataReader):
         for (unit, table), entries in sorted(
             groups.items(), key=lambda kv: (kv[0][0], _TABLE_ORDER[kv[0][1]])
         ):
-            limit = self.max_bits if table.is_bit else self.max_registers
-            gap = self.max_gap * 16 if table.is_bit else self.max_gap
-            units.setdefault(unit, []).extend(
-                plan_requests(unit, table, entries, limit=limit, max_gap=gap, memory=self._memory)
-            )
+            units.setdefault(unit, []).extend(self._plan_group(unit, table, entries))
             planned.extend(e.index for e in entries)
         plan = self._plans[key] = _Plan(variables, self._memory.version, invalid, units, planned)
         return plan
@@ -556,6 +582,8 @@ class ModbusDataReader(DataReader):
                     items[index].set_bad(message)
                 return
             self._execute(plan, items, now)
+            if self._memory.version != plan.version:
+                self._report_limits()
 
     def _execute(self, plan: _Plan, items: CollectedVariables, now: float) -> None:
         units = plan.units
@@ -574,19 +602,18 @@ class ModbusDataReader(DataReader):
         lost = False
         for position, unit in enumerate(order):
             requests = units[unit]
-            outcome, i = self._poll(requests, items)
-            if outcome == _DATA:
+            outcome, failed, rest = self._run_all(requests, items)
+            if failed is None:
                 self._answered.add(unit)
                 continue
             later = [r for u in order[position + 1 :] for r in units[u]]
             if outcome == _LOST:
-                message = items[requests[i].entries[0].index].error or "connection lost"
-                self._fail(requests[i + 1 :] + later, items, message)
+                self._fail(rest + later, items, self._failure or "connection lost")
                 lost = True
                 break
             self._answered.discard(unit)
-            self._fail(requests[i + 1 :], items, f"unit {unit} did not answer within {self.timeout_s:g} s")
-            self._go_silent(unit, requests[i])
+            self._fail(rest, items, f"unit {unit} did not answer within {self.timeout_s:g} s")
+            self._go_silent(unit, failed)
             timeouts += 1
             if timeouts == 2:
                 self._disconnect(f"two units did not answer within {self.timeout_s:g} s in one tick")
@@ -609,13 +636,49 @@ class ModbusDataReader(DataReader):
             else:
                 self._fail(requests, items, self._silent_message(unit, at - now))
 
-    def _poll(self, requests: list[Request], items: CollectedVariables) -> tuple[int, int]:
-        """Run a unit's requests until one times out or loses the link: (outcome, its index)."""
-        for i, request in enumerate(requests):
+    def _run_all(
+        self, requests: Sequence[Request], items: CollectedVariables
+    ) -> tuple[int, Request | None, list[Request]]:
+        """Run ``requests`` in order until one times out or loses the link.
+
+        Returns (outcome, the request that timed out or lost the link, the requests not run):
+        _DATA when every value was read, _REFUSED when some were refused, else _TIMEOUT or
+        _LOST. When something is learnt on the way (a hole, a size limit...), the requests not
+        sent yet are planned again with it, so a tick stops repeating what was just refused.
+        """
+        memory = self._memory
+        pending = list(requests)
+        version = memory.version
+        result = _DATA
+        i = 0
+        while i < len(pending):
+            if memory.version != version:
+                pending[i:] = self._replan(pending[i:])
+                version = memory.version
+            request = pending[i]
+            i += 1
             outcome = self._run(request, items)
             if outcome in (_TIMEOUT, _LOST):
-                return outcome, i
-        return _DATA, len(requests)
+                return outcome, request, pending[i:]
+            if outcome == _REFUSED:
+                result = _REFUSED
+        return result, None, []
+
+    def _replan(self, requests: list[Request]) -> list[Request]:
+        """Plan the values of ``requests`` again with what the memory knows now (same order of tables)."""
+        groups: dict[tuple[int, Table], list[Entry]] = {}
+        for request in requests:
+            groups.setdefault((request.unit, request.table), []).extend(request.entries)
+        planned: list[Request] = []
+        for (unit, table), entries in groups.items():
+            planned += self._plan_group(unit, table, entries)
+        return planned
+
+    def _plan_group(self, unit: int, table: Table, entries: list[Entry]) -> list[Request]:
+        cap = self.max_bits if table.is_bit else self.max_registers
+        gap = self.max_gap * 16 if table.is_bit else self.max_gap
+        limit = self._memory.limit(unit, table, cap)
+        return plan_requests(unit, table, entries, limit=limit, max_gap=gap, memory=self._memory)
 
     def _silent_message(self, unit: int, wait: float) -> str:
         when = f"next retry in {wait:.1f} s" if wait > 0 else "retrying now"
@@ -692,16 +755,15 @@ class ModbusDataReader(DataReader):
     def _retry_inline(self, unit: int, requests: list[Request], items: CollectedVariables) -> None:
         """Retry a silent unit in the tick (only when the device refuses a second connection)."""
         self._inline_retries += 1
-        outcome, i = self._poll(requests, items)
-        if outcome == _DATA:
+        outcome, failed, rest = self._run_all(requests, items)
+        if failed is None:
             with self._silent_cond:
                 self._silent.pop(unit, None)
             self._answered.add(unit)
             self._answers_again(unit, "retried in the read thread")
             return
         if outcome == _LOST:
-            message = items[requests[i].entries[0].index].error or "connection lost"
-            self._fail(requests[i + 1 :], items, message)
+            self._fail(rest, items, self._failure or "connection lost")
             return
         wait = 0.0
         with self._silent_cond:
@@ -709,7 +771,7 @@ class ModbusDataReader(DataReader):
             if entry is not None:
                 self._back_off(entry)
                 wait = entry.delay
-        self._fail(requests[i + 1 :], items, self._silent_message(unit, wait))
+        self._fail(rest, items, self._silent_message(unit, wait))
         self._log.debug("modbus %s:%s: unit %s still silent", self.host, self.port, unit)
 
     def _retry_loop(self, generation: int) -> None:
@@ -820,7 +882,23 @@ class ModbusDataReader(DataReader):
         return client.read_discrete_inputs(start, count=count, device_id=unit)
 
     def _run(self, request: Request, items: CollectedVariables) -> int:
-        """Execute one request (splitting it when refused); return its outcome."""
+        """Execute one request (splitting it when refused); return its outcome.
+
+        A request at least as large as one the unit refused for its size is not sent: its values
+        are planned again within the unit's limit and those requests run instead.
+        """
+        size = self._memory.size(request.unit, request.table)
+        if (
+            size is not None
+            and size.refused is not None
+            and request.count >= size.refused
+            and len(request.entries) > 1
+        ):
+            parts = self._plan_group(request.unit, request.table, request.entries)
+            if len(parts) > 1:
+                outcome, _failed, rest = self._run_all(parts, items)
+                self._fail(rest, items, self._failure)
+                return outcome
         client = self._client
         assert client is not None
         self._requests += 1
@@ -830,25 +908,25 @@ class ModbusDataReader(DataReader):
             text = str(exc)
             if "No response" in text:
                 self._timeouts += 1
-                self._fail(
-                    [request],
-                    items,
+                self._failure = (
                     f"no answer from unit {request.unit} within {self.timeout_s:g} s "
-                    f"reading {request.describe()}",
+                    f"reading {request.describe()}"
                 )
+                self._fail([request], items, self._failure)
                 return _TIMEOUT
             self._disconnect(text)
-            self._fail([request], items, f"reading {request.describe()}: {text}")
+            self._failure = f"reading {request.describe()}: {text}"
+            self._fail([request], items, self._failure)
             return _LOST
         except (ConnectionException, ModbusException, OSError) as exc:
-            text = f"connection to {self.host}:{self.port} lost reading {request.describe()}: {exc}"
+            self._failure = f"connection to {self.host}:{self.port} lost reading {request.describe()}: {exc}"
             self._disconnect(str(exc))
-            self._fail([request], items, text)
+            self._fail([request], items, self._failure)
             return _LOST
         except Exception as exc:  # unexpected: resynchronise the connection
-            text = f"reading {request.describe()} failed: {type(exc).__name__}: {exc}"
-            self._disconnect(text)
-            self._fail([request], items, text)
+            self._failure = f"reading {request.describe()} failed: {type(exc).__name__}: {exc}"
+            self._disconnect(self._failure)
+            self._fail([request], items, self._failure)
             return _LOST
         if response.isError():
             return self._refused(request, items, response.exception_code)
@@ -859,37 +937,32 @@ class ModbusDataReader(DataReader):
                 [request], items, f"reading {request.describe()}: bad response: {type(exc).__name__}: {exc}"
             )
             return _REFUSED
+        self._memory.note_answered(
+            request.unit, request.table, request.count, request.limit if request.full else 0
+        )
         return _DATA
 
     def _refused(self, request: Request, items: CollectedVariables, code: int) -> int:
         self._exception_responses += 1
+        if not request.entries:  # a test read of a hole (see _learn)
+            return _REFUSED
         if code in _SPLIT_CODES:
             halves = split_request(request)
             if halves is not None:
                 self._splits += 1
                 left, right, hole = halves
+                refusals = self._exception_responses
                 first = self._run(left, items)
                 if first in (_TIMEOUT, _LOST):
-                    self._fail([right], items, items[left.entries[0].index].error or "not read")
+                    self._fail([right], items, self._failure)
                     return first
                 second = self._run(right, items)
-                if (
-                    second == _DATA
-                    and first == _DATA
-                    and hole is not None
-                    and self._memory.add_hole(request.unit, request.table, *hole)
-                ):
-                    self._log.info(
-                        "modbus %s:%s (%s): unit %s refused %s %s..%s; not bridging them any more",
-                        self.host,
-                        self.port,
-                        self.reader_type,
-                        request.unit,
-                        request.table.plural,
-                        hole[0],
-                        hole[1] - 1,
-                    )
-                return second if second in (_TIMEOUT, _LOST) else _REFUSED
+                if second in (_TIMEOUT, _LOST):
+                    return second
+                if first == _DATA and second == _DATA:
+                    direct = refusals == self._exception_responses  # each half answered at once
+                    return self._learn(request, left.end, hole, direct, items)
+                return _REFUSED
             self._memory.add_alone(request.unit, request.table, request.start, request.end)
         name = _EXCEPTIONS.get(code, "unknown exception")
         self._fail(
@@ -898,6 +971,91 @@ class ModbusDataReader(DataReader):
             f"unit {request.unit} refused reading {request.describe()}: exception {code} ({name})",
         )
         return _REFUSED
+
+    def _learn(
+        self,
+        request: Request,
+        middle: int,
+        hole: tuple[int, int] | None,
+        direct: bool,
+        items: CollectedVariables,
+    ) -> int:
+        """``request`` was refused, but its two parts (split at ``middle``) read all its values.
+
+        Why? Parts that touch cover every address of the request, so either the unit refuses
+        requests that large (when no request that large was ever answered) or it refuses to read
+        across ``middle`` (a boundary, remembered when each part was answered at once). Parts
+        with a ``hole`` between them: the hole's addresses do not exist, or (when no request
+        that large was ever answered) the request was too large: one read of the hole tells.
+        Returns the outcome (_DATA, or what the test read of a hole met: _TIMEOUT, _LOST).
+        """
+        unit, table, count = request.unit, request.table, request.count
+        size = self._memory.size(unit, table)
+        larger = size is None or count > size.answered
+        if hole is None:
+            if larger:
+                self._memory.refuse_size(unit, table, count)
+            elif direct and self._memory.add_cut(unit, table, middle):
+                self._log.info(
+                    "modbus %s:%s (%s): unit %s refused reading %s across %s..%s; not any more",
+                    self.host,
+                    self.port,
+                    self.reader_type,
+                    unit,
+                    table.plural,
+                    middle - 1,
+                    middle,
+                )
+            return _DATA
+        if larger:
+            outcome = self._run(Request(unit, table, hole[0], hole[1], []).compile(), items)
+            if outcome == _DATA:
+                self._memory.refuse_size(unit, table, count)
+                return _DATA
+            if outcome != _REFUSED:
+                return outcome
+        if self._memory.add_hole(unit, table, *hole):
+            self._log.info(
+                "modbus %s:%s (%s): unit %s refused %s %s..%s; not bridging them any more",
+                self.host,
+                self.port,
+                self.reader_type,
+                unit,
+                table.plural,
+                hole[0],
+                hole[1] - 1,
+            )
+        return _DATA
+
+    def _report_limits(self) -> None:
+        """Log each request limit learnt, once (again only if it changes)."""
+        for (unit, table), size in self._memory.sizes().items():
+            if not size.settled:
+                continue
+            cap = self.max_bits if table.is_bit else self.max_registers
+            limit = size.limit(cap)
+            if self._logged_limits.get((unit, table)) == limit:
+                continue
+            self._logged_limits[(unit, table)] = limit
+            self._log.info(
+                "modbus %s:%s (%s): unit %s refuses reading %s %s at once (smaller requests are "
+                "answered); reading at most %s per request from now on",
+                self.host,
+                self.port,
+                self.reader_type,
+                unit,
+                size.refused,
+                table.plural,
+                limit,
+            )
+
+    def _request_limits(self) -> dict[tuple[int, str], int]:
+        """The request limits learnt from refusals: ``{(unit, table): limit}``, table as in addresses."""
+        out: dict[tuple[int, str], int] = {}
+        for (unit, table), size in self._memory.sizes().items():
+            cap = self.max_bits if table.is_bit else self.max_registers
+            out[(unit, _TABLE_NAMES[table])] = size.limit(cap)
+        return out
 
     @staticmethod
     def _decode(request: Request, response: ModbusPDU, items: CollectedVariables) -> None:

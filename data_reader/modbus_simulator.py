@@ -4,7 +4,8 @@ For trying the Modbus reader without a device, in tests, examples and demos. Req
 ``modbus`` extra. From a shell (``--port 0`` picks a free port; the bound address is printed)::
 
     python -m data_reader.modbus_simulator --port 5020 [--host 127.0.0.1] [--units 1,2]
-        [--period 10] [--bulk 2000] [--latency-ms 0] [--duration SECONDS]
+        [--period 10] [--bulk 2000] [--latency-ms 0] [--max-read-registers N]
+        [--max-read-bits N] [--duration SECONDS]
 
 From Python (the server runs in a daemon thread of its own with its own event loop)::
 
@@ -72,6 +73,11 @@ one). Every request received is recorded (:attr:`ModbusSimulator.requests`) so t
 what a client sent. ``latency_s`` delays every answer to a valid request, like a real device's
 turnaround time. ``max_connections`` (default: no limit) closes a connection beyond that many at
 once as soon as it is accepted, as small devices that serve one client at a time do.
+``max_read_registers`` / ``max_read_bits`` (default: the protocol's 125 / 2000) make it refuse
+reads of more registers (functions 3, 4) or bits (functions 1, 2) than that with exception
+``oversize_exception`` (3, illegal data value, as the specification says; or 2, illegal data
+address, as some devices answer), like small PLCs and gateways with short buffers; refused
+requests are recorded too.
 
 Bad arguments (a port outside 0..65535, ``period_s`` <= 0...) raise
 :class:`~data_collector.ConfigurationError`; on the command line they print one ``error:`` line
@@ -196,6 +202,9 @@ class ModbusSimulator:
         standard_map: bool = True,
         latency_s: float = 0.0,
         max_connections: int | None = None,
+        max_read_registers: int | None = None,
+        max_read_bits: int | None = None,
+        oversize_exception: int = 3,
     ) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigurationError(
@@ -222,9 +231,26 @@ class ModbusSimulator:
             raise ConfigurationError(
                 f"ModbusSimulator: max_connections must be an int >= 1 or None, got {max_connections!r}"
             )
+        for name, value, top in (
+            ("max_read_registers", max_read_registers, 125),
+            ("max_read_bits", max_read_bits, 2000),
+        ):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top
+            ):
+                raise ConfigurationError(
+                    f"ModbusSimulator: {name} must be an int 1..{top} or None, got {value!r}"
+                )
+        if oversize_exception not in (2, 3) or isinstance(oversize_exception, bool):
+            raise ConfigurationError(
+                f"ModbusSimulator: oversize_exception must be 2 or 3, got {oversize_exception!r}"
+            )
         self.period_s = float(period_s)
         self.latency_s = float(latency_s)
         self.max_connections = max_connections
+        self.max_read_registers = max_read_registers
+        self.max_read_bits = max_read_bits
+        self.oversize_exception = oversize_exception
         self._holding = self._table(standard_map, bulk, holding)
         self._inputs = self._table(standard_map, bulk, inputs)
         self._started_at = time.time()
@@ -368,7 +394,11 @@ class ModbusSimulator:
         if unit in self.silent_unit_ids:
             return None  # no answer: the client times out
         if unit not in self._devices:
-            return _NoSuchUnit(pdu)
+            return _Refusal(pdu, ExcCodes.GATEWAY_NO_RESPONSE)
+        fc = pdu.function_code
+        limit = self.max_read_bits if fc in (1, 2) else self.max_read_registers if fc in (3, 4) else None
+        if limit is not None and record.count > limit:
+            return _Refusal(pdu, ExcCodes(self.oversize_exception))
         return pdu
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -515,15 +545,16 @@ class _TcpServer(ModbusTcpServer):
         return _Handler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
 
 
-class _NoSuchUnit(ModbusPDU):
-    """A request to a unit the simulator does not have: answered with exception 11."""
+class _Refusal(ModbusPDU):
+    """A request answered with an exception: to a unit it does not have (11), too large (3 or 2)."""
 
-    def __init__(self, request: ModbusPDU) -> None:
+    def __init__(self, request: ModbusPDU, code: ExcCodes) -> None:
         super().__init__(dev_id=request.dev_id, transaction_id=request.transaction_id)
         self.function_code = request.function_code
+        self.code = code
 
     async def datastore_update(self, context: Any, device_id: int) -> ModbusPDU:
-        response = ExceptionResponse(self.function_code, ExcCodes.GATEWAY_NO_RESPONSE)
+        response = ExceptionResponse(self.function_code, self.code)
         response.dev_id = device_id
         return response
 
@@ -562,6 +593,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--period", type=float, default=10.0, help="signal period in seconds (default 10)")
     parser.add_argument("--bulk", type=int, default=0, help="bulk registers from 1000 (default 0)")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay of every answer (default 0)")
+    parser.add_argument(
+        "--max-read-registers",
+        type=int,
+        default=None,
+        help="refuse reading more registers at once (exception 3)",
+    )
+    parser.add_argument(
+        "--max-read-bits",
+        type=int,
+        default=None,
+        help="refuse reading more coils/inputs at once (exception 3)",
+    )
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     try:
         args = parser.parse_args(argv)
@@ -576,6 +619,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             period_s=args.period,
             bulk=args.bulk,
             latency_s=args.latency_ms / 1000,
+            max_read_registers=args.max_read_registers,
+            max_read_bits=args.max_read_bits,
         )
     except (_ArgumentError, ConfigurationError) as exc:
         sys.stderr.write(f"error: {exc}\n")

@@ -37,6 +37,7 @@ Options (keyword arguments):
   dead sockets and silent subscriptions; variables are ``BAD`` with the reason meanwhile, and the
   reader reconnects with a capped exponential backoff (``reconnect_min_delay_s`` 0.5 s to
   ``reconnect_max_delay_s`` 10 s), resolving namespace URIs and re-creating subscriptions.
+- ``item_retry_max_s`` (5): subscribe mode, the cap of a failed monitored item's retry delay.
 - ``reader_type`` (``"opcua"``), ``min_interval_ms``: as for every :class:`DataReader`.
 
 Subscribe mode: the monitored items follow the contexts' variables. The collector tells the
@@ -54,6 +55,20 @@ tick has a value; each tick then delivers the latest value received, UNCERTAIN w
 has not confirmed it for ``max_age_s`` (default: three keep-alive periods, ``keepalive_s`` 1 s).
 Server queues hold one value per item and the client keeps only the latest one per node (no
 client-side queue), so no queue can overflow and silently drop recent data.
+
+Nodes that appear or vanish (subscribe mode): a monitored item the server refuses (a node that
+does not exist yet: ``BadNodeIdUnknown``; too many items...) makes its variables ``BAD`` with the
+status name, and is created again on its own backoff (0.5 s doubling up to ``item_retry_max_s``,
+5 s) and at once after every announcement, without touching the session, so a node added later
+is followed within a few seconds. A node deleted while monitored makes only its own variables
+``BAD`` (``BadNodeIdUnknown``) and is retried the same way, the session and the other items
+staying up: servers say so by a data change with that status, or by a StatusChangeNotification
+about a node (python-opcua; it does not name the item, so the subscription's nodes are read once
+to find it). A server that says nothing (asyncua 2.1's own ``delete_nodes``, asyncua issue
+#1771) leaves the item GOOD with its last value: nothing on the wire tells it from a value that
+does not change. A status change about the subscription itself (``BadTimeout``...) still
+replaces the session.
+:meth:`~OpcUaDataReader.opcua_stats` counts reconnects, failing items, their retries and lost items.
 
 Used directly, without a collector, a subscribe-mode reader monitors a node the first time
 :meth:`~OpcUaDataReader.read` gets a variable that was never announced, at the variable's
@@ -168,6 +183,7 @@ class OpcUaDataReader(DataReader):
         reconnect_min_delay_s: float = 0.5,
         reconnect_max_delay_s: float = 10.0,
         keepalive_s: float = 1.0,
+        item_retry_max_s: float = 5.0,
         logger: logging.Logger | None = None,
     ) -> None:
         super().__init__(reader_type=reader_type, min_interval_ms=min_interval_ms)
@@ -182,6 +198,7 @@ class OpcUaDataReader(DataReader):
             ("reconnect_min_delay_s", reconnect_min_delay_s),
             ("reconnect_max_delay_s", reconnect_max_delay_s),
             ("keepalive_s", keepalive_s),
+            ("item_retry_max_s", item_retry_max_s),
         ):
             _check_positive(cls, name, value)
         if max_age_s is not None:
@@ -284,6 +301,8 @@ class OpcUaDataReader(DataReader):
             reconnect_max_delay_s=float(reconnect_max_delay_s),
             keepalive_s=float(keepalive_s),
             source_timestamps=self.source_timestamps,
+            item_retry_min_s=min(0.5, float(item_retry_max_s)),
+            item_retry_max_s=float(item_retry_max_s),
             credentials=Credentials(
                 certificate=cert_der,
                 private_key=key_der,
@@ -378,7 +397,12 @@ class OpcUaDataReader(DataReader):
         return link is not None and link.connected
 
     def opcua_stats(self) -> dict[str, Any]:
-        """Counters of this reader: connection, Read calls, notifications, reconnects, ..."""
+        """Counters of this reader: connection, Read calls, notifications, reconnects, ...
+
+        Subscribe mode also counts the monitored items failing now (``failed_items``), their
+        retries (``item_retries``) and the items whose node went away while monitored
+        (``items_lost``). ``reconnects`` counts sessions replaced after a loss.
+        """
         link = self._link
         if link is None:
             return {"connected": False, "endpoint": self.endpoint, "mode": self.mode}
@@ -397,6 +421,9 @@ class OpcUaDataReader(DataReader):
             "sampling_intervals_ms": sorted(
                 {i.sampling_ms for i in link.items() if i.monitored_id is not None}
             ),
+            "failed_items": sum(1 for i in link.items() if i.error is not None),
+            "item_retries": link.item_retries,
+            "items_lost": link.items_lost,
             "reconnects": link.reconnects,
             "connect_failures": link.connect_failures,
         }

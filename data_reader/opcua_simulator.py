@@ -33,6 +33,16 @@ Nodes (string NodeIds in namespace ``urn:data-collector:simulator``, see :data:`
 - ``Aux.Counter`` (Int32, live) in a second namespace ``urn:data-collector:simulator:aux``,
   registered before the main one with ``reverse_namespaces=True`` so every index moves.
 
+Nodes appearing and vanishing (thread-safe helpers): :meth:`~OpcUaSimulator.add_variable` adds
+a variable node (string NodeId in the simulator's namespace) at run time;
+:meth:`~OpcUaSimulator.delete_node` deletes one and tells the subscriptions monitoring it, as
+servers do: ``notify="status_change"`` (default) sends each of them a StatusChangeNotification
+``BadNodeIdUnknown`` (what python-opcua sends and asyncua 2.1 means to send: its own
+``delete_nodes`` drops that notification, asyncua issue #1771), ``notify="data_change"`` first
+a data change of the node with status ``BadNodeIdUnknown`` (as servers that sample monitored
+nodes by reading them do). :meth:`~OpcUaSimulator.send_status_change` sends a
+StatusChangeNotification with any status (``BadTimeout``...) to every subscription.
+
 Security: with ``certificate`` + ``private_key`` the server also offers Basic256Sha256 Sign and
 SignAndEncrypt; ``users`` ({name: password}) enables username authentication, ``user_certificates``
 X.509 user authentication, and ``allow_anonymous=False`` turns anonymous sessions away.
@@ -198,6 +208,8 @@ class OpcUaSimulator:
         self.aux_namespace_index = 0
         self._server: Server | None = None
         self._nodeids: dict[str, ua.NodeId] = {}
+        self._folder: ua.NodeId | None = None
+        self._added: dict[str, ua.VariantType] = {}  # nodes added by add_variable: their types
         self._bulk_ids: list[ua.NodeId] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -298,6 +310,71 @@ class OpcUaSimulator:
         )
         await node.write_value(ua.Variant(limit, _VT.UInt32))
 
+    def add_variable(self, name: str, value: Any, variant_type: ua.VariantType | None = None) -> str:
+        """Add a writable variable node ``name`` (in the simulator's namespace) while running.
+
+        ``variant_type`` defaults from the value (Double, Int64, Boolean, String). Returns its
+        address (``ns=<index>;s=<name>``). A node deleted with :meth:`delete_node` may be added again.
+        """
+        if variant_type is None:
+            variant_type = (
+                _VT.Boolean
+                if isinstance(value, bool)
+                else _VT.Int64
+                if isinstance(value, int)
+                else _VT.String
+                if isinstance(value, str)
+                else _VT.Double
+            )
+        self._call(self._add_variable(name, value, variant_type))
+        return self.address(name)
+
+    async def _add_variable(self, name: str, value: Any, variant_type: ua.VariantType) -> None:
+        server = self._server
+        assert server is not None and self._folder is not None
+        if name in self._nodeids:
+            raise ValueError(f"simulator node {name!r} exists already")
+        ns = self.namespace_index
+        folder = server.get_node(self._folder)
+        node = await folder.add_variable(ua.NodeId(name, ns), ua.QualifiedName(name, ns), value, variant_type)
+        await node.set_writable()
+        self._nodeids[name] = node.nodeid
+        self._added[name] = variant_type
+
+    def delete_node(self, name: str, *, notify: str = "status_change") -> None:
+        """Delete node ``name``, telling the subscriptions that monitor it (see the module docstring)."""
+        if notify not in ("status_change", "data_change"):
+            raise ValueError(f"notify must be 'status_change' or 'data_change', got {notify!r}")
+        self._call(self._delete_node(name, notify))
+
+    async def _delete_node(self, name: str, notify: str) -> None:
+        server = self._server
+        assert server is not None
+        nodeid = self._nodeid(name)
+        gone = ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)
+        if notify == "data_change":
+            await server.write_attribute_value(nodeid, ua.DataValue(StatusCode=gone))
+        aspace = server.iserver.aspace
+        attribute = aspace[nodeid].attributes[ua.AttributeIds.Value]
+        for handle, callback in list(attribute.datachange_callbacks.items()):
+            if notify == "status_change":
+                result = callback(handle, None, gone)
+                if asyncio.iscoroutine(result):
+                    await result
+            aspace.delete_datachange_callback(handle)  # (asyncua would call it without awaiting)
+        del self._nodeids[name]
+        await server.delete_nodes([server.get_node(nodeid)])
+
+    def send_status_change(self, status: str) -> None:
+        """Send a StatusChangeNotification with ``status`` (a StatusCodes name) to every subscription."""
+        code = getattr(ua.StatusCodes, status)
+        self._call(self._send_status_change(ua.StatusCode(code)))
+
+    async def _send_status_change(self, code: ua.StatusCode) -> None:
+        assert self._server is not None
+        for isub in list(self._server.iserver.subscription_service.subscriptions.values()):
+            await isub.enqueue_statuschange(code)
+
     def get_value(self, name: str) -> Any:
         """The current value of node ``name``."""
         server = self._server
@@ -321,7 +398,15 @@ class OpcUaSimulator:
     async def _set(self, name: str, value: Any, status: int | None) -> None:
         assert self._server is not None
         nodeid = self._nodeid(name)
-        vtype = NODES[name][0] if name in NODES else _VT.Double if name.startswith("Bulk.") else _VT.Int32
+        vtype = (
+            NODES[name][0]
+            if name in NODES
+            else self._added[name]
+            if name in self._added
+            else _VT.Double
+            if name.startswith("Bulk.")
+            else _VT.Int32
+        )
         await self._write(nodeid, value, vtype, status)
 
     async def _write(
@@ -367,6 +452,7 @@ class OpcUaSimulator:
 
     async def _build(self) -> Server:
         users = _Users(self.users, [_cert_der(p) for p in self.user_certificates], self.allow_anonymous)
+        self._nodeids = {}  # (a restarted simulator starts from its initial nodes)
         server = Server(user_manager=users)  # type: ignore[arg-type]
         self._server = server
         await server.init()
@@ -402,6 +488,7 @@ class OpcUaSimulator:
         folder = await server.nodes.objects.add_object(
             ua.NodeId("Sim", ns), ua.QualifiedName("Simulator", ns)
         )
+        self._folder = folder.nodeid
         for name, (vtype, value, status) in NODES.items():
             node = await folder.add_variable(ua.NodeId(name, ns), ua.QualifiedName(name, ns), value, vtype)
             await node.set_writable()
@@ -473,8 +560,12 @@ class OpcUaSimulator:
             "Sim.Time": datetime.now(UTC),
         }
         for name, value in values.items():
-            await self._write(self._nodeids[name], value, NODES[name][0])
-        await self._write(self._nodeids["Aux.Counter"], n % 2**31, _VT.Int32)
+            nodeid = self._nodeids.get(name)
+            if nodeid is not None:  # (None: deleted by delete_node)
+                await self._write(nodeid, value, NODES[name][0])
+        aux = self._nodeids.get("Aux.Counter")
+        if aux is not None:
+            await self._write(aux, n % 2**31, _VT.Int32)
         self.updates += len(values) + 1
 
     async def _update_bulk(self) -> None:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from data_reader._modbus._address import Table, parse_address
-from data_reader._modbus._plan import Entry, SplitMemory, plan_requests, split_request
+from data_reader._modbus._plan import Entry, SizeLimit, SplitMemory, plan_requests, split_request
 
 HR = Table.HOLDING_REGISTER
 
@@ -72,6 +72,69 @@ def test_remembered_holes_and_isolated_values_change_the_plan() -> None:
     ]
     memory.clear()
     assert memory.hole_count == memory.alone_count == 0
+
+
+def test_remembered_boundaries_are_never_crossed() -> None:
+    memory = SplitMemory()
+    es = entries(*(f"hr:{a}" for a in range(90, 110)))
+    assert spans(plan_requests(1, HR, es, limit=125, max_gap=0, memory=memory)) == [(90, 20)]
+    assert memory.add_cut(1, HR, 100)
+    assert not memory.add_cut(1, HR, 100)
+    assert spans(plan_requests(1, HR, es, limit=125, max_gap=0, memory=memory)) == [(90, 10), (100, 10)]
+    assert memory.hole_count == 1
+    # a value spanning the boundary can only be read alone
+    es = entries("hr:97", "hr:99:uint32", "hr:102")
+    assert spans(plan_requests(1, HR, es, limit=125, max_gap=5, memory=memory)) == [
+        (97, 1),
+        (99, 2),
+        (102, 1),
+    ]
+
+
+def test_a_learnt_size_limit_bisects_then_settles() -> None:
+    memory = SplitMemory()
+    assert memory.limit(1, HR, 125) == 125
+    memory.note_answered(1, HR, 31)
+    assert memory.limit(1, HR, 125) == 125 and memory.sizes() == {}  # nothing refused yet
+    version = memory.version
+    assert memory.refuse_size(1, HR, 62)
+    assert memory.version > version
+    assert not memory.refuse_size(1, HR, 80)  # not news: 62 is already refused
+    assert not memory.refuse_size(1, HR, 20)  # 31 was answered: the size is not why 20 was refused
+    assert memory.limit(1, HR, 125) == (31 + 62) // 2
+    memory.note_answered(1, HR, 46)
+    assert memory.limit(1, HR, 125) == 54
+    memory.note_answered(1, HR, 54)
+    memory.note_answered(1, HR, 58)
+    memory.note_answered(1, HR, 60)
+    assert memory.limit(1, HR, 125) == 61
+    size = memory.size(1, HR)
+    assert size is not None and not size.settled
+    assert memory.refuse_size(1, HR, 61)
+    assert size.settled and memory.limit(1, HR, 125) == 60
+    assert memory.limit(1, HR, 40) == 40  # the configured limit still caps it
+    assert memory.limit(2, HR, 125) == 125  # other units and tables keep their own
+    assert memory.limit(1, Table.COIL, 2000) == 2000
+    memory.clear()
+    assert memory.limit(1, HR, 125) == 125
+
+
+def test_a_request_ended_by_the_limit_counts_as_passed() -> None:
+    # float64 values: a 61-register limit reads 15 of them (60 registers); nothing in 61..61 to test
+    size = SizeLimit(answered=60, refused=62)
+    assert size.limit(125) == 61 and not size.settled
+    memory = SplitMemory()
+    memory.note_answered(1, HR, 60)
+    memory.refuse_size(1, HR, 62)
+    (first, *_rest) = plan_requests(
+        1, HR, entries(*(f"hr:{4 * i}:float64" for i in range(40))), limit=61, max_gap=0, memory=memory
+    )
+    assert (first.count, first.limit, first.full) == (60, 61, True)
+    memory.note_answered(1, HR, first.count, first.limit)
+    assert memory.size(1, HR).settled and memory.limit(1, HR, 125) == 61  # type: ignore[union-attr]
+    # an answer at least as large as the refused size means the size was not the reason
+    memory.note_answered(1, HR, 70)
+    assert memory.sizes() == {} and memory.limit(1, HR, 125) == 125
 
 
 def test_split_prefers_the_widest_hole_then_the_middle() -> None:

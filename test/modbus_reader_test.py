@@ -198,22 +198,25 @@ def test_mixed_types_in_8_blocks_are_8_requests(sim: ModbusSimulator, reader: Mo
     assert got[1][0] == struct.unpack(">i", struct.pack(">2H", (1001 * 7) & 0xFFFF, (1002 * 7) & 0xFFFF))[0]
 
 
-def test_hole_inside_a_bridged_range_costs_one_failed_request_once() -> None:
+def test_hole_inside_a_bridged_range_costs_two_failed_requests_once() -> None:
     contents = {a: a + 1 for a in [*range(0, 10), *range(20, 30)]}  # 10..19 do not exist
     with ModbusSimulator(holding=contents, standard_map=False) as s:
         r = ModbusDataReader("127.0.0.1", s.port, max_gap=32)
         variables = [hr(a, f"hr:{a}") for a in contents]
         first = read(r, variables)
         assert all(first[a] == (a + 1, Quality.GOOD, None) for a in contents)
-        # 0..29 bridges the hole and is refused; its halves are read in the same tick
-        assert [(q.address, q.count) for q in s.requests] == [(0, 30), (0, 10), (20, 10)]
-        assert (r.stats.exception_responses, r.stats.remembered_holes) == (1, 1)
+        # 0..29 bridges the hole and is refused; its halves are read in the same tick; as no
+        # request of 30 was ever answered, a read of the hole itself tells a hole (refused) from
+        # a device limit of fewer than 30 registers (answered)
+        assert [(q.address, q.count) for q in s.requests] == [(0, 30), (0, 10), (20, 10), (10, 10)]
+        assert (r.stats.exception_responses, r.stats.remembered_holes) == (2, 1)
+        assert r.stats.request_limits == {}
         for _tick in range(3):
             s.clear_requests()
             again = read(r, variables)
             assert all(again[a] == (a + 1, Quality.GOOD, None) for a in contents)
             assert [(q.address, q.count) for q in s.requests] == [(0, 10), (20, 10)]
-        assert r.stats.exception_responses == 1
+        assert r.stats.exception_responses == 2
         r.close()
 
 

@@ -80,6 +80,9 @@ def test_api_port_counting_registers_and_restart() -> None:
         ({"period_s": 0}, "period_s"),
         ({"bulk": -1}, "bulk"),
         ({"holding": {70000: 1}}, "out of range"),
+        ({"max_read_registers": 126}, "max_read_registers must be an int 1..125 or None, got 126"),
+        ({"max_read_bits": 0}, "max_read_bits must be an int 1..2000 or None, got 0"),
+        ({"oversize_exception": 4}, "oversize_exception must be 2 or 3, got 4"),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, object], message: str) -> None:
@@ -181,3 +184,22 @@ def test_command_line_serves_until_its_duration() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_reads_over_the_configured_size_are_refused_and_recorded() -> None:
+    from pymodbus.client import ModbusTcpClient
+
+    with ModbusSimulator(bulk=100, max_read_registers=10, max_read_bits=8, oversize_exception=2) as sim:
+        client = ModbusTcpClient("127.0.0.1", port=sim.port, timeout=2)
+        assert client.connect()
+        try:
+            assert client.read_holding_registers(1000, count=10).registers == [
+                (a * 7) & 0xFFFF for a in range(1000, 1010)
+            ]
+            refused = client.read_input_registers(1000, count=11)
+            assert refused.isError() and refused.exception_code == 2
+            assert client.read_coils(0, count=8).bits[:8] == [a % 3 == 0 for a in range(8)]
+            assert client.read_discrete_inputs(0, count=9).exception_code == 2
+        finally:
+            client.close()
+        assert [(r.function_code, r.count) for r in sim.requests] == [(3, 10), (4, 11), (1, 8), (2, 9)]

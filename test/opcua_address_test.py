@@ -161,6 +161,8 @@ def test_writes_take_the_node_data_type() -> None:
         ({"user_certificate": "/nonexistent"}, "go together"),
         ({"reconnect_min_delay_s": 5, "reconnect_max_delay_s": 1}, "below"),
         ({"default_interval_ms": 0}, "default_interval_ms"),
+        ({"item_retry_max_s": 0}, "item_retry_max_s must be a finite number > 0, got 0"),
+        ({"item_retry_max_s": float("inf")}, "item_retry_max_s must be"),
     ],
 )
 def test_bad_options_raise_configuration_errors(kwargs: dict[str, object], why: str) -> None:

@@ -3,8 +3,9 @@
 Pure code (no I/O, no clock). Values are sorted by address and merged while the request stays
 within the protocol limit and the hole bridged between two values is at most ``max_gap``
 registers (or ``16 * max_gap`` bits). A :class:`SplitMemory` remembers what the device refused:
-holes that must not be bridged and values that must be read alone, so a refused request costs
-one failed request once, not data.
+holes that must not be bridged, boundaries a request must not cross, values that must be read
+alone, and the largest request each unit and table answers (:class:`SizeLimit`), so a refused
+request costs a few failed requests once, not data.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from ._address import ORDERS, ModbusAddress, Table
 
-__all__ = ["Entry", "Request", "SplitMemory", "plan_requests", "split_request"]
+__all__ = ["Entry", "Request", "SizeLimit", "SplitMemory", "plan_requests", "split_request"]
 
 # Decoder kinds
 STRUCT, REGISTER_BIT, BIT, RAW = range(4)
@@ -68,6 +69,8 @@ class Request:
     needs_little: bool = False
     big: struct.Struct | None = None
     little: struct.Struct | None = None
+    limit: int = 0  # the request limit it was planned with
+    full: bool = False  # it ended because the next value would have exceeded ``limit``
 
     @property
     def count(self) -> int:
@@ -109,15 +112,49 @@ class Request:
         return f"{self.table.plural} {where} of unit {self.unit}"
 
 
-class SplitMemory:
-    """What a device refused, per (unit, table): holes not to bridge, spans to read alone.
+@dataclass(slots=True)
+class SizeLimit:
+    """What one unit and table showed about the largest read request it answers.
 
-    ``version`` changes whenever something is learnt, so cached plans can be rebuilt.
+    ``answered``: the largest count it answered; ``refused``: the smallest count it refused
+    although smaller requests read every value of that request (None: none yet); ``passed``: the
+    largest limit under which a request that the limit ended was answered (planning with any
+    limit from its count up to this one gives the same request). While ``refused`` is known and
+    more than one above the larger of the two lower bounds, plans probe half-way between them
+    (a bisection, one step per answered or refused request); then the limit is ``refused - 1``.
+    """
+
+    answered: int = 0
+    passed: int = 0
+    refused: int | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.refused is not None and self.refused - max(self.answered, self.passed) <= 1
+
+    def limit(self, cap: int) -> int:
+        """The limit to plan with: ``cap`` while nothing was refused for its size."""
+        if self.refused is None:
+            return cap
+        low = max(self.answered, self.passed)
+        if self.refused - low <= 1:
+            return min(cap, self.refused - 1)
+        return min(cap, (low + self.refused) // 2)
+
+
+class SplitMemory:
+    """What a device refused, per (unit, table): holes not to bridge, boundaries not to cross,
+    spans to read alone, and the request size it answers (:class:`SizeLimit`).
+
+    ``version`` changes whenever something is learnt that changes plans, so cached plans can be
+    rebuilt (and requests not sent yet re-planned).
     """
 
     def __init__(self, max_entries: int = 10_000) -> None:
         self._holes: dict[tuple[int, Table], list[tuple[int, int]]] = {}
+        self._cuts: dict[tuple[int, Table], set[int]] = {}
         self._alone: dict[tuple[int, Table], set[tuple[int, int]]] = {}
+        self._sizes: dict[tuple[int, Table], SizeLimit] = {}
         self._max = max_entries
         self.version = 0
 
@@ -126,6 +163,59 @@ class SplitMemory:
 
     def alone(self, unit: int, table: Table) -> set[tuple[int, int]]:
         return self._alone.get((unit, table), set())
+
+    def cuts(self, unit: int, table: Table) -> set[int]:
+        return self._cuts.get((unit, table), set())
+
+    def size(self, unit: int, table: Table) -> SizeLimit | None:
+        return self._sizes.get((unit, table))
+
+    def limit(self, unit: int, table: Table, cap: int) -> int:
+        """The request limit to plan (unit, table) with: ``cap`` unless it refused smaller requests."""
+        size = self._sizes.get((unit, table))
+        return cap if size is None else size.limit(cap)
+
+    def sizes(self) -> dict[tuple[int, Table], SizeLimit]:
+        """The (unit, table) pairs that refused a request for its size."""
+        return {key: size for key, size in list(self._sizes.items()) if size.refused is not None}
+
+    def note_answered(self, unit: int, table: Table, count: int, full_limit: int = 0) -> None:
+        """A request of ``count`` was answered; ``full_limit``: its planning limit if that ended it."""
+        size = self._sizes.get((unit, table))
+        if size is None:
+            size = self._sizes[(unit, table)] = SizeLimit()
+        if count > size.answered:
+            size.answered = count
+            if size.refused is not None:
+                if count >= size.refused:  # the size did not cause that refusal after all
+                    size.refused = None
+                    size.passed = 0
+                self.version += 1
+        if size.refused is not None and size.passed < full_limit < size.refused:
+            size.passed = full_limit
+            self.version += 1
+
+    def refuse_size(self, unit: int, table: Table, count: int) -> bool:
+        """A request of ``count`` was refused although smaller ones read all of it; True if news."""
+        size = self._sizes.get((unit, table))
+        if size is None:
+            size = self._sizes[(unit, table)] = SizeLimit()
+        if count <= size.answered or (size.refused is not None and count >= size.refused):
+            return False
+        size.refused = count
+        if size.passed >= count:  # a guess from planning that this refusal disproves
+            size.passed = 0
+        self.version += 1
+        return True
+
+    def add_cut(self, unit: int, table: Table, at: int) -> bool:
+        """Requests of (unit, table) must not span address ``at - 1`` and ``at`` together."""
+        cuts = self._cuts.setdefault((unit, table), set())
+        if at in cuts or len(cuts) >= self._max:
+            return False
+        cuts.add(at)
+        self.version += 1
+        return True
 
     def add_hole(self, unit: int, table: Table, start: int, end: int) -> bool:
         holes = self._holes.setdefault((unit, table), [])
@@ -145,7 +235,8 @@ class SplitMemory:
 
     @property
     def hole_count(self) -> int:
-        return sum(len(v) for v in self._holes.values())
+        """Holes and boundaries (zero-width holes) remembered."""
+        return sum(len(v) for v in self._holes.values()) + sum(len(v) for v in self._cuts.values())
 
     @property
     def alone_count(self) -> int:
@@ -153,7 +244,9 @@ class SplitMemory:
 
     def clear(self) -> None:
         self._holes.clear()
+        self._cuts.clear()
         self._alone.clear()
+        self._sizes.clear()
         self.version += 1
 
 
@@ -174,6 +267,7 @@ def plan_requests(
     ordered = sorted(entries, key=lambda e: (e.start, e.end))
     holes = memory.holes(unit, table) if memory is not None else []
     alone = memory.alone(unit, table) if memory is not None else set()
+    cuts = memory.cuts(unit, table) if memory is not None else set()
     requests: list[Request] = []
     current: Request | None = None
     current_alone = False
@@ -185,18 +279,22 @@ def plan_requests(
                 merge = current_alone and e_alone and (current.start, current.end) == span
             else:
                 gap = e.start - current.end
+                end = max(current.end, e.end)
                 merge = (
                     gap <= max_gap
-                    and max(current.end, e.end) - current.start <= limit
                     and (gap <= 0 or not _crosses(holes, current.end, e.start))
+                    and not (cuts and any(current.start < cut < end for cut in cuts))
                 )
+                if merge and end - current.start > limit:
+                    merge = False
+                    current.full = True
             if merge:
                 current.entries.append(e)
                 if e.end > current.end:
                     current.end = e.end
                 continue
             requests.append(current)
-        current = Request(unit, table, e.start, e.end, [e])
+        current = Request(unit, table, e.start, e.end, [e], limit=limit)
         current_alone = e_alone
     if current is not None:
         requests.append(current)

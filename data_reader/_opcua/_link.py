@@ -11,6 +11,15 @@ monitored item the reader wants created again, so values come back without any u
 Subscribe mode: the reader says which items it wants (:meth:`Link.assign`, the whole set, or
 :meth:`Link.want`, one more); :meth:`Link.sync` then creates the new ones on the server and deletes
 the others, and the supervisor runs it after every (re)connect and whenever asked (:meth:`Link.wake`).
+
+An item the server refuses (``BadNodeIdUnknown``: the node does not exist yet...) keeps the
+status name as its error and is created again on its own backoff (``item_retry_min_s`` doubling
+up to ``item_retry_max_s``), and at once after an :meth:`Link.assign`. An item whose node goes
+away while monitored (a data change with status ``BadNodeIdUnknown``, or a StatusChangeNotification
+with a status about a node rather than the subscription, which does not say which item: the
+subscription's nodes are then read to find out) is deleted from the server, BAD with the status
+name, and retried the same way; the session stays up. Other status changes (``BadTimeout``,
+``GoodSubscriptionTransferred``...) mean the subscription is gone: the session is replaced.
 """
 
 from __future__ import annotations
@@ -49,6 +58,20 @@ _MODES: dict[str, ua.MessageSecurityMode] = {
 SECURITY_POLICIES = ("None", *_POLICIES)
 _MAX_PUBLISHING_MS = 250
 SECURITY_MODES = ("None", *_MODES)
+
+#: Statuses about a node, not a subscription: in a StatusChangeNotification they mean one of the
+#: subscription's items failed (found by reading their nodes), not that the session is gone.
+_ITEM_STATUSES = frozenset(
+    {
+        "BadNodeIdUnknown",
+        "BadNodeIdInvalid",
+        "BadAttributeIdInvalid",
+        "BadNotReadable",
+        "BadUserAccessDenied",
+    }
+)
+#: Statuses of a monitored item's value meaning its node is gone: the item is created again later.
+_NODE_GONE = frozenset({"BadNodeIdUnknown", "BadNodeIdInvalid"})
 
 #: A monitored item is one node (address text) at one sampling interval (ms).
 ItemKey = tuple[str, int]
@@ -118,6 +141,8 @@ class LinkOptions:
     keepalive_s: float
     source_timestamps: bool
     credentials: Credentials = field(repr=False)
+    item_retry_min_s: float = 0.5
+    item_retry_max_s: float = 5.0
 
 
 class _RedactCredentials(logging.Filter):
@@ -200,6 +225,8 @@ class MonitoredItem:
         "latest",
         "monitored_id",
         "nodeid",
+        "retry_at",
+        "retry_delay",
         "sampling_ms",
         "subscription",
     )
@@ -215,6 +242,8 @@ class MonitoredItem:
         self.monitored_id: int | None = None
         self.nodeid: ua.NodeId | None = None
         self.subscription: _Subscription | None = None
+        self.retry_at = 0.0  # with an error: when to try to create it again (monotonic)
+        self.retry_delay = 0.0  # the current retry delay (0: not failed)
 
 
 class _Subscription:
@@ -256,6 +285,8 @@ class Link:
         self.notifications = 0
         self.reconnects = 0
         self.connect_failures = 0
+        self.item_retries = 0  # monitored items created again after they failed
+        self.items_lost = 0  # monitored items whose node went away while monitored
         # -- loop-side state --
         self._client: Client | None = None
         self._max_items_per_call = 0
@@ -273,6 +304,9 @@ class Link:
         self._subscriptions: dict[int, _Subscription] = {}
         self._sync_lock = asyncio.Lock()  # one sync (or connect) at a time
         self._next_handle = 1
+        self._suspects: set[_Subscription] = set()  # a status change about a node: check its items
+        self._gone: list[tuple[MonitoredItem, str]] = []  # items whose value said their node is gone
+        self._last_create_error = ""
         self.first_value = threading.Event()  # set when an item receives its first value
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -306,6 +340,11 @@ class Link:
         if loop is not None and self._wake is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._wake.set)
+
+    def _wake_now(self) -> None:
+        """Loop side: run a sync now."""
+        if self._wake is not None:
+            self._wake.set()
 
     def connection_lost(self, reason: str) -> None:
         """Loop side: declare the session lost (the supervisor reconnects)."""
@@ -382,11 +421,20 @@ class Link:
             self._wake.clear()
             waiters = [asyncio.ensure_future(self._lost.wait()), asyncio.ensure_future(self._wake.wait())]
             try:
-                await asyncio.wait(waiters, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waiters, timeout=self._idle_wait(), return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for waiter in waiters:
                     waiter.cancel()
         self._lost.clear()
+
+    def _idle_wait(self) -> float:
+        """How long the supervisor may sleep: 1 s, or until the next retry of a failed item."""
+        wait = 1.0
+        now = time.monotonic()
+        for item in self.items():
+            if item.error is not None and item.monitored_id is None:
+                wait = min(wait, item.retry_at - now)
+        return max(wait, 0.01)
 
     def _silent_subscription(self) -> str | None:
         now = time.monotonic()
@@ -623,7 +671,8 @@ class Link:
 
         Items already there are kept as they are; the new ones are created and the others
         deleted from the server by the next :meth:`sync` (the caller runs it, or the supervisor
-        does within a second; after a reconnect it creates exactly this set again).
+        does within a second; after a reconnect it creates exactly this set again). Items that
+        failed are tried again by that sync, whatever their backoff.
         """
         with self._items_lock:
             current = self._items
@@ -632,6 +681,9 @@ class Link:
             }
             self._unwanted += [item for key, item in current.items() if key not in self._items]
             items = dict(self._items)
+        for item in items.values():
+            if item.error is not None:
+                item.retry_at = 0.0  # failed items are tried again at once
         self.wake()
         return items
 
@@ -646,6 +698,8 @@ class Link:
     def _reset_items(self) -> None:
         """After a (re)connect: nothing exists on the new session yet."""
         self._subscriptions = {}
+        self._suspects = set()
+        self._gone = []
         with self._items_lock:
             self._unwanted = []
         for item in self.items():
@@ -655,6 +709,7 @@ class Link:
             item.latest = None
             item.error = None
             item.nodeid = None
+            item.retry_at = item.retry_delay = 0.0
 
     async def sync(self) -> None:
         """Create the wanted items missing on the server, then delete the unwanted ones.
@@ -680,8 +735,16 @@ class Link:
         client = self._client
         if client is None or not self.connected:
             return
-        fresh = [item for item in self.items() if item.monitored_id is None and item.error is None]
+        if self._suspects or self._gone:
+            await self._drop_gone_items(client)
+        now = time.monotonic()
+        fresh = [
+            item
+            for item in self.items()
+            if item.monitored_id is None and (item.error is None or item.retry_at <= now)
+        ]
         if fresh:  # first: an item moving to another interval is never missing
+            self.item_retries += sum(1 for item in fresh if item.error is not None)
             await self._create_items(client, fresh)
         with self._items_lock:
             unwanted, self._unwanted = self._unwanted, []
@@ -725,15 +788,99 @@ class Link:
                 len(empty),
             )
 
+    def _failed(self, item: MonitoredItem, error: str, now: float) -> bool:
+        """``item`` could not be monitored: BAD with ``error``, created again after its backoff.
+
+        Returns True when this is news (its first failure, or another error): worth a log line.
+        """
+        first = item.retry_delay == 0.0
+        opts = self.options
+        item.retry_delay = (
+            opts.item_retry_min_s if first else min(item.retry_delay * 2, opts.item_retry_max_s)
+        )
+        item.retry_at = now + item.retry_delay
+        news = first or item.error != error
+        item.error = error
+        return news
+
+    def _report_failed(self, failed: list[tuple[MonitoredItem, str]], what: str) -> None:
+        """One warning for the items that newly failed (a few named)."""
+        if not failed:
+            return
+        shown = ", ".join(f"{item.address.text} ({error})" for item, error in failed[:5])
+        more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+        opts = self.options
+        self._log.warning(
+            "OPC UA %s: %s %d node(s): %s%s; their variables are BAD, tried again every %g..%g s",
+            opts.endpoint,
+            what,
+            len(failed),
+            shown,
+            more,
+            opts.item_retry_min_s,
+            opts.item_retry_max_s,
+        )
+
+    async def _drop_gone_items(self, client: Client) -> None:
+        """Delete the items whose node went away, and schedule them to be created again.
+
+        A status change about a node does not say which item: the nodes of the subscriptions
+        that received one are read, and the items that read a status about a node are gone.
+        """
+        suspects, self._suspects = self._suspects, set()
+        gone, self._gone = self._gone, []
+        for sub in suspects:
+            if self._subscriptions.get(sub.sampling_ms) is not sub:
+                continue  # deleted meanwhile
+            items = [item for item in sub.by_handle.values() if item.nodeid is not None]
+            size = self.max_nodes_per_read or len(items) or 1
+            for start in range(0, len(items), size):
+                chunk = items[start : start + size]
+                params = ua.ReadParameters()
+                for item in chunk:
+                    rv = ua.ReadValueId()
+                    rv.NodeId = item.nodeid
+                    rv.AttributeId = ua.AttributeIds.Value
+                    params.NodesToRead.append(rv)
+                results = await client.uaclient.read(params)
+                self.read_requests += 1
+                for item, dv in zip(chunk, results, strict=True):
+                    code = dv.StatusCode.value if dv.StatusCode is not None else 0
+                    name = status_name(code)
+                    if name in _ITEM_STATUSES:
+                        gone.append((item, name))
+        # (an item may be listed twice, or be unwanted or re-created meanwhile: drop it once)
+        dropped = {id(item): (item, name) for item, name in gone if item.subscription is not None}
+        if not dropped:
+            if suspects:
+                self._log.info(
+                    "OPC UA %s: a status change about a node, but every monitored node reads fine",
+                    self.options.endpoint,
+                )
+            return
+        await self._delete_items(client, [item for item, _name in dropped.values()])
+        now = time.monotonic()
+        for item, name in dropped.values():
+            self.items_lost += 1
+            item.latest = None
+            item.armed_at = None
+            item.retry_delay = 0.0
+            self._failed(item, name, now)
+        self._report_failed(list(dropped.values()), "the server reports gone")
+
     async def _create_items(self, client: Client, items: list[MonitoredItem]) -> None:
         groups: dict[int, list[MonitoredItem]] = {}
+        now = time.monotonic()
+        unresolved: list[tuple[MonitoredItem, str]] = []
         for item in items:
             try:
                 item.nodeid = item.address.resolve(self.namespaces)
             except UnknownNamespaceError as exc:
-                item.error = str(exc)
+                if self._failed(item, str(exc), now):
+                    unresolved.append((item, str(exc)))
                 continue
             groups.setdefault(item.sampling_ms, []).append(item)
+        self._report_failed(unresolved, "cannot monitor")
         for sampling_ms, group in groups.items():
             size = self._max_items_per_call or 1000
             start = 0
@@ -745,12 +892,15 @@ class Link:
                 if _status_of(exc) in _SESSION_LOST:
                     raise
                 # the server refuses (too many subscriptions or items, ...): these variables are
-                # BAD with the reason until the next reconnect instead of being retried every second
+                # BAD with the reason, and tried again on their backoff
                 error = f"cannot monitor: {describe_error(exc)}"
+                now = time.monotonic()
                 for item in group[start:]:
                     if item.monitored_id is None:
-                        item.error = error
-                self._log.warning("OPC UA %s: %s", self.options.endpoint, error)
+                        self._failed(item, error, now)
+                level = logging.WARNING if error != self._last_create_error else logging.DEBUG
+                self._last_create_error = error
+                self._log.log(level, "OPC UA %s: %s", self.options.endpoint, error)
 
     async def _create_chunk(self, client: Client, sub: _Subscription, items: list[MonitoredItem]) -> None:
         assert sub.subscription_id is not None
@@ -787,15 +937,28 @@ class Link:
             raise
         now = time.monotonic()
         failed = 0
+        news: list[tuple[MonitoredItem, str]] = []
         for item, result in zip(items, results, strict=True):
             if result.StatusCode.is_good():
+                if item.error is not None:
+                    self._log.info(
+                        "OPC UA %s: %s monitored again (it failed with %s)",
+                        self.options.endpoint,
+                        item.address.text,
+                        item.error,
+                    )
                 item.monitored_id = result.MonitoredItemId
                 item.armed_at = now
+                item.error = None
+                item.retry_delay = 0.0
             else:
                 failed += 1
-                item.error = status_name(result.StatusCode.value)
                 sub.by_handle.pop(item.client_handle, None)
                 item.subscription = None
+                error = status_name(result.StatusCode.value)
+                if self._failed(item, error, now):
+                    news.append((item, error))
+        self._report_failed(news, "cannot monitor")
         self._log.debug(
             "OPC UA %s: %d monitored items created at %d ms (%d rejected)",
             self.options.endpoint,
@@ -877,6 +1040,9 @@ class Link:
                     dv = mi.Value
                     variant = dv.Value
                     code = dv.StatusCode.value if dv.StatusCode is not None else 0
+                    if code & 0x80000000 and status_name(code) in _NODE_GONE:
+                        self._gone.append((item, status_name(code)))  # created again later
+                        self._wake_now()
                     if item.latest is None:
                         first = True
                     item.latest = (
@@ -889,7 +1055,11 @@ class Link:
             elif isinstance(notification, ua.StatusChangeNotification):
                 status = notification.Status
                 name = status_name(status.value) if status is not None else "status change"
-                self.connection_lost(f"subscription {sub.subscription_id}: {name}")
+                if name in _ITEM_STATUSES:  # about one of its nodes: find which, keep the session
+                    self._suspects.add(sub)
+                    self._wake_now()
+                else:
+                    self.connection_lost(f"subscription {sub.subscription_id}: {name}")
         self.notifications += count
         if first:
             self.first_value.set()
