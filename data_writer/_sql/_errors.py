@@ -89,15 +89,15 @@ def _driver_verdict(orig: BaseException) -> bool | None:
             return (code & 0xFF) in _SQLITE_TRANSIENT
         text = str(orig).lower()
         return "locked" in text or "disk i/o" in text or "unable to open" in text or "disk is full" in text
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if isinstance(sqlstate, str) and len(sqlstate) == 5:
-        return sqlstate in _PG_TRANSIENT_CODES or sqlstate[:2] in _PG_TRANSIENT_CLASSES
     module = type(orig).__module__.split(".", 1)[0]
-    if module in ("pymysql", "MySQLdb"):
+    if module in ("pymysql", "MySQLdb"):  # by error number (their SQLSTATE is mostly HY000)
         args: Any = getattr(orig, "args", ())
         if args and isinstance(args[0], int):
             return args[0] in _MYSQL_TRANSIENT
         return type(orig).__name__ in ("OperationalError", "InterfaceError")
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if isinstance(sqlstate, str) and len(sqlstate) == 5:
+        return sqlstate in _PG_TRANSIENT_CODES or sqlstate[:2] in _PG_TRANSIENT_CLASSES
     if module in ("psycopg", "psycopg2", "pg8000", "asyncpg"):
         # No SQLSTATE: the client side failed (connection lost, closed, or never made).
         return type(orig).__name__ in ("OperationalError", "InterfaceError")
