@@ -77,15 +77,15 @@ def test_a_few_variables_of_many_over_a_time_range(store: tuple[str, str]) -> No
         expected.sort()
         assert [(r.read_at, r.variable_id, r.value) for r in rows] == expected
         assert {r.address for r in rows if r.variable_id == 7} == {"v7", "v7-new"}
-        loose = any("RECURSIVE" in s.upper() for s in statements)
-        assert loose == (writer.engine.dialect.name in ("sqlite", "postgresql"))
+        loose = "GROUP BY" if writer.engine.dialect.name == "mysql" else "RECURSIVE"
+        assert any(loose in s.upper() for s in statements)  # one seek per distinct read time
 
         statements.clear()  # many variables: scanning the range is cheaper, same answer
         many = list(range(1, 61))
         rows = writer.read_samples(1, variable_ids=many, start=_at(50))
         assert len(rows) == 10 * 60 and rows[0].read_at == _at(50) and rows[-1].read_at == _at(59)
         assert [r.variable_id for r in rows[:60]] == many
-        assert not any("RECURSIVE" in s.upper() for s in statements)
+        assert not any(loose in s.upper() for s in statements)
 
         whole = writer.read_samples(1, variable_ids=[300])  # no bounds, one variable
         assert [r.value for r in whole] == [t + 0.3 for t in range(60)]
