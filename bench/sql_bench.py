@@ -234,12 +234,13 @@ def bench_db(label: str, url: str, results: dict[str, Any], rows_out: list[list[
     try:
         writer.open()
         table = f"{prefix}samples"
-        for workload in ("float", "mixed"):
-            # One fresh batch per insert: ours (context 1), each raw method, raw+conv (last context).
+        for w_index, workload in enumerate(("float", "mixed")):
+            base = 1 + 10 * w_index  # each workload writes its own contexts
+            # One fresh batch per insert: ours (context base), each raw method, raw+conv (the next ones).
             n = MAX_ROUNDS + 1
             variables, batches = make_batches(workload, n)
             _, fresh = make_batches(workload, n * 4, first_tick=n * 10)
-            ctx = DataCollectionContext(1, variables)
+            ctx = DataCollectionContext(base, variables)
             writer.write(ctx, batches[0])  # registers the variables; warms up
             with engine.connect() as conn:
                 keys = {
@@ -255,9 +256,10 @@ def bench_db(label: str, url: str, results: dict[str, Any], rows_out: list[list[
             else:
                 raws = [RawPyMySQL(parsed, table)]
             prebuilt = {
-                id(r): [encode_minimal(b, keys, r.ts, 2 + i) for b in fresh[:n]] for i, r in enumerate(raws)
+                id(r): [encode_minimal(b, keys, r.ts, base + 1 + i) for b in fresh[:n]]
+                for i, r in enumerate(raws)
             }
-            conv_ctx = 2 + len(raws)
+            conv_ctx = base + 1 + len(raws)
             ours: list[float] = []
             raw: dict[str, list[float]] = {r.name: [] for r in raws}
             conv: list[float] = []
