@@ -6,13 +6,18 @@ mixed float/int/bool/str samples per batch), one transaction per batch:
 
 - ``ours``: ``SqlDataWriter.write(context, batch)`` from ``CollectedVariables`` (values encoded,
   times converted, variables looked up: everything the writer does in production);
-- ``raw``: the driver alone inserting the same rows, already built as tuples (the strictest
-  baseline): ``sqlite3`` ``executemany``; psycopg ``executemany`` and binary ``COPY`` (the better
-  one counts); PyMySQL ``executemany``;
+- ``raw``: the driver alone inserting the same rows, already built as tuples, with a plain
+  ``INSERT`` / ``COPY`` that does not check for samples stored already (the strictest baseline):
+  ``sqlite3`` ``executemany``; psycopg ``executemany`` and binary ``COPY`` (the better one
+  counts); PyMySQL ``executemany``;
 - ``raw+conv``: the raw driver plus the minimal tuple building a hand-written writer would do.
 
-Rounds alternate ours / raw / raw+conv so that index growth and machine load hit all alike; the
-median rows/s of the rounds is reported. Bounded in time (about 20 s per database). Prints a
+Every insert gets fresh samples (ours, raw and raw+conv write to three contexts, each round to
+new read times), into the writer's own schema (version 2: primary key (context, read time,
+variable)); ours also skips samples already stored, which costs it nothing on SQLite (``ON
+CONFLICT DO NOTHING``) and nothing until a duplicate shows up on PostgreSQL/MariaDB (optimistic
+insert). Rounds alternate ours / raw / raw+conv so that table growth and machine load hit all
+alike; the median rows/s of the rounds is reported. Bounded in time (about 20 s per database). Prints a
 table, then one JSON line. Runs with ``python bench/sql_bench.py``; URLs from
 ``DC_TEST_POSTGRES_URL`` / ``DC_TEST_MARIADB_URL``.
 """
@@ -38,7 +43,8 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data_collector import CollectedVariable, CollectedVariables, DataCollectionContext, Variable
-from data_writer.sql_data_writer import SqlDataWriter
+from data_writer._sql._schema import epoch_us
+from data_writer.sql_data_writer import SCHEMA_VERSION, SqlDataWriter
 
 BATCH = 1000
 N_VARIABLES = 100  # 10 ticks of 100 variables per batch
@@ -71,14 +77,16 @@ def reachable(url: str) -> bool:
         return False
 
 
-def make_batches(workload: str, n: int) -> tuple[list[Variable], list[CollectedVariables]]:
+def make_batches(
+    workload: str, n: int, first_tick: int = 0
+) -> tuple[list[Variable], list[CollectedVariables]]:
     if workload == "float":
         types = ["float"] * N_VARIABLES
     else:
         types = [("float", "int", "bool", "str")[i % 4] for i in range(N_VARIABLES)]
     variables = [Variable(i + 1, f"plc1/{t}/{i}", t, "bench", 100) for i, t in enumerate(types)]
     batches = []
-    tick = 0
+    tick = first_tick
     for _ in range(n):
         items = []
         for _ in range(BATCH // N_VARIABLES):
@@ -101,7 +109,7 @@ def make_batches(workload: str, n: int) -> tuple[list[Variable], list[CollectedV
 
 
 def encode_minimal(
-    batch: CollectedVariables, keys: dict[int, int], ts: Callable[[datetime], Any]
+    batch: CollectedVariables, keys: dict[int, int], ts: Callable[[datetime], Any], context_id: int
 ) -> list[tuple[Any, ...]]:
     """What a hand-written writer would do: one tuple per sample from the batch's columns."""
     rows = []
@@ -112,7 +120,7 @@ def encode_minimal(
         num = value if t is float else None
         ival = int(value) if t is int or t is bool else None
         text = value if t is str else None
-        rows.append((1, keys[var.id], ts(at), t.__name__, num, ival, text, quality.value, None))  # type: ignore[arg-type]
+        rows.append((context_id, keys[var.id], ts(at), t.__name__, num, ival, text, quality.value, None))  # type: ignore[arg-type]
     return rows
 
 
@@ -135,7 +143,7 @@ def iso(d: datetime) -> str:
 
 class RawSqlite(Raw):
     name = "sqlite3 executemany"
-    ts = staticmethod(iso)
+    ts = staticmethod(epoch_us)
 
     def __init__(self, path: str, table: str) -> None:
         self.con = sqlite3.connect(path)
@@ -226,9 +234,13 @@ def bench_db(label: str, url: str, results: dict[str, Any], rows_out: list[list[
     try:
         writer.open()
         table = f"{prefix}samples"
-        for workload in ("float", "mixed"):
-            variables, batches = make_batches(workload, 12)
-            ctx = DataCollectionContext(1, variables)
+        for w_index, workload in enumerate(("float", "mixed")):
+            base = 1 + 10 * w_index  # each workload writes its own contexts
+            # One fresh batch per insert: ours (context base), each raw method, raw+conv (the next ones).
+            n = MAX_ROUNDS + 1
+            variables, batches = make_batches(workload, n)
+            _, fresh = make_batches(workload, n * 4, first_tick=n * 10)
+            ctx = DataCollectionContext(base, variables)
             writer.write(ctx, batches[0])  # registers the variables; warms up
             with engine.connect() as conn:
                 keys = {
@@ -243,7 +255,11 @@ def bench_db(label: str, url: str, results: dict[str, Any], rows_out: list[list[
                 raws = [RawPsycopgCopy(parsed, table), RawPsycopgMany(parsed, table)]
             else:
                 raws = [RawPyMySQL(parsed, table)]
-            prebuilt = {id(r): [encode_minimal(b, keys, r.ts) for b in batches] for r in raws}
+            prebuilt = {
+                id(r): [encode_minimal(b, keys, r.ts, base + 1 + i) for b in fresh[:n]]
+                for i, r in enumerate(raws)
+            }
+            conv_ctx = base + 1 + len(raws)
             ours: list[float] = []
             raw: dict[str, list[float]] = {r.name: [] for r in raws}
             conv: list[float] = []
@@ -251,7 +267,7 @@ def bench_db(label: str, url: str, results: dict[str, Any], rows_out: list[list[
             rounds = 0
             while rounds < MAX_ROUNDS and (rounds < 3 or time.monotonic() < deadline):
                 rounds += 1
-                b = rounds % len(batches)
+                b = rounds
                 ours.append(BATCH / timed(lambda batch=batches[b], ctx=ctx: writer.write(ctx, batch)))
                 for r in raws:
                     rows = prebuilt[id(r)][b]
@@ -260,11 +276,12 @@ def bench_db(label: str, url: str, results: dict[str, Any], rows_out: list[list[
                 conv.append(
                     BATCH
                     / timed(
-                        lambda batch=batches[b], best=best, keys=keys: best.insert(
-                            encode_minimal(batch, keys, best.ts)
+                        lambda batch=fresh[n + b], best=best, keys=keys, cid=conv_ctx: best.insert(
+                            encode_minimal(batch, keys, best.ts, cid)
                         )
                     )
                 )
+            assert writer.duplicates_skipped == 0
             for r in raws:
                 r.close()
             med_ours = statistics.median(ours)
@@ -334,7 +351,17 @@ def main() -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
     for label, why in skipped.items():
         print(f"{label}: skipped ({why})")
-    print(json.dumps({"bench": "sql", "batch": BATCH, "results": results, "skipped": skipped}))
+    print(
+        json.dumps(
+            {
+                "bench": "sql",
+                "schema_version": SCHEMA_VERSION,
+                "batch": BATCH,
+                "results": results,
+                "skipped": skipped,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

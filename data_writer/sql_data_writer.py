@@ -21,24 +21,36 @@ Options of ``SqlDataWriter(url="sqlite:///data-collector.sqlite", *, ...)``:
 - ``name``: the writer's label in logs and statistics.
 
 Storage. Tables are created when absent and never dropped or altered destructively; the schema
-version is recorded in ``<prefix>schema_version``. ``<prefix>samples`` holds one row per sample:
-``context_id``, ``variable_key`` (-> ``<prefix>variables.id``, which holds ``variable_id``,
-``address``, ``value_type``, ``reader_type``), ``read_at`` (UTC, microseconds), ``value_kind`` and
-one of ``value_num`` (DOUBLE), ``value_int`` (BIGINT) or ``value_text``, ``quality`` and ``error``;
-it is indexed on ``(context_id, variable_key, read_at)``. Floats (NaN, infinities and -0.0
-included), ints of any size (uint64 included), bools, strings of any length and script (NUL and
-unpaired surrogates included), bytes, datetimes, Decimals and lists/dicts of JSON-native values
-come back exactly, with their type. Any other value (say a tuple, or an object) is refused: its
-sample is stored without value, quality BAD, with an error saying why, the rest of the batch is
-stored, and the refusal is logged. ``<prefix>contexts`` gets one row per run of a context (start,
-end, metadata as JSON; metadata values JSON cannot hold, such as datetimes, are stored as their
-text): restarting a context id appends a run.
+version (2) is recorded in ``<prefix>schema_version``. ``<prefix>samples`` holds one row per sample:
+``context_id``, ``read_at`` (UTC, microseconds), ``variable_key`` (-> ``<prefix>variables.id``,
+which holds ``variable_id``, ``address``, ``value_type``, ``reader_type``), ``value_kind`` and one of
+``value_num`` (DOUBLE), ``value_int`` (BIGINT) or ``value_text``, ``quality`` and ``error``. Its
+primary key ``(context_id, read_at, variable_key)`` is the identity of a sample: the same sample
+written again (a batch retried after its COMMIT acknowledgement was lost, a batch replayed from a
+spool after a crash, in any grouping) is skipped, never stored twice; :attr:`duplicates_skipped`
+counts those. The key is time-first so that sustained appends stay fast; a query for some variables
+over a time range (:func:`read_samples` with ``variable_ids``) seeks once per distinct read time
+instead of scanning the other variables (see ``data_writer/_sql/_schema.py`` for the measurements).
+On SQLite, ``read_at`` is an INTEGER of microseconds since 1970-01-01 UTC
+(``datetime(read_at / 1000000, 'unixepoch')`` shows it). Tables of version 1 are refused with a
+message; :func:`migrate_store` migrates them once.
+
+Floats (NaN, infinities and -0.0 included), ints of any size (uint64 included), bools, strings of
+any length and script (NUL and unpaired surrogates included), bytes, datetimes, Decimals and
+lists/dicts of JSON-native values come back exactly, with their type. Any other value (say a
+tuple, or an object) is refused: its sample is stored without value, quality BAD, with an error
+saying why, the rest of the batch is stored, and the refusal is logged. ``<prefix>contexts`` gets
+one row per run of a context (start, end, metadata as JSON; metadata values JSON cannot hold, such
+as datetimes, are stored as their text): restarting a context id appends a run.
 
 Each batch is one transaction on the driver's fastest bulk path (SQLite ``executemany``,
 PostgreSQL binary ``COPY``, PyMySQL multi-row ``INSERT``); a failed batch leaves nothing behind
-and raises :class:`~data_collector.WriterError` (the collector retries it). Reading back:
-:func:`read_samples` / :meth:`SqlDataWriter.read_samples` (typed rows, optionally of some variables
-and a time range), :func:`read_samples_frame` (a pandas DataFrame, when pandas is installed) and
+and raises :class:`SqlWriterError` (a :class:`~data_collector.WriterError`) whose ``transient``
+flag, also answered by :meth:`SqlDataWriter.is_transient`, tells the collector whether to retry
+(connection lost or refused, server restarting, lock conflicts, SQLite busy, disk full) or to give
+the batch up (the data or the schema is at fault). Reading back: :func:`read_samples` /
+:meth:`SqlDataWriter.read_samples` (typed rows in time order, optionally of some variables and a
+time range), :func:`read_samples_frame` (a pandas DataFrame, when pandas is installed) and
 :func:`read_contexts`.
 
 Example::
@@ -79,15 +91,19 @@ from data_collector._errors import ConfigurationError, DataCollectionError, Writ
 from data_collector._model import CollectedVariables, DataCollectionContext, Variable
 from data_collector._writer import DataWriter
 from data_writer._sql._codec import INT64_MAX, INT64_MIN, MissingVariables, SampleTuple, encode_rows
+from data_writer._sql._errors import is_transient_error
 from data_writer._sql._schema import SCHEMA_VERSION, check_prefix
-from data_writer._sql._store import ContextRun, SampleRow, SqlStore, make_engine
+from data_writer._sql._store import ContextRun, MigrationResult, SampleRow, SqlStore, make_engine
 from data_writer._sql._url import parse_url, safe_url, scrub
 
 __all__ = [
     "SCHEMA_VERSION",
     "ContextRun",
+    "MigrationResult",
     "SampleRow",
     "SqlDataWriter",
+    "SqlWriterError",
+    "migrate_store",
     "read_contexts",
     "read_samples",
     "read_samples_frame",
@@ -99,7 +115,18 @@ _T = TypeVar("_T")
 _MAX_PINNED = 100_000
 
 # Their public home is this module.
-SampleRow.__module__ = ContextRun.__module__ = __name__
+SampleRow.__module__ = ContextRun.__module__ = MigrationResult.__module__ = __name__
+
+
+class SqlWriterError(WriterError):
+    """A database operation of the SQL writer failed; ``transient`` says whether retrying may help
+    (the connection failed or the server is short of something) or not (the data or the
+    statements are at fault). :meth:`SqlDataWriter.is_transient` answers from it."""
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
 
 #: The DataFrame columns of :func:`read_samples_frame` (those of :class:`SampleRow`).
 FRAME_COLUMNS = SampleRow._fields
@@ -163,6 +190,8 @@ class SqlDataWriter(DataWriter):
         self._refusals_logged: set[tuple[int, str]] = set()
         #: samples stored since this writer was created
         self.samples_written = 0
+        #: samples handed to write() again that the store already held (retries, replays): skipped
+        self.duplicates_skipped = 0
         #: values refused (stored as BAD without value) since this writer was created
         self.values_refused = 0
 
@@ -214,7 +243,9 @@ class SqlDataWriter(DataWriter):
         try:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise WriterError(f"{self.name}: cannot create the directory of {database}: {exc}") from exc
+            raise SqlWriterError(
+                f"{self.name}: cannot create the directory of {database}: {exc}", transient=True
+            ) from exc
 
     def close(self) -> None:
         """Release the connection and the engine's pool (every batch is already committed)."""
@@ -268,18 +299,39 @@ class SqlDataWriter(DataWriter):
                     context.id, variables, self._key_by_id, store.to_db_time, store.forbid_nul, refused
                 )
 
-            def insert(conn: Connection) -> None:
+            def insert(conn: Connection) -> int:
                 try:
                     rows = encode()
                 except MissingVariables as missing:
                     self._register(conn, missing.variables)
                     rows = encode()
-                store.insert_samples(conn, rows)
+                return store.insert_samples(conn, rows)
 
-            self._run(f"writing {count} samples of context {context.id}", insert)
-            self.samples_written += count
+            inserted = self._run(f"writing {count} samples of context {context.id}", insert)
+            self.samples_written += inserted
+            if inserted < count:
+                self.duplicates_skipped += count - inserted
+                _log.info(
+                    "%s: %d of %d samples of context %d were stored already (a retried or replayed batch): "
+                    "skipped",
+                    self.name,
+                    count - inserted,
+                    count,
+                    context.id,
+                )
             if refused:
                 self._log_refused(context, refused)
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether retrying may succeed: connection failures (refused, reset, timed out, server
+        restarting or failing over), lock, deadlock and serialization conflicts, a busy or locked
+        SQLite file, a full disk: yes; integrity, data and programming errors (a value or row the
+        database refuses, a missing or foreign table, an old schema): no."""
+        if isinstance(exc, SqlWriterError):
+            return exc.transient
+        if isinstance(exc, DataCollectionError):
+            return False
+        return is_transient_error(exc, self._engine.dialect)
 
     def _register(self, conn: Connection, variables: Iterable[Variable]) -> None:
         """Know the row id of each of ``variables`` (from the cache, else from the database)."""
@@ -322,7 +374,7 @@ class SqlDataWriter(DataWriter):
         start: datetime | None = None,
         end: datetime | None = None,
     ) -> list[SampleRow]:
-        """Stored samples of ``context_id`` in storage order; see :func:`read_samples`."""
+        """Stored samples of ``context_id`` in time order; see :func:`read_samples`."""
         ids, start, end = _check_query(context_id, variable_ids, start, end)
         return self._query(lambda conn: self._store.select_samples(conn, context_id, ids, start, end))
 
@@ -369,7 +421,10 @@ class SqlDataWriter(DataWriter):
             host = self._url.host or self._url.database or "(default)"
             where = f"{host}:{self._url.port}" if self._url.port else host
             self._raise(
-                f"connecting to {self._url.get_backend_name()} at {where}", exc, prefix="cannot connect: "
+                f"connecting to {self._url.get_backend_name()} at {where}",
+                exc,
+                prefix="cannot connect: ",
+                transient=True,
             )
         return self._conn, True
 
@@ -415,8 +470,12 @@ class SqlDataWriter(DataWriter):
                 return False
         return False
 
-    def _raise(self, what: str, exc: BaseException, prefix: str = "") -> NoReturn:
-        raise _translate(self._url, what, exc, prefix) from _cause(self._url, exc)
+    def _raise(
+        self, what: str, exc: BaseException, prefix: str = "", *, transient: bool | None = None
+    ) -> NoReturn:
+        if transient is None:
+            transient = is_transient_error(exc, self._engine.dialect)
+        raise _translate(self._url, what, exc, prefix, transient) from _cause(self._url, exc)
 
 
 def _detail(exc: BaseException) -> str:
@@ -426,8 +485,15 @@ def _detail(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).strip()}"
 
 
-def _translate(url: URL, what: str, exc: BaseException, prefix: str = "") -> WriterError:
-    return WriterError(f"SqlDataWriter {safe_url(url)}: {prefix}{what} failed: {scrub(_detail(exc), url)}")
+def _translate(
+    url: URL, what: str, exc: BaseException, prefix: str = "", transient: bool | None = None
+) -> SqlWriterError:
+    if transient is None:
+        transient = is_transient_error(exc)
+    return SqlWriterError(
+        f"SqlDataWriter {safe_url(url)}: {prefix}{what} failed: {scrub(_detail(exc), url)}",
+        transient=transient,
+    )
 
 
 def _cause(url: URL, exc: BaseException) -> BaseException | None:
@@ -542,7 +608,7 @@ def read_samples(
     end: datetime | None = None,
     table_prefix: str = "dc_",
 ) -> list[SampleRow]:
-    """Samples of ``context_id`` stored by a :class:`SqlDataWriter`, in storage order.
+    """Samples of ``context_id`` stored by a :class:`SqlDataWriter`, in time order (then by variable).
 
     ``variable_ids`` keeps only those variables; ``start`` (included) and ``end`` (excluded),
     timezone-aware, bound ``read_at``. Values come back typed as collected, ``read_at`` as aware
@@ -581,3 +647,24 @@ def read_contexts(
     if context_id is not None:
         _check_context_id(context_id)
     return _read(url, table_prefix, lambda store, conn: store.select_runs(conn, context_id))
+
+
+def migrate_store(url: str | URL | Engine, *, table_prefix: str = "dc_") -> MigrationResult:
+    """Bring the tables of an older :class:`SqlDataWriter` to this version's schema, in place.
+
+    Version 1 to 2: the samples are copied into the new ``<prefix>samples`` keyed by (context,
+    read time, variable), a sample that version 1 stored more than once is kept once, and the old
+    table is dropped. Run it once with no writer on the store; it returns what it did (nothing
+    when the store is current). On SQLite and PostgreSQL it is one transaction; on MariaDB/MySQL
+    run it again if it was interrupted.
+    """
+    store, owned = _open_store(url, table_prefix)
+    engine_url = store.engine.url
+    try:
+        with store.engine.connect() as conn:
+            return store.migrate(conn)
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        raise _translate(engine_url, "migrating", exc) from _cause(engine_url, exc)
+    finally:
+        if owned:
+            store.engine.dispose()

@@ -6,14 +6,30 @@ Four tables, named with the writer's ``table_prefix`` (``dc_`` by default)::
     <p>contexts        id (PK, one row per run), context_id, start_date, end_date, metadata (JSON)
     <p>variables       id (PK), variable_id, address, value_type, reader_type, definition_hash
                        unique (variable_id, definition_hash): one row per distinct definition
-    <p>samples         id (PK, storage order), context_id, variable_key (-> <p>variables.id),
-                       read_at, value_kind, value_num, value_int, value_text, quality, error
-                       index (context_id, variable_key, read_at)
+    <p>samples         context_id, read_at, variable_key (-> <p>variables.id), value_kind,
+                       value_num, value_int, value_text, quality, error
+                       primary key (context_id, read_at, variable_key): the sample's identity
 
-Times are UTC: ``TIMESTAMP WITH TIME ZONE`` on PostgreSQL, ``DATETIME(6)`` holding UTC on
-MariaDB/MySQL, ISO text ``YYYY-MM-DD HH:MM:SS.ffffff`` holding UTC on SQLite (microseconds
-everywhere). Tables are created when absent and never dropped or altered destructively; a later
-version migrates from the recorded ``schema_version``.
+Schema version 2 (version 1 had a surrogate ``id`` and a non-unique index on
+``(context_id, variable_key, read_at)``). The primary key makes every write idempotent: a sample
+delivered twice (a retry after a lost COMMIT acknowledgement, a replay after a crash) is stored
+once. It is time-first on purpose: samples arrive in time order, so inserts append at the end of
+the key (measured on SQLite with 10,000 variables and one transaction per 10,000-sample tick:
+~100k rows/s time-first, ~12k rows/s variable-first, because each commit then rewrites one page
+per variable; MariaDB with a secondary index on (context, variable, read_at): 20k rows/s without
+it, 4.6k rows/s with it once the index outgrew the buffer pool at 4M rows). "One variable over a
+time range" is answered by a loose index scan: one key seek per distinct ``read_at`` in the range
+(a recursive CTE on SQLite and PostgreSQL, a ``GROUP BY`` that MariaDB runs as "index for
+group-by"), then one seek per wanted variable, instead of a scan of every variable (see
+``_store.select_samples``). On SQLite the table is ``WITHOUT ROWID`` (the key is the table: one
+B-tree).
+
+Times are UTC, microseconds: ``TIMESTAMP WITH TIME ZONE`` on PostgreSQL, ``DATETIME(6)`` holding
+UTC on MariaDB/MySQL; on SQLite ``samples.read_at`` is an INTEGER of microseconds since
+1970-01-01 UTC (``datetime(read_at / 1000000, 'unixepoch')`` shows it) and the times of the other
+tables are ISO text ``YYYY-MM-DD HH:MM:SS.ffffff``. Tables are created when absent and never
+dropped or altered destructively by the writer; :func:`data_writer.sql_data_writer.migrate_store`
+moves a version 1 store to version 2.
 """
 
 from __future__ import annotations
@@ -21,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,16 +46,51 @@ from sqlalchemy.dialects import mysql, postgresql
 from data_collector._errors import ConfigurationError
 
 __all__ = [
+    "EPOCH",
     "SAMPLE_COLUMNS",
+    "SAMPLE_KEY",
     "SCHEMA_VERSION",
+    "EpochMicroseconds",
     "Tables",
     "build_tables",
     "check_prefix",
     "definition_hash",
+    "epoch_us",
 ]
 
 #: The schema this code writes; recorded in ``<prefix>schema_version``.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: The identity of a sample: the primary key of ``<prefix>samples``, in key order.
+SAMPLE_KEY = ("context_id", "read_at", "variable_key")
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def epoch_us(value: datetime) -> int:
+    """Microseconds since 1970-01-01 UTC of ``value`` (a naive datetime is taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - EPOCH) // _US
+
+
+class EpochMicroseconds(sa.types.TypeDecorator[datetime]):
+    """A UTC time stored as an integer of microseconds since the epoch (SQLite ``read_at``)."""
+
+    impl = sa.BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> int | None:
+        if value is None or isinstance(value, int):
+            return value
+        return epoch_us(value)
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return EPOCH + timedelta(microseconds=int(value))
+
 
 PREFIX_MAX = 40  # index names stay within PostgreSQL's 63 characters
 
@@ -133,20 +185,21 @@ def build_tables(prefix: str, dialect: sa.Dialect) -> Tables:
         sa.UniqueConstraint("variable_id", "definition_hash", name=f"{prefix}variables_definition"),
         **options,
     )
+    sample_time: sa.types.TypeEngine[Any] = time_type.with_variant(EpochMicroseconds(), "sqlite")
     samples = sa.Table(
         f"{prefix}samples",
         md,
-        sa.Column("id", big_pk, primary_key=True, autoincrement=True),
-        sa.Column("context_id", sa.BigInteger, nullable=False),
-        sa.Column("variable_key", sa.Integer, nullable=False),
-        sa.Column("read_at", time_type, nullable=False),
+        sa.Column("context_id", sa.BigInteger, nullable=False, autoincrement=False),
+        sa.Column("read_at", sample_time, nullable=False),
+        sa.Column("variable_key", sa.Integer, nullable=False, autoincrement=False),
         sa.Column("value_kind", sa.String(8), nullable=True),
         sa.Column("value_num", sa.Double(), nullable=True),
         sa.Column("value_int", sa.BigInteger, nullable=True),
         sa.Column("value_text", long_text, nullable=True),
         sa.Column("quality", sa.String(9), nullable=False),
         sa.Column("error", long_text, nullable=True),
-        sa.Index(f"{prefix}samples_ctx_var_time", "context_id", "variable_key", "read_at"),
+        sa.PrimaryKeyConstraint(*SAMPLE_KEY, name=f"{prefix}samples_pk"),
+        sqlite_with_rowid=False,
         **options,
     )
     return Tables(md, schema_version, contexts, variables, samples)

@@ -111,3 +111,14 @@ def _case(kind: str) -> WriterCase:
 
 
 WRITER_CASES = [_case("sqlite"), _case("postgresql"), _case("mariadb")]
+
+
+def proxy_target(url: str) -> tuple[str, int]:
+    """``(host, port)`` of the server of ``url``, for a :class:`_faultproxy.FaultProxy` in front of it."""
+    parsed = sa.make_url(url)
+    return parsed.host or "127.0.0.1", parsed.port or DEFAULT_PORTS[parsed.get_backend_name()]
+
+
+def url_through(url: str, port: int) -> str:
+    """``url`` pointed at a proxy on 127.0.0.1:``port`` (same user, password and database)."""
+    return sa.make_url(url).set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
