@@ -239,11 +239,7 @@ def test_postgresql_down_at_start_then_up_on_the_next_run(tmp_path: Path) -> Non
     try:
         probe.open()
     except Exception as exc:
-        if not probe.is_transient(exc):
-            pytest.xfail(
-                f"the SQL writer takes {type(exc).__name__} of a refused connection as permanent "
-                "(is_transient of the SQL writer comes from another branch)"
-            )
+        assert probe.is_transient(exc), f"a refused connection must be transient: {exc!r}"
     else:
         pytest.fail(f"a server answered on the closed port {closed}")
     prefix = unique_prefix()
