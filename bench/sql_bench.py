@@ -8,8 +8,9 @@ mixed float/int/bool/str samples per batch), one transaction per batch:
   times converted, variables looked up: everything the writer does in production);
 - ``raw``: the driver alone inserting the same rows, already built as tuples, with a plain
   ``INSERT`` / ``COPY`` that does not check for samples stored already (the strictest baseline):
-  ``sqlite3`` ``executemany``; psycopg ``executemany`` and binary ``COPY`` (the better one
-  counts); PyMySQL ``executemany``;
+  ``sqlite3`` ``executemany`` of one-row and of 100-row ``INSERT`` statements, psycopg
+  ``executemany`` and binary ``COPY`` (the best method counts; the others are shown too);
+  PyMySQL ``executemany``;
 - ``raw+conv``: the raw driver plus the minimal tuple building a hand-written writer would do.
 
 Every insert gets fresh samples (ours, raw and raw+conv write to three contexts, each round to
@@ -24,6 +25,7 @@ table, then one JSON line. Runs with ``python bench/sql_bench.py``; URLs from
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -159,6 +161,31 @@ class RawSqlite(Raw):
         self.con.close()
 
 
+class RawSqliteMulti(RawSqlite):
+    """100-row INSERT statements (what SqlDataWriter sends): the faster raw way on SQLite."""
+
+    name = "sqlite3 100-row executemany"
+
+    def __init__(self, path: str, table: str) -> None:
+        super().__init__(path, table)
+        one = f"({', '.join('?' * len(COLUMNS))})"
+        self.head = f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES "
+        self.one = one
+        self.full = self.head + ", ".join([one] * 100)
+
+    def insert(self, rows: list[tuple[Any, ...]]) -> None:
+        flat = tuple(itertools.chain.from_iterable(rows))
+        width = len(COLUMNS)
+        whole = len(rows) - len(rows) % 100
+        with self.con:
+            self.con.executemany(
+                self.full, [flat[i : i + 100 * width] for i in range(0, whole * width, 100 * width)]
+            )
+            if whole < len(rows):
+                rest = self.head + ", ".join([self.one] * (len(rows) - whole))
+                self.con.execute(rest, flat[whole * width :])
+
+
 class RawPsycopgCopy(Raw):
     name = "psycopg binary COPY"
 
@@ -250,7 +277,10 @@ def bench_db(label: str, url: str, results: dict[str, Any], rows_out: list[list[
                     ).all()
                 }
             if parsed.get_backend_name() == "sqlite":
-                raws: list[Raw] = [RawSqlite(str(parsed.database), table)]
+                raws: list[Raw] = [
+                    RawSqliteMulti(str(parsed.database), table),
+                    RawSqlite(str(parsed.database), table),
+                ]
             elif parsed.get_backend_name() == "postgresql":
                 raws = [RawPsycopgCopy(parsed, table), RawPsycopgMany(parsed, table)]
             else:

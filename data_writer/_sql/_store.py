@@ -2,7 +2,7 @@
 
 Fast paths per driver (one transaction per batch in every case):
 
-- SQLite (stdlib ``sqlite3``): ``executemany`` of ``INSERT ... ON CONFLICT DO NOTHING``.
+- SQLite (stdlib ``sqlite3``): ``executemany`` of 100-row ``INSERT ... ON CONFLICT DO NOTHING``.
 - PostgreSQL with psycopg 3: binary ``COPY ... FROM STDIN`` on the driver connection.
 - MariaDB/MySQL with PyMySQL or mysqlclient: ``executemany``, which the driver turns into
   multi-row ``INSERT`` statements.
@@ -18,6 +18,7 @@ key over the batch's time range), in a new transaction. The common case pays not
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import re
@@ -48,6 +49,9 @@ from ._schema import (
 from ._url import safe_url
 
 __all__ = ["ContextRun", "MigrationResult", "SampleRow", "SqlStore", "jsonable", "make_engine"]
+
+#: Rows per INSERT statement on SQLite (see SqlStore._insert_executemany).
+_SQLITE_ROWS_PER_STATEMENT = 100
 
 #: Rows probed at the start of a time range to choose how to find a few variables in it.
 _PROBE_ROWS = 4096
@@ -607,20 +611,44 @@ class SqlStore:
         table = self.tables.samples
         preparer = self.engine.dialect.identifier_preparer
         columns = ", ".join(preparer.quote(c) for c in SAMPLE_COLUMNS)
-        statement = (
-            f"INSERT INTO {preparer.format_table(table)} ({columns}) "
-            f"VALUES ({', '.join([placeholder] * len(SAMPLE_COLUMNS))})"
-        )
-        if self.backend == "sqlite":  # skips stored samples by itself: never needs the second pass
-            key = ", ".join(preparer.quote(c) for c in SAMPLE_KEY)
-            statement += f" ON CONFLICT ({key}) DO NOTHING"
+        head = f"INSERT INTO {preparer.format_table(table)} ({columns}) VALUES "
+        one = f"({', '.join([placeholder] * len(SAMPLE_COLUMNS))})"
+        if self.backend != "sqlite":
+            statement = head + one  # the driver sends multi-row INSERTs by itself
 
-        def insert(conn: Connection, rows: list[SampleTuple]) -> int:
-            result = conn.exec_driver_sql(statement, rows)
-            count = result.rowcount
-            return count if isinstance(count, int) and 0 <= count <= len(rows) else len(rows)
+            def insert(conn: Connection, rows: list[SampleTuple]) -> int:
+                count = conn.exec_driver_sql(statement, rows).rowcount
+                return count if isinstance(count, int) and 0 <= count <= len(rows) else len(rows)
 
-        return insert
+            return insert
+        # SQLite: skips stored samples by itself (never needs the second pass), and takes rows
+        # by hundreds per statement: sqlite3's executemany costs per statement run, and 100-row
+        # statements insert 1.4-1.8x as many rows/s as one-row ones (900 parameters: within
+        # the 999 of the oldest SQLite builds).
+        key = ", ".join(preparer.quote(c) for c in SAMPLE_KEY)
+        tail = f" ON CONFLICT ({key}) DO NOTHING"
+        per = _SQLITE_ROWS_PER_STATEMENT
+        width = len(SAMPLE_COLUMNS)
+        full = head + ", ".join([one] * per) + tail
+        short: dict[int, str] = {}
+
+        def insert_sqlite(conn: Connection, rows: list[SampleTuple]) -> int:
+            n = len(rows)
+            whole = n - n % per
+            flat = tuple(itertools.chain.from_iterable(rows))
+            inserted = 0
+            if whole:
+                step = per * width
+                params = [flat[i : i + step] for i in range(0, whole * width, step)]
+                inserted += conn.exec_driver_sql(full, params).rowcount
+            if whole < n:
+                statement = short.get(n - whole)
+                if statement is None:
+                    statement = short[n - whole] = head + ", ".join([one] * (n - whole)) + tail
+                inserted += conn.exec_driver_sql(statement, flat[whole * width :]).rowcount
+            return inserted
+
+        return insert_sqlite
 
     #: PostgreSQL types of SAMPLE_COLUMNS, for binary COPY.
     _COPY_TYPES = ("int8", "int4", "timestamptz", "varchar", "float8", "int8", "text", "varchar", "text")
@@ -681,6 +709,9 @@ class SqlStore:
                 if loose and self._loose_scan_pays(conn, context_id, time_conds, len(keys)):
                     times = self._distinct_times(context_id, time_conds, end)
                     source = times.join(s, sa.and_(s.c.context_id == context_id, s.c.read_at == times.c.x))
+                    # The range is in ``times`` only: bounds on ``s`` too would tempt the planner to
+                    # scan ``s`` over the range and look each row up in ``times``.
+                    conds = [s.c.context_id == context_id, s.c.variable_key.in_(keys)]
             query = (
                 sa.select(
                     v.c.variable_id,
