@@ -905,14 +905,14 @@ def _next_context_id(sqlite_path: Path) -> int:
 
 def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     try:
-        from data_reader.modbus_simulator import ModbusSimulator
+        from data_reader.modbus.simulator import ModbusSimulator
     except ImportError as exc:
         err.write(f'error: the demo needs pymodbus: pip install "data-collector[all]" ({exc})\n')
         return EXIT_CONFIG
     use_opcua = not args.no_opcua
     if use_opcua:
         try:
-            from data_reader.opcua_simulator import OpcUaSimulator
+            from data_reader.opcua.simulator import OpcUaSimulator
         except ImportError:
             err.write('note: OPC UA left out (pip install "data-collector[opcua]")\n')
             use_opcua = False
@@ -1054,7 +1054,7 @@ def _parse_time(text: str | None, option: str) -> datetime | None:
 
 def export_rows(rows: Iterable[Any]) -> Iterator[tuple[Any, ...]]:
     """SQL sample rows as export rows (``EXPORT_COLUMNS``; value as its CSV text)."""
-    from data_writer.csv_file_data_writer import format_value as csv_text
+    from data_writer.csv import format_value as csv_text
 
     for r in rows:
         yield (
@@ -1134,7 +1134,7 @@ def _write_parquet(samples: Sequence[Any], path: Path) -> None:
         raise ConfigurationError(
             'Parquet export needs pyarrow: pip install "data-collector[parquet]"'
         ) from None
-    from data_writer.csv_file_data_writer import format_value as csv_text
+    from data_writer.csv import format_value as csv_text
 
     def number(value: Any) -> float | None:
         if isinstance(value, bool | int | float):
@@ -1310,7 +1310,7 @@ def _cmd_simulator(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     except argparse.ArgumentTypeError as exc:
         err.write(f"error: simulator {args.kind}: {exc}\n")
         return EXIT_CONFIG
-    module = "data_reader.modbus_simulator" if args.kind == "modbus" else "data_reader.opcua_simulator"
+    module = "data_reader.modbus.simulator" if args.kind == "modbus" else "data_reader.opcua.simulator"
     try:
         sim: Any = importlib.import_module(module)
     except ImportError as exc:

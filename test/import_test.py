@@ -16,6 +16,11 @@ import data_collector
         "data_reader",
         "data_writer",
         "data_collector",
+        "data_reader.random",
+        "data_reader.modbus",
+        "data_reader.opcua",
+        "data_writer.csv",
+        "data_writer.noop",
         "data_reader.random_data_reader",
         "data_writer.csv_file_data_writer",
         "data_writer.noop_data_writer",
@@ -124,7 +129,7 @@ def test_library_has_no_process_wide_side_effects() -> None:
     offenders = []
     for pkg in ("data_collector", "data_reader", "data_writer"):
         for path in (root / pkg).rglob("*.py"):
-            if path.name.endswith("_simulator.py") or path.name in ("__main__.py", "_cli.py"):
+            if path.name in ("simulator.py", "__main__.py", "_cli.py") or "cli" in path.parent.parts[-1:]:
                 continue  # commands may print and handle signals
             for node in ast.walk(ast.parse(path.read_text())):
                 bad = (
