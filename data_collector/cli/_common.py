@@ -11,6 +11,10 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import IO, Any
 
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
 from .._model import (
     MAX_DURATION_S,
     MAX_ID,
@@ -35,28 +39,38 @@ LOCK_NAME = "data-collector.lock"
 
 # -- output ------------------------------------------------------------------------------------------
 class _Screen:
-    """A block of lines redrawn in place on a terminal (ANSI cursor moves), cleared before log lines."""
+    """A block of lines redrawn in place on a terminal (a transient :class:`rich.live.Live`), cleared
+    before log lines. Lines wider than the terminal are cut, not wrapped, so the block keeps its height.
+    """
 
     def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
-        self.lines = 0
+        self.console = Console(file=stream, highlight=False, markup=False, emoji=False)
+        self.live: Live | None = None
         self.lock = threading.Lock()
 
     def show(self, lines: Sequence[str]) -> None:
-        width = max(20, shutil.get_terminal_size((120, 40)).columns - 1)
+        text = Text("\n".join(lines), no_wrap=True, overflow="crop")
         with self.lock:
-            text = f"\x1b[{self.lines}F" if self.lines else ""
-            text += "\x1b[J" + "".join(line[:width] + "\n" for line in lines)
-            self.stream.write(text)
-            self.stream.flush()
-            self.lines = len(lines)
+            # the terminal's width now (it may have been resized); 120 when it reports none
+            self.console.width = max(20, shutil.get_terminal_size((120, 40)).columns - 1)
+            if self.live is None:
+                self.live = Live(
+                    text,
+                    console=self.console,
+                    auto_refresh=False,  # no thread of its own: redrawn when show() is called
+                    transient=True,  # clear() erases the block
+                    redirect_stdout=False,  # sys.stdout / sys.stderr stay as they are
+                    redirect_stderr=False,
+                )
+                self.live.start(refresh=True)
+            else:
+                self.live.update(text, refresh=True)
 
     def clear(self) -> None:
         with self.lock:
-            if self.lines:
-                self.stream.write(f"\x1b[{self.lines}F\x1b[J")
-                self.stream.flush()
-                self.lines = 0
+            if self.live is not None:
+                self.live.stop()
+                self.live = None
 
 
 class _LogHandler(logging.StreamHandler):  # type: ignore[type-arg]
