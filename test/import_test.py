@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -108,6 +109,23 @@ def test_error_tree() -> None:
     assert issubclass(UnknownContextError, ContextStateError) and issubclass(UnknownContextError, LookupError)
     assert issubclass(ContextAlreadyStartedError, ContextStateError)
     assert issubclass(WriteNotSupportedError, ReaderError)
+    assert issubclass(data_collector.ConfigFileError, ConfigurationError)
+
+
+def test_the_error_tree_docstring_names_every_public_error() -> None:
+    import data_collector._errors as errors
+
+    public_errors = [
+        name
+        for name in data_collector.__all__
+        if isinstance(getattr(data_collector, name), type)
+        and issubclass(getattr(data_collector, name), BaseException)
+    ]
+    assert "ConfigFileError" in public_errors
+    tree = errors.__doc__ or ""
+    assert [
+        name for name in public_errors if not re.search(rf"^ {{4}}(?:[│ ]*[├└]── )?{name}\b", tree, re.M)
+    ] == []
 
 
 def test_write_is_refused_by_readers_without_it() -> None:

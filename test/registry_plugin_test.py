@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from data_collector import ConfigurationError, DataReader, DataWriter, _registry
+from data_collector import ConfigurationError, DataReader, DataWriter, PluginInfo, _registry
 from data_collector._config import ConfigFileError, loads_config
 from data_collector._registry import (
     available_readers,
@@ -171,7 +171,9 @@ def test_shipped_plugins_are_the_projects_own_entry_points() -> None:
         declared = tomllib.load(f)["project"]["entry-points"]
     assert {group: declared[group] for group in SHIPPED} == SHIPPED
     assert _registry.checkout_entry_points() == declared
-    listed = {(p.kind, p.name): p for p in [*plugins("reader"), *plugins("writer")]}
+    listed: dict[tuple[str, str], PluginInfo] = {
+        (p.kind, p.name): p for p in [*plugins("reader"), *plugins("writer")]
+    }
     for group, table in SHIPPED.items():
         kind = "reader" if group.endswith("readers") else "writer"
         for name, target in table.items():
