@@ -20,7 +20,10 @@ code gives the quality (Good / Uncertain / Bad by its severity) and, unless Good
 error text (``BadNodeIdUnknown``, ``UncertainLastUsableValue``, ...). A value that does not fit the
 variable's type (a float 2.5 read as ``int``) is ``BAD`` with the reason.
 
-Options (keyword arguments):
+Options (keyword arguments). The connection and security ones (``timeout_s``, ``security_*``,
+certificates and keys, user identity, session, watchdog, reconnect and keep-alive timing) may
+instead be given as one frozen :class:`~data_reader.opcua.options.OpcUaConnection` object,
+``connection=OpcUaConnection(...)`` (shared by several readers; not both ways at once):
 
 - ``mode``: ``"poll"`` (default) reads all due nodes of a tick in one Read service call (split
   only by the server's MaxNodesPerRead); ``"subscribe"`` monitors the nodes instead (see below).
@@ -101,18 +104,13 @@ Example (runnable: it starts the bundled simulator)::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
 import time
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from cryptography.x509.oid import ExtensionOID
 
 from data_collector import (
     CollectedVariable,
@@ -127,10 +125,7 @@ from data_collector import (
 from ._address import NodeAddress, UnknownNamespaceError, parse_address
 from ._convert import VALUE_TYPES, convert, quality_of, status_name, to_variant
 from ._link import (
-    SECURITY_MODES,
-    SECURITY_POLICIES,
     ConnectFailed,
-    Credentials,
     ItemKey,
     Link,
     LinkOptions,
@@ -139,13 +134,15 @@ from ._link import (
 )
 from ._loop import LoopThread
 from ._ua import ua
+from .options import OpcUaConnection, PathOrBytes, _check_positive
 
 __all__ = ["OpcUaDataReader"]
 
 _logger = logging.getLogger(__name__)
 
-PathOrBytes = str | Path | bytes
-_DEFAULT_APPLICATION_URI = "urn:data-collector:opcua-client"
+_CONNECTION_DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in dataclasses.fields(OpcUaConnection) if f.init
+}
 
 
 class OpcUaDataReader(DataReader):
@@ -185,22 +182,14 @@ class OpcUaDataReader(DataReader):
         keepalive_s: float = 1.0,
         item_retry_max_s: float = 5.0,
         logger: logging.Logger | None = None,
+        connection: OpcUaConnection | None = None,
     ) -> None:
         super().__init__(reader_type=reader_type, min_interval_ms=min_interval_ms)
         cls = type(self).__name__
         endpoint, url_user, url_password = _split_endpoint(endpoint, cls)
         if mode not in ("poll", "subscribe"):
             raise ConfigurationError(f"{cls}: mode must be 'poll' or 'subscribe', got {mode!r}")
-        for name, value in (
-            ("timeout_s", timeout_s),
-            ("session_timeout_s", session_timeout_s),
-            ("watchdog_interval_s", watchdog_interval_s),
-            ("reconnect_min_delay_s", reconnect_min_delay_s),
-            ("reconnect_max_delay_s", reconnect_max_delay_s),
-            ("keepalive_s", keepalive_s),
-            ("item_retry_max_s", item_retry_max_s),
-        ):
-            _check_positive(cls, name, value)
+        _check_positive(cls, "item_retry_max_s", item_retry_max_s)
         if max_age_s is not None:
             _check_positive(cls, "max_age_s", max_age_s)
         if first_value_wait_s is not None and (
@@ -219,70 +208,56 @@ class OpcUaDataReader(DataReader):
             raise ConfigurationError(
                 f"{cls}: default_interval_ms must be an int > 0, got {default_interval_ms!r}"
             )
-        if reconnect_max_delay_s < reconnect_min_delay_s:
-            raise ConfigurationError(
-                f"{cls}: reconnect_max_delay_s ({reconnect_max_delay_s!r}) is below "
-                f"reconnect_min_delay_s ({reconnect_min_delay_s!r})"
-            )
-        if security_policy not in SECURITY_POLICIES:
-            raise ConfigurationError(
-                f"{cls}: security_policy must be one of {', '.join(SECURITY_POLICIES)}, "
-                f"got {security_policy!r}"
-            )
-        if security_mode is None:
-            security_mode = "None" if security_policy == "None" else "SignAndEncrypt"
-        if security_mode not in SECURITY_MODES:
-            raise ConfigurationError(
-                f"{cls}: security_mode must be one of {', '.join(SECURITY_MODES)}, got {security_mode!r}"
-            )
-        if (security_policy == "None") != (security_mode == "None"):
-            raise ConfigurationError(
-                f"{cls}: security_policy {security_policy!r} does not go with security_mode "
-                f"{security_mode!r} (None goes with None; a policy needs Sign or SignAndEncrypt)"
-            )
-        if username is None and url_user is not None:
-            username, password = url_user, password if password is not None else url_password
-        if username is not None and (not isinstance(username, str) or not username):
-            raise ConfigurationError(f"{cls}: username must be a non-empty str, got {username!r}")
-        if password is not None and not isinstance(password, str):
-            raise ConfigurationError(f"{cls}: password must be a str")
-        if password is not None and username is None:
-            raise ConfigurationError(f"{cls}: a password was given without a username")
-        cert_der: bytes | None = None
-        key_der: bytes | None = None
-        cert_uri: str | None = None
-        if security_policy != "None":
-            if certificate is None or private_key is None:
+        keywords: dict[str, Any] = {
+            "timeout_s": timeout_s,
+            "security_policy": security_policy,
+            "security_mode": security_mode,
+            "certificate": certificate,
+            "private_key": private_key,
+            "private_key_password": private_key_password,
+            "server_certificate": server_certificate,
+            "application_uri": application_uri,
+            "username": username,
+            "password": password,
+            "user_certificate": user_certificate,
+            "user_private_key": user_private_key,
+            "user_private_key_password": user_private_key_password,
+            "session_timeout_s": session_timeout_s,
+            "watchdog_interval_s": watchdog_interval_s,
+            "reconnect_min_delay_s": reconnect_min_delay_s,
+            "reconnect_max_delay_s": reconnect_max_delay_s,
+            "keepalive_s": keepalive_s,
+        }
+        if connection is not None:
+            if not isinstance(connection, OpcUaConnection):
                 raise ConfigurationError(
-                    f"{cls}: security_policy {security_policy!r} needs the certificate and private_key "
-                    "of this client"
+                    f"{cls}: connection must be an OpcUaConnection, got {type(connection).__name__}"
                 )
-            cert = _load_certificate(cls, "certificate", certificate)
-            cert_der = cert.public_bytes(serialization.Encoding.DER)
-            cert_uri = _certificate_uri(cert)
-            key_der = _key_der(_load_private_key(cls, "private_key", private_key, private_key_password))
-        elif certificate is not None or private_key is not None:
-            raise ConfigurationError(
-                f"{cls}: certificate/private_key are only used with a security_policy other than 'None'"
-            )
-        server_der = None
-        if server_certificate is not None:
-            server_der = _load_certificate(cls, "server_certificate", server_certificate).public_bytes(
-                serialization.Encoding.DER
-            )
-        user_cert = user_key = None
-        if (user_certificate is None) != (user_private_key is None):
-            raise ConfigurationError(f"{cls}: user_certificate and user_private_key go together")
-        if user_certificate is not None and user_private_key is not None:
-            if username is not None:
-                raise ConfigurationError(f"{cls}: choose username/password or user_certificate, not both")
-            user_cert = _load_certificate(cls, "user_certificate", user_certificate)
-            user_key = _load_private_key(cls, "user_private_key", user_private_key, user_private_key_password)
-        if application_uri is None:
-            application_uri = cert_uri or _DEFAULT_APPLICATION_URI
+            given = [name for name, value in keywords.items() if value != _CONNECTION_DEFAULTS[name]]
+            if given:
+                raise ConfigurationError(
+                    f"{cls}: give the connection options either as connection= or as keywords, not both "
+                    f"(also given as keywords: {', '.join(given)})"
+                )
+        if url_user is not None:  # user info in the endpoint URL, unless given otherwise
+            base = connection if connection is not None else None
+            named = base.username if base is not None else keywords["username"]
+            if named is None:
+                given_password = base.password if base is not None else keywords["password"]
+                changes = {
+                    "username": url_user,
+                    "password": given_password if given_password is not None else url_password,
+                }
+                if base is not None:
+                    connection = _connection(cls, base.replace, changes)
+                else:
+                    keywords.update(changes)
+        if connection is None:
+            connection = _connection(cls, OpcUaConnection, keywords)
+        self.connection = connection
         self.endpoint = endpoint
         self.mode = mode
-        self.timeout_s = float(timeout_s)
+        self.timeout_s = float(connection.timeout_s)
         self.source_timestamps = bool(source_timestamps)
         self.max_age_s = max_age_s
         self.default_interval_ms = default_interval_ms
@@ -292,26 +267,18 @@ class OpcUaDataReader(DataReader):
         self._options = LinkOptions(
             endpoint=endpoint,
             timeout_s=self.timeout_s,
-            security_policy=security_policy,
-            security_mode=security_mode,
-            application_uri=application_uri,
-            session_timeout_s=float(session_timeout_s),
-            watchdog_interval_s=float(watchdog_interval_s),
-            reconnect_min_delay_s=float(reconnect_min_delay_s),
-            reconnect_max_delay_s=float(reconnect_max_delay_s),
-            keepalive_s=float(keepalive_s),
+            security_policy=connection.security_policy,
+            security_mode=connection.effective_security_mode,
+            application_uri=connection.effective_application_uri,
+            session_timeout_s=float(connection.session_timeout_s),
+            watchdog_interval_s=float(connection.watchdog_interval_s),
+            reconnect_min_delay_s=float(connection.reconnect_min_delay_s),
+            reconnect_max_delay_s=float(connection.reconnect_max_delay_s),
+            keepalive_s=float(connection.keepalive_s),
             source_timestamps=self.source_timestamps,
             item_retry_min_s=min(0.5, float(item_retry_max_s)),
             item_retry_max_s=float(item_retry_max_s),
-            credentials=Credentials(
-                certificate=cert_der,
-                private_key=key_der,
-                server_certificate=server_der,
-                username=username,
-                password=password,
-                user_certificate=user_cert,
-                user_private_key=user_key,
-            ),
+            credentials=connection.credentials,
         )
         self._log = logger or _logger
         self._loop = LoopThread(f"opcua-{self.reader_type}")
@@ -705,16 +672,6 @@ def _all_bad(variables: CollectedVariables, error: str) -> None:
         item.set_bad(error)
 
 
-def _check_positive(cls: str, name: str, value: object) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigurationError(f"{cls}: {name} must be a finite number > 0, got {value!r}")
-
-
 def _split_endpoint(endpoint: object, cls: str) -> tuple[str, str | None, str | None]:
     """``opc.tcp://[user[:password]@]host:port[/path]`` -> (URL without user info, user, password)."""
     from urllib.parse import unquote, urlsplit, urlunsplit
@@ -741,54 +698,11 @@ def _split_endpoint(endpoint: object, cls: str) -> tuple[str, str | None, str | 
     return clean, user, password
 
 
-def _read_bytes(cls: str, name: str, source: PathOrBytes) -> bytes:
-    if isinstance(source, bytes):
-        return source
-    if not isinstance(source, str | Path):
-        raise ConfigurationError(f"{cls}: {name} must be a path or bytes, got {type(source).__name__}")
+def _connection(
+    cls: str, make: Callable[..., OpcUaConnection], options: Mapping[str, Any]
+) -> OpcUaConnection:
+    """``make(**options)``, its errors naming the reader class (the keywords were given to it)."""
     try:
-        return Path(source).read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"{cls}: cannot read {name} {str(source)!r}: {exc.strerror}") from None
-
-
-def _load_certificate(cls: str, name: str, source: PathOrBytes) -> x509.Certificate:
-    data = _read_bytes(cls, name, source)
-    try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_certificate(data)
-        return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
-        where = repr(str(source)) if not isinstance(source, bytes) else "(bytes)"
-        raise ConfigurationError(f"{cls}: {name} {where} is not a PEM or DER certificate: {exc}") from None
-
-
-def _load_private_key(cls: str, name: str, source: PathOrBytes, password: str | None) -> PrivateKeyTypes:
-    data = _read_bytes(cls, name, source)
-    secret = password.encode("utf-8") if password is not None else None
-    try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            return serialization.load_pem_private_key(data, secret)
-        return serialization.load_der_private_key(data, secret)
-    except (ValueError, TypeError):
-        where = repr(str(source)) if not isinstance(source, bytes) else "(bytes)"
-        # the library's message may mention the password; say only what is wrong
-        raise ConfigurationError(
-            f"{cls}: {name} {where} is not a PEM/DER private key, or its password is missing or wrong"
-        ) from None
-
-
-def _key_der(key: PrivateKeyTypes) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _certificate_uri(cert: x509.Certificate) -> str | None:
-    try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
-    except x509.ExtensionNotFound:
-        return None
-    assert isinstance(san, x509.SubjectAlternativeName)
-    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-    return uris[0] if uris else None
+        return make(**options)
+    except ConfigurationError as exc:
+        raise ConfigurationError(str(exc).replace("OpcUaConnection: ", f"{cls}: ", 1)) from None
