@@ -86,7 +86,6 @@ and exit with status 2.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import functools
@@ -98,7 +97,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any
 
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
@@ -107,6 +106,10 @@ from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from data_collector import ConfigurationError
+
+from .._simulator_cli import ArgumentError as _ArgumentError
+from .._simulator_cli import ArgumentParser as _Parser
+from .._simulator_cli import port as _port
 
 __all__ = ["CONSTANTS", "ORDERS", "ModbusSimulator", "SimulatorRequest", "main"]
 
@@ -557,27 +560,6 @@ class _Refusal(ModbusPDU):
         response = ExceptionResponse(self.function_code, self.code)
         response.dev_id = device_id
         return response
-
-
-class _ArgumentError(Exception):
-    """A bad command-line argument (the message names it)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """Reports a bad argument by raising (main prints one line), not with usage and sys.exit."""
-
-    def error(self, message: str) -> NoReturn:
-        raise _ArgumentError(message)
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0..65535 (0: a free one), got {text}")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -50,7 +50,6 @@ X.509 user authentication, and ``allow_anonymous=False`` turns anonymous session
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import contextlib
@@ -64,7 +63,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from asyncua.common.callback import CallbackType
 from asyncua.crypto.permission_rules import User, UserRole
@@ -74,6 +73,9 @@ from cryptography.hazmat.primitives import serialization
 
 from data_collector import ConfigurationError
 
+from .._simulator_cli import ArgumentError as _ArgumentError
+from .._simulator_cli import ArgumentParser as _Parser
+from .._simulator_cli import port as _port
 from ._ua import ua
 
 __all__ = [
@@ -593,27 +595,6 @@ def _cert_der(path: str | Path) -> bytes:
     if data.lstrip().startswith(b"-----BEGIN"):
         return x509.load_pem_x509_certificate(data).public_bytes(serialization.Encoding.DER)
     return x509.load_der_x509_certificate(data).public_bytes(serialization.Encoding.DER)
-
-
-class _ArgumentError(Exception):
-    """A bad command-line argument (the message names it)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """Reports a bad argument by raising (main prints one line), not with usage and sys.exit."""
-
-    def error(self, message: str) -> NoReturn:
-        raise _ArgumentError(message)
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0..65535 (0: a free one), got {text}")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
