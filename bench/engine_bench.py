@@ -35,8 +35,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from data_collector import CollectedVariables, DataCollectionContext, DataCollector, Variable
-from data_reader.random_data_reader import RandomDataReader
-from data_writer.noop_data_writer import NoopDataWriter
+from data_reader.random import RandomDataReader
+from data_writer.noop import NoopDataWriter
 
 LOG = logging.getLogger("bench")
 

@@ -2,7 +2,7 @@
 
 Run: ``python bench/modbus_bench.py [--ticks 100] [--interval-ms 100]``; bounded (about 30 s).
 
-Against one simulator (``python -m data_reader.modbus_simulator``, in a process of its own so the
+Against one simulator (``python -m data_reader.modbus.simulator``, in a process of its own so the
 server does not share this process's GIL), in one run:
 
 - ``collector``: ``ModbusDataReader.read()`` timed inside a running ``DataCollector`` (the
@@ -48,7 +48,7 @@ from data_collector import (
     Quality,
     Variable,
 )
-from data_reader.modbus_data_reader import ModbusDataReader
+from data_reader.modbus import ModbusDataReader
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKS = 8
@@ -124,7 +124,7 @@ def start_simulator(latency_ms: float) -> tuple[subprocess.Popen[str], int]:
         "170",
     ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "data_reader.modbus_simulator", *args],
+        [sys.executable, "-m", "data_reader.modbus.simulator", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

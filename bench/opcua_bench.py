@@ -41,8 +41,8 @@ from data_collector import (
     Quality,
     Variable,
 )
-from data_reader.opcua_data_reader import OpcUaDataReader
-from data_writer.noop_data_writer import NoopDataWriter
+from data_reader.opcua import OpcUaDataReader
+from data_writer.noop import NoopDataWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG = logging.getLogger("bench.opcua")
@@ -61,7 +61,7 @@ def start_simulator(nodes: int, seconds: float) -> tuple[subprocess.Popen[str], 
         [
             sys.executable,
             "-m",
-            "data_reader.opcua_simulator",
+            "data_reader.opcua.simulator",
             "--port",
             "0",
             "--bulk",

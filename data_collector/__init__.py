@@ -6,8 +6,8 @@ on a :class:`DataCollector`, and listen to lifecycle events with a :class:`DataC
 
     import logging
     from data_collector import DataCollector, DataCollectionContext, Variable
-    from data_reader.random_data_reader import RandomDataReader
-    from data_writer.csv_file_data_writer import CsvFileDataWriter
+    from data_reader.random import RandomDataReader
+    from data_writer.csv import CsvFileDataWriter
 
     variables = [Variable(1, "sine", "float", "random", interval_ms=100)]
     with DataCollector(logging.getLogger("dc"), [RandomDataReader()], [CsvFileDataWriter("out.csv")]) as c:

@@ -1,5 +1,5 @@
 """``python -m data_collector``: the ``data-collector`` command."""
 
-from ._cli import main
+from .cli import main
 
 raise SystemExit(main())

@@ -91,30 +91,40 @@ Example::
 
     # the file's spool_dir (config.spool_dir) is used unless overridden: a folder, or None for none
     collector = config.collector(logging.getLogger("plant"), spool_dir="/var/spool/plant")
+
+This module is the loader (TOML, key paths, contexts and variables); the loaded model and its
+problems are in :mod:`._config_model`, ``${NAME}`` substitution in :mod:`._config_env`, and the
+check of a plugin table against its constructor in :mod:`._config_options`.
 """
 
 from __future__ import annotations
 
-import bisect
 import difflib
-import inspect
-import json
 import logging
 import math
 import os
 import re
 import tomllib
-import types
-import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time
-from pathlib import Path, PurePath
-from typing import Any, Literal, Union
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
 
 from ._collector import DataCollector
+from ._config_env import substitute
+from ._config_model import (
+    MISSING,
+    ConfigFileError,
+    ConfigIssue,
+    Configuration,
+    _join,
+    _kind,
+    _name_clashes,
+    show_value,
+)
+from ._config_options import blame, check_options
 from ._errors import ConfigurationError
-from ._listener import DataCollectionListener
 from ._model import MAX_DURATION_S, MAX_ID, MAX_INTERVAL_MS, MIN_ID, DataCollectionContext, Variable
 from ._reader import DataReader
 from ._registry import reader_class, writer_class
@@ -125,16 +135,6 @@ __all__ = ["ConfigFileError", "ConfigIssue", "Configuration", "load_config", "lo
 _log = logging.getLogger("data_collector.config")
 
 
-class _Missing:
-    """No value at the key path (a missing key)."""
-
-    def __repr__(self) -> str:
-        return "<missing>"
-
-
-MISSING: Any = _Missing()
-
-#: The most problems one error lists.
 MAX_ISSUES = 100
 
 _TOP_KEYS = ("collector", "metadata", "readers", "writers", "contexts")
@@ -171,227 +171,6 @@ _CONTEXT_KEYS = (
     "value_type",
 )
 _VARIABLE_KEYS = ("id", "address", "value_type", "reader_type", "interval_ms", "name")
-_ENV = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}\n]*))?\}")
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-# -- problems --------------------------------------------------------------------------------------
-def show_value(value: Any, limit: int = 120) -> str:
-    """``value`` as it would be written in TOML (strings in double quotes), cut to ``limit`` chars."""
-    text = _show(value, 0)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _show(value: Any, depth: int) -> str:
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    if depth > 3:
-        return "..."
-    if isinstance(value, list):
-        shown = [_show(v, depth + 1) for v in value[:8]]
-        return "[" + ", ".join(shown + (["..."] if len(value) > 8 else [])) + "]"
-    if isinstance(value, dict):
-        items = [f"{_key(str(k))} = {_show(v, depth + 1)}" for k, v in list(value.items())[:8]]
-        return "{" + ", ".join(items + (["..."] if len(value) > 8 else [])) + "}"
-    return repr(value)
-
-
-def _key(key: str) -> str:
-    return key if _BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{_key(key)}" if path else _key(key)
-
-
-def _kind(value: Any) -> str:
-    """The TOML name of a value's type."""
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, datetime):
-        return "offset date-time" if value.tzinfo is not None else "local date-time"
-    if isinstance(value, date):
-        return "date"
-    if isinstance(value, time):
-        return "time"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "table"
-    return type(value).__name__
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigIssue:
-    """One problem of a configuration: where (``path``, e.g. ``contexts[0].variables[2].address``,
-    empty for the whole file or ``line N`` before parsing), the bad ``value`` (:data:`MISSING` when
-    the key is absent) and what is wrong (``message``)."""
-
-    path: str
-    message: str
-    value: Any = MISSING
-
-    def __str__(self) -> str:
-        parts = [self.path] if self.path else []
-        if self.value is not MISSING:
-            parts.append(show_value(self.value))
-        parts.append(self.message)
-        return ": ".join(parts)
-
-
-class ConfigFileError(ConfigurationError):
-    """A configuration file has problems; ``issues`` lists every one found, ``source`` names the file.
-
-    The message holds one line per issue: ``<file>: <key path>: <bad value>: <what is wrong>``.
-    """
-
-    def __init__(self, source: str, issues: Sequence[ConfigIssue], *, more: int = 0) -> None:
-        self.source = source
-        self.issues = tuple(issues)
-        lines = [f"{source}: {issue}" for issue in self.issues]
-        if more:
-            lines.append(f"{source}: ... and {more} more problems")
-        super().__init__("\n".join(lines) if lines else f"{source}: invalid configuration")
-
-
-# -- the loaded configuration --------------------------------------------------------------------
-class Configuration:
-    """A validated configuration: built readers, writers and contexts, ready to collect.
-
-    The readers and writers are constructed (not opened: nothing has connected yet); the contexts
-    are fresh. Build one collector from it with :meth:`collector` and start the contexts with
-    :meth:`start`; load the file again for another run.
-    """
-
-    def __init__(
-        self,
-        *,
-        source: str,
-        readers: Sequence[DataReader],
-        writers: Sequence[DataWriter],
-        contexts: Sequence[DataCollectionContext],
-        start_at: Mapping[int, datetime],
-        collector_options: Mapping[str, Any],
-        variable_names: Mapping[int, str],
-        reader_paths: Mapping[str, str],
-        writer_paths: Sequence[str],
-        writer_types: Sequence[str],
-        variable_paths: Mapping[tuple[int, int], str],
-        context_paths: Mapping[int, str],
-    ) -> None:
-        self.source = source
-        self.readers: tuple[DataReader, ...] = tuple(readers)
-        self.writers: tuple[DataWriter, ...] = tuple(writers)
-        self.contexts: tuple[DataCollectionContext, ...] = tuple(contexts)
-        self.start_at: Mapping[int, datetime] = types.MappingProxyType(dict(start_at))
-        self.collector_options: Mapping[str, Any] = types.MappingProxyType(dict(collector_options))
-        #: variable id -> the ``name`` given in the file (display only)
-        self.variable_names: Mapping[int, str] = types.MappingProxyType(dict(variable_names))
-        #: reader_type -> key path of its reader table (``readers[0]``)
-        self.reader_paths: Mapping[str, str] = types.MappingProxyType(dict(reader_paths))
-        #: key path of each writer table, in order
-        self.writer_paths: tuple[str, ...] = tuple(writer_paths)
-        #: the plugin type of each writer, in order
-        self.writer_types: tuple[str, ...] = tuple(writer_types)
-        self._variable_paths = dict(variable_paths)
-        self._context_paths = dict(context_paths)
-
-    @property
-    def spool_dir(self) -> Path | None:
-        """The file's ``[collector] spool_dir`` (resolved against the file's folder), else None."""
-        value = self.collector_options.get("spool_dir")
-        return Path(value) if value is not None else None
-
-    def spool_issues(self) -> list[ConfigIssue]:
-        """Writers that cannot share one spool: two with the same ``name`` (one issue per clash)."""
-        return _name_clashes(self.writers, self.writer_paths)
-
-    @property
-    def variables(self) -> list[Variable]:
-        """Every distinct variable of every context (by id, first definition), in file order."""
-        seen: dict[int, Variable] = {}
-        for context in self.contexts:
-            for v in context.variables:
-                seen.setdefault(v.id, v)
-        return list(seen.values())
-
-    def context(self, context_id: int) -> DataCollectionContext:
-        """The context with this id; :class:`ConfigurationError` when there is none."""
-        for context in self.contexts:
-            if context.id == context_id:
-                return context
-        known = ", ".join(str(c.id) for c in self.contexts)
-        raise ConfigurationError(f"{self.source}: no context with id {context_id!r} (contexts: {known})")
-
-    def path_of(
-        self, context_id: int | None, variable_id: int | None = None, field: str | None = None
-    ) -> str:
-        """The key path of a context, one of its variables, or one of their fields (``""`` if unknown)."""
-        if context_id is None:
-            return ""
-        if variable_id is None:
-            base = self._context_paths.get(context_id, "")
-        else:
-            base = self._variable_paths.get((context_id, variable_id), "")
-        return _join(base, field) if base and field else base
-
-    def describe_error(self, exc: ConfigurationError) -> str:
-        """``exc`` (raised by the collector for one of these contexts) as ``<file>: <key path>: <msg>``."""
-        path = self.path_of(exc.context_id, exc.variable_id, exc.field)
-        return f"{self.source}: {path}: {exc}" if path else f"{self.source}: {exc}"
-
-    def collector(
-        self,
-        logger: logging.Logger | None = None,
-        listeners: Iterable[DataCollectionListener] = (),
-        *,
-        extra_writers: Iterable[DataWriter] = (),
-        spool_dir: str | os.PathLike[str] | _Missing | None = MISSING,
-    ) -> DataCollector:
-        """A :class:`DataCollector` over the configured readers and writers (plus ``extra_writers``).
-
-        ``spool_dir`` overrides the file's (a folder, or None for no spool). With a spool, writers
-        with the same name raise a :class:`ConfigFileError` naming their key paths.
-        """
-        options = dict(self.collector_options)
-        if not isinstance(spool_dir, _Missing):
-            options["spool_dir"] = spool_dir
-        if options.get("spool_dir") is None:
-            options.pop("spool_dir", None)
-        else:
-            issues = self.spool_issues()
-            if issues:
-                raise ConfigFileError(self.source, issues)
-        return DataCollector(
-            logger if logger is not None else logging.getLogger("data_collector"),
-            self.readers,
-            [*self.writers, *extra_writers],
-            listeners,
-            **options,
-        )
-
-    def start(self, collector: DataCollector) -> None:
-        """Start every context on ``collector``, in file order, each at its ``start_at`` if any."""
-        for context in self.contexts:
-            collector.start(context, at=self.start_at.get(context.id))
-
-    def __repr__(self) -> str:
-        return (
-            f"Configuration({self.source!r}: {len(self.readers)} readers, {len(self.writers)} writers, "
-            f"{len(self.contexts)} contexts)"
-        )
 
 
 # -- loading ----------------------------------------------------------------------------------------
@@ -549,36 +328,8 @@ class _Loader:
 
     # -- text -----------------------------------------------------------------------------------
     def substitute(self, text: str) -> str:
-        if "${" not in text:
-            return text
-        comments = _comment_spans(text)
-        starts = [a for a, _b in comments]
+        return substitute(text, self.environ, self.issue)
 
-        def in_comment(pos: int) -> bool:
-            i = bisect.bisect_right(starts, pos) - 1
-            return i >= 0 and pos < comments[i][1]
-
-        def replace(match: re.Match[str]) -> str:
-            if in_comment(match.start()):
-                return match.group(0)
-            if match.group(0) == "$${":
-                return "${"
-            name, default = match.group(1), match.group(2)
-            value = self.environ.get(name)
-            if value is None or (value == "" and default is not None):
-                if default is not None:
-                    return default
-                self.issue(
-                    f"line {text.count(chr(10), 0, match.start()) + 1}",
-                    f"environment variable {name} is not set (write ${{{name}:-default}} to give a default)",
-                    match.group(0),
-                )
-                return match.group(0)
-            return value
-
-        return _ENV.sub(replace, text)
-
-    # -- the whole file -------------------------------------------------------------------------
     def load(self, text: str) -> Configuration:
         text = self.substitute(text)
         if self.issues:
@@ -645,7 +396,7 @@ class _Loader:
         try:  # no spool_dir here: checking must not create the folder
             DataCollector(_log, [], [], **options).close()
         except (ConfigurationError, ArithmeticError, TypeError, ValueError) as exc:  # e.g. 10**400 s
-            key = _blame(str(exc), options)
+            key = blame(str(exc), options)
             path = _join("collector", key) if key else "collector"
             self.issue(path, str(exc), table.get(key, MISSING) if key else MISSING)
             return {}
@@ -744,61 +495,14 @@ class _Loader:
     ) -> object | None:
         options = {k: v for k, v in entry.items() if k != "type"}
         before = len(self.issues) + self.more
-        late: dict[str, Any] = {}
-        try:
-            signature: inspect.Signature | None = inspect.signature(cls)
-        except (TypeError, ValueError):
-            signature = None
-        if signature is not None:
-            params = signature.parameters
-            var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-            named = [
-                name
-                for name, p in params.items()
-                if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-            ]
-            settable = ("reader_type", "min_interval_ms") if kind == "reader" else ()
-            for key, value in options.items():
-                if key in named or var_kw:
-                    continue
-                if key in settable:
-                    late[key] = value
-                    continue
-                known = list(dict.fromkeys([*named, *settable]))
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f'; did you mean "{close[0]}"?' if close else ""
-                self.issue(
-                    _join(path, key),
-                    f"unknown option of {kind} {cls.__name__}{hint} (options: {', '.join(known) or 'none'})",
-                    value,
-                )
-            for name, p in params.items():
-                if p.default is not inspect.Parameter.empty or name in options:
-                    continue
-                if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
-                    self.issue(path, f'missing key "{name}" (a required option of {kind} {cls.__name__})')
-                elif p.kind is inspect.Parameter.POSITIONAL_ONLY:
-                    self.issue(
-                        path,
-                        f"{kind} {cls.__name__} needs the positional-only argument {name!r}, which a "
-                        "configuration file cannot give",
-                    )
-            hints = _hints(cls)
-            for key, value in options.items():
-                hint_type = hints.get(key)
-                if hint_type is not None and _accepts(hint_type, value) is False:
-                    expected = _describe_hint(hint_type)
-                    got = "" if expected.startswith("one of") else f", got {_kind(value)}"
-                    self.issue(
-                        _join(path, key), f"option {key} of {cls.__name__} must be {expected}{got}", value
-                    )
+        late = check_options(kind, cls, options, path, self.issue)
         if len(self.issues) + self.more > before:
             return None
         kwargs = {k: v for k, v in options.items() if k not in late}
         try:
             obj: object = cls(**kwargs)
         except (ConfigurationError, TypeError, ValueError) as exc:
-            blamed = _blame(str(exc), options) or (next(iter(options)) if len(options) == 1 else None)
+            blamed = blame(str(exc), options) or (next(iter(options)) if len(options) == 1 else None)
             self.issue(
                 _join(path, blamed) if blamed else path, str(exc), options[blamed] if blamed else MISSING
             )
@@ -890,7 +594,7 @@ class _Loader:
             try:
                 context = DataCollectionContext(cid, [v.variable for v in variables], **options)
             except ConfigurationError as exc:  # pre-checked: only unforeseen cases get here
-                blamed = _blame(str(exc), entry)
+                blamed = blame(str(exc), entry)
                 self.issue(
                     _join(path, blamed) if blamed else path,
                     str(exc),
@@ -987,7 +691,7 @@ class _Loader:
                     vid, address, value_type, reader_type, None if interval is MISSING else interval
                 )
             except ConfigurationError as exc:
-                key = _blame(str(exc), table)
+                key = blame(str(exc), table)
                 self.issue(
                     _join(vpath, key) if key else vpath, str(exc), table.get(key, MISSING) if key else MISSING
                 )
@@ -1093,15 +797,6 @@ class _Loader:
         self.issue(_join(entry.path, field) if field in _VARIABLE_KEYS else entry.path, message, value)
 
 
-_TOKENS = re.compile(
-    r'"""(?:\\.|[^\\])*?"""'  # multi-line basic string
-    r"|'''[\s\S]*?'''"  # multi-line literal string
-    r'|"(?:\\.|[^"\\\n])*"'  # basic string
-    r"|'[^'\n]*'"  # literal string
-    r"|#[^\n]*"  # comment
-)
-
-
 def _byte_size(value: Any) -> int | None:
     """An int of bytes, or a string such as ``"512 MiB"`` in bytes (None when it is neither)."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -1115,30 +810,6 @@ def _byte_size(value: Any) -> int | None:
     if unit is None:
         return None
     return int(float(match.group(1)) * unit) if "." in match.group(1) else int(match.group(1)) * unit
-
-
-def _name_clashes(writers: Sequence[DataWriter], paths: Sequence[str]) -> list[ConfigIssue]:
-    """One issue per writer whose ``name`` an earlier writer has (a spool keeps a folder per name)."""
-    issues = []
-    first: dict[str, str] = {}
-    for writer, path in zip(writers, paths, strict=True):
-        name = writer.name
-        if name in first:
-            issues.append(
-                ConfigIssue(
-                    path,
-                    f"writer name {show_value(name)} is also the name of {first[name]}: with a spool each "
-                    'writer needs a name of its own (its spool folder): give one a name = "..."',
-                )
-            )
-        else:
-            first[name] = path
-    return issues
-
-
-def _comment_spans(text: str) -> list[tuple[int, int]]:
-    """The (start, end) offsets of the TOML comments of ``text`` (``#`` outside strings, to the line end)."""
-    return [m.span() for m in _TOKENS.finditer(text) if m.group(0).startswith("#")]
 
 
 def _like(context: DataCollectionContext, variables: list[Variable]) -> DataCollectionContext:
@@ -1158,96 +829,3 @@ def _clean(message: str) -> str:
     """The message without a leading ``context N: variable N address '...': `` (the key path says it)."""
     cleaned = _PREFIX.sub("", message, count=1)
     return cleaned or message
-
-
-def _blame(message: str, options: Mapping[str, Any]) -> str | None:
-    """The option key that ``message`` names first (None when it names none)."""
-    best: tuple[int, str] | None = None
-    for key in options:
-        match = re.search(rf"(?<![\w.]){re.escape(key)}(?!\w)", message)
-        if match and (best is None or match.start() < best[0]):
-            best = (match.start(), key)
-    return best[1] if best else None
-
-
-# -- option types -----------------------------------------------------------------------------------
-def _hints(cls: type) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(cls.__init__)  # type: ignore[misc]
-    except Exception:  # unresolvable annotations: the constructor checks its own arguments
-        return {}
-
-
-_MAPPINGS: tuple[Any, ...] = (dict, Mapping, typing.MutableMapping)
-_SEQUENCES: tuple[Any, ...] = (
-    list,
-    tuple,
-    set,
-    frozenset,
-    Sequence,
-    Iterable,
-    typing.Collection,
-    typing.MutableSequence,
-    typing.AbstractSet,
-)
-
-
-def _accepts(hint: Any, value: Any) -> bool | None:
-    """Whether a TOML ``value`` fits the annotation ``hint`` (None: cannot tell)."""
-    if hint is Any or hint is object:
-        return True
-    if hint is None or hint is type(None):
-        return value is None
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is Union or origin is types.UnionType:
-        results = [_accepts(a, value) for a in args]
-        if any(r is True for r in results):
-            return True
-        return False if all(r is False for r in results) else None
-    if origin is Literal:
-        return any(value == a and type(value) is type(a) for a in args)
-    if origin is typing.Annotated or origin is typing.ClassVar:
-        return _accepts(args[0], value) if args else None
-    target = origin if origin is not None else hint
-    if target is bool:
-        return isinstance(value, bool)
-    if target is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if target is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if target is str:
-        return isinstance(value, str)
-    if target is bytes:
-        return False
-    if target in _MAPPINGS:
-        return isinstance(value, dict)
-    if target in _SEQUENCES:
-        return isinstance(value, list)
-    if isinstance(target, type):
-        if issubclass(target, PurePath) or target is os.PathLike:
-            return isinstance(value, str)
-        return isinstance(value, target)
-    return None
-
-
-def _describe_hint(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is Union or origin is types.UnionType:
-        parts = [_describe_hint(a) for a in args if a is not type(None)]
-        return " or ".join(dict.fromkeys(parts))
-    if origin is Literal:
-        return "one of " + ", ".join(show_value(a) for a in args)
-    target = origin if origin is not None else hint
-    names: dict[Any, str] = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-    if target in names:
-        return names[target]
-    if target in _MAPPINGS:
-        return "a table"
-    if target in _SEQUENCES:
-        return "an array"
-    if isinstance(target, type) and (issubclass(target, PurePath) or target is os.PathLike):
-        return "a string (a path)"
-    name = getattr(target, "__name__", str(target))
-    return f"a {name} (which a configuration file cannot give)"

@@ -5,7 +5,9 @@ so plant software can catch one type::
 
     DataCollectionError
     ├── ConfigurationError            bad Variable, context, address, interval, type, plugin name
-    │   └── ConflictingVariableError  same variable id defined differently in two running contexts
+    │   ├── ConflictingVariableError  same variable id defined differently in two running contexts
+    │   └── ConfigFileError           a configuration file's problems, each with its key path
+    │                                 (``issues``; defined in ``data_collector._config_model``)
     ├── ContextStateError             an operation that the context's state does not allow
     │   ├── UnknownContextError       stop/pause/resume/... of an id that is not started
     │   └── ContextAlreadyStartedError start of an id that is already started (or scheduled)

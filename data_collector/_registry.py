@@ -1,21 +1,28 @@
-"""Plugins by name: readers and writers found through a registry plus entry points.
+"""Plugins by name: readers and writers found through entry points, or registered in code.
 
-Built-in names: readers ``random``, ``modbus``, ``opcua``; writers ``noop``, ``csv``, ``sql``.
-Third-party packages add theirs through entry points in the groups ``data_collector.readers``
-and ``data_collector.writers``, e.g. in their ``pyproject.toml``::
+Every plugin, the shipped ones included, is an entry point in the group ``data_collector.readers``
+or ``data_collector.writers``. The shipped readers (``random``, ``modbus``, ``opcua``) and writers
+(``noop``, ``csv``, ``sql``) are declared in this project's own ``pyproject.toml``, exactly as a
+third-party package declares its own::
 
     [project.entry-points."data_collector.readers"]
     s7 = "my_package.s7_reader:S7Reader"
 
 after which ``type = "s7"`` works in a configuration file (``pip install`` of the package is all it
 takes). Code may also call :func:`register_reader` / :func:`register_writer`. Names are looked up in
-that order: registered in code, entry points, built-ins. A plugin that fails to load raises
-:class:`ConfigurationError` naming the plugin, its entry point and its distribution.
+that order: registered in code, other distributions' entry points, data-collector's own. A plugin
+that fails to load raises :class:`ConfigurationError` naming the plugin, its entry point and its
+distribution (and the extra to install when one of the shipped plugins lacks its package).
+
+The core imports no plugin: it knows the shipped ones only through their entry points. When the
+package is imported from a source checkout (its ``pyproject.toml`` beside the package folder), its
+own entry points are read from that file rather than from the installed metadata, which an
+editable install records once at install time and which may lag behind the checkout.
 
 Example::
 
-    from data_collector._registry import available_readers, reader_class, register_reader
-    from data_reader.random_data_reader import RandomDataReader
+    from data_collector import available_readers, reader_class, register_reader
+    from data_reader.random import RandomDataReader
 
     class Simulated(RandomDataReader):
         reader_type = "simulated"
@@ -27,10 +34,11 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 import threading
+import tomllib
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
+from pathlib import Path
 from typing import Literal
 
 from ._errors import ConfigurationError
@@ -57,21 +65,14 @@ WRITER_GROUP = "data_collector.writers"
 
 Kind = Literal["reader", "writer"]
 
-_BUILTIN: dict[Kind, dict[str, str]] = {
-    "reader": {
-        "random": "data_reader.random_data_reader:RandomDataReader",
-        "modbus": "data_reader.modbus_data_reader:ModbusDataReader",
-        "opcua": "data_reader.opcua_data_reader:OpcUaDataReader",
-    },
-    "writer": {
-        "noop": "data_writer.noop_data_writer:NoopDataWriter",
-        "csv": "data_writer.csv_file_data_writer:CsvFileDataWriter",
-        "sql": "data_writer.sql_data_writer:SqlDataWriter",
-    },
-}
+#: This project's distribution name: its entry points are the shipped plugins.
+OWN_DISTRIBUTION = "data-collector"
+#: The extra that brings a shipped plugin's package, for the hint when it is missing.
 _EXTRA = {"modbus": "modbus", "opcua": "opcua", "sql": "sql"}
 _GROUP: dict[Kind, str] = {"reader": READER_GROUP, "writer": WRITER_GROUP}
 _BASE: dict[Kind, type] = {"reader": DataReader, "writer": DataWriter}
+#: Where a source checkout keeps the project's entry points (beside the package folder).
+_CHECKOUT_PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
 _lock = threading.Lock()
 _registered: dict[Kind, dict[str, type]] = {"reader": {}, "writer": {}}
@@ -79,7 +80,7 @@ _registered: dict[Kind, dict[str, type]] = {"reader": {}, "writer": {}}
 
 @dataclass(frozen=True, slots=True)
 class PluginInfo:
-    """Where a plugin name comes from: ``source`` is ``"registered"``, ``"entry point"`` or ``"built-in"``.
+    """Where a plugin name comes from: ``source`` is ``"registered"`` or ``"entry point"``.
 
     ``target`` is ``module:attribute`` (or the class's qualified name when registered in code);
     ``distribution`` names the installed distribution of an entry point (``name version``).
@@ -92,13 +93,20 @@ class PluginInfo:
     distribution: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Found:
+    entry_point: EntryPoint
+    distribution: str | None
+    own: bool
+
+
 def register_reader(name: str, cls: type[DataReader]) -> None:
-    """Make ``cls`` available under ``name`` (overrides entry points and built-ins)."""
+    """Make ``cls`` available under ``name`` (overrides entry points)."""
     _register("reader", name, cls)
 
 
 def register_writer(name: str, cls: type[DataWriter]) -> None:
-    """Make ``cls`` available under ``name`` (overrides entry points and built-ins)."""
+    """Make ``cls`` available under ``name`` (overrides entry points)."""
     _register("writer", name, cls)
 
 
@@ -123,10 +131,52 @@ def _register(kind: Kind, name: str, cls: type) -> None:
         _registered[kind][name] = cls
 
 
-def _entry_points(kind: Kind) -> dict[str, EntryPoint]:
-    found: dict[str, EntryPoint] = {}
-    for ep in entry_points(group=_GROUP[kind]):
-        found.setdefault(ep.name, ep)  # the first on sys.path wins, as for imports
+def checkout_entry_points(pyproject: Path | None = None) -> dict[str, dict[str, str]] | None:
+    """``{group: {name: "module:attribute"}}`` declared by data-collector's ``pyproject.toml``.
+
+    ``pyproject`` defaults to the one beside the package folder, where a source checkout has it.
+    ``None`` when that file is missing or is not data-collector's (an installed wheel has none).
+    """
+    try:
+        with (pyproject or _CHECKOUT_PYPROJECT).open("rb") as f:
+            project = tomllib.load(f).get("project", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    if not isinstance(project, dict) or project.get("name") != OWN_DISTRIBUTION:
+        return None
+    groups = project.get("entry-points", {})
+    return {
+        group: {str(name): str(value) for name, value in table.items()}
+        for group, table in groups.items()
+        if isinstance(table, dict)
+    }
+
+
+def _own_version() -> str:
+    try:
+        return version(OWN_DISTRIBUTION)
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def _entry_points(kind: Kind) -> dict[str, _Found]:
+    group = _GROUP[kind]
+    checkout = checkout_entry_points()
+    found: dict[str, _Found] = {}
+    own: dict[str, _Found] = {}
+    for ep in entry_points(group=group):
+        dist = _distribution(ep)
+        mine = dist is not None and dist.split(" ")[0] == OWN_DISTRIBUTION
+        if mine and checkout is not None:
+            continue  # a source checkout's pyproject.toml replaces the (maybe stale) installed metadata
+        target = own if mine else found
+        target.setdefault(ep.name, _Found(ep, dist, mine))  # the first on sys.path wins, as for imports
+    if checkout is not None:
+        dist = f"{OWN_DISTRIBUTION} {_own_version()}"
+        for name, value in checkout.get(group, {}).items():
+            own.setdefault(name, _Found(EntryPoint(name, value, group), dist, True))
+    for name, item in own.items():
+        found.setdefault(name, item)  # other distributions may override a shipped plugin
     return found
 
 
@@ -141,19 +191,19 @@ def _distribution(ep: EntryPoint) -> str | None:
 
 
 def available_readers() -> list[str]:
-    """Every reader name known now (registered, entry points, built-ins)."""
+    """Every reader name known now (registered in code or entry points)."""
     return _available("reader")
 
 
 def available_writers() -> list[str]:
-    """Every writer name known now (registered, entry points, built-ins)."""
+    """Every writer name known now (registered in code or entry points)."""
     return _available("writer")
 
 
 def _available(kind: Kind) -> list[str]:
     with _lock:
         names = set(_registered[kind])
-    return sorted(names | set(_entry_points(kind)) | set(_BUILTIN[kind]))
+    return sorted(names | set(_entry_points(kind)))
 
 
 def plugins(kind: Kind) -> list[PluginInfo]:
@@ -168,15 +218,13 @@ def plugins(kind: Kind) -> list[PluginInfo]:
         registered = dict(_registered[kind])
     eps = _entry_points(kind)
     infos = []
-    for name in sorted(set(registered) | set(eps) | set(_BUILTIN[kind])):
+    for name in sorted(set(registered) | set(eps)):
         if name in registered:
             cls = registered[name]
             infos.append(PluginInfo(kind, name, "registered", f"{cls.__module__}:{cls.__qualname__}"))
-        elif name in eps:
-            ep = eps[name]
-            infos.append(PluginInfo(kind, name, "entry point", ep.value, _distribution(ep)))
         else:
-            infos.append(PluginInfo(kind, name, "built-in", _BUILTIN[kind][name]))
+            item = eps[name]
+            infos.append(PluginInfo(kind, name, "entry point", item.entry_point.value, item.distribution))
     return infos
 
 
@@ -201,35 +249,31 @@ def _lookup(kind: Kind, name: str) -> type:
         cls = _registered[kind].get(name)
     if cls is not None:
         return cls
-    ep = _entry_points(kind).get(name)
-    if ep is not None:
-        dist = _distribution(ep)
-        origin = f"entry point {ep.name} = {ep.value} in group {ep.group}" + (
-            f", distribution {dist}" if dist else ""
-        )
-        try:
-            loaded = ep.load()
-        except Exception as exc:
+    item = _entry_points(kind).get(name)
+    if item is None:
+        raise ConfigurationError(f"unknown {kind} type {name!r}; known: {', '.join(_available(kind))}")
+    ep = item.entry_point
+    origin = f"entry point {ep.name} = {ep.value} in group {ep.group}" + (
+        f", distribution {item.distribution}" if item.distribution else ""
+    )
+    try:
+        loaded = ep.load()
+    except ImportError as exc:
+        extra = _EXTRA.get(name) if item.own else None
+        if extra is None:
             raise ConfigurationError(
                 f"{kind} plugin {name!r} ({origin}) failed to load: {type(exc).__name__}: {exc}"
             ) from exc
-        if not (isinstance(loaded, type) and issubclass(loaded, _BASE[kind])):
-            raise ConfigurationError(
-                f"{kind} plugin {name!r} ({origin}) is {loaded!r}, not a {_BASE[kind].__name__} subclass"
-            )
-        return loaded
-    target = _BUILTIN[kind].get(name)
-    if target is None:
-        raise ConfigurationError(f"unknown {kind} type {name!r}; known: {', '.join(_available(kind))}")
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        extra = _EXTRA.get(name)
-        hint = f' (pip install "data-collector[{extra}]")' if extra else ""
         raise ConfigurationError(
-            f"{kind} {name!r} needs a package that is not installed{hint}: {exc}"
+            f'{kind} {name!r} needs a package that is not installed (pip install "data-collector[{extra}]")'
+            f" ({origin}): {exc}"
         ) from exc
-    loaded = getattr(module, attr)
-    assert isinstance(loaded, type)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"{kind} plugin {name!r} ({origin}) failed to load: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not (isinstance(loaded, type) and issubclass(loaded, _BASE[kind])):
+        raise ConfigurationError(
+            f"{kind} plugin {name!r} ({origin}) is {loaded!r}, not a {_BASE[kind].__name__} subclass"
+        )
     return loaded

@@ -1,12 +1,14 @@
-"""Writers: the :class:`DataWriter` base class and the shipped writers.
+"""Writers: the :class:`DataWriter` base class and the shipped writer plugins.
 
-Shipped writers live in their own modules:
-
-- :mod:`data_writer.noop_data_writer` — ``NoopDataWriter``: logs batches at DEBUG.
-- :mod:`data_writer.csv_file_data_writer` — ``CsvFileDataWriter(path)``: appends CSV rows.
+- :mod:`data_writer.noop` — ``NoopDataWriter``: logs batches at DEBUG.
+- :mod:`data_writer.csv` — ``CsvFileDataWriter(path)``: appends CSV rows; ``read_samples`` reads them.
 - :mod:`data_writer.sql_data_writer` — ``SqlDataWriter(url)`` (SQLAlchemy, extra ``sql``).
+
+Plugin folders (``noop/``, ``csv/``) hold their code, a ``README.md`` and a ``sample.toml`` that
+``data-collector validate`` accepts. The old module paths (``data_writer.csv_file_data_writer``,
+``data_writer.noop_data_writer``) re-export the new ones.
 """
 
-from data_collector._writer import DataWriter
+from data_collector import DataWriter
 
 __all__ = ["DataWriter"]

@@ -1,47 +1,15 @@
-"""No-op writer: logs each batch at DEBUG and keeps nothing.
+"""Old import path, kept so existing code keeps working: a re-export of the module named below.
 
-Serves no store; useful to try a configuration, to watch values in a log and to benchmark the
-collector without storage costs. Options: ``NoopDataWriter(logger=None)`` (defaults to the
-``data_writer.noop`` logger). ``written`` counts the samples it was given.
-
-Example::
-
-    import logging
-    logging.basicConfig(level=logging.DEBUG)
-    from data_writer.noop_data_writer import NoopDataWriter
-    writer = NoopDataWriter()   # pass it to DataCollector(..., writers=[writer])
+New code imports from :mod:`data_writer.noop.writer` (moved there with the one-folder-per-plugin layout).
 """
 
-from __future__ import annotations
+from typing import Any
 
-import logging
+import data_writer.noop.writer as _new
+from data_writer.noop.writer import *  # noqa: F403
 
-from data_collector._model import CollectedVariables, DataCollectionContext
-from data_collector._writer import DataWriter
-
-__all__ = ["NoopDataWriter"]
+__all__ = list(_new.__all__)
 
 
-class NoopDataWriter(DataWriter):
-    """Logs batches at DEBUG (one line per sample) and counts them."""
-
-    def __init__(self, logger: logging.Logger | None = None, *, name: str | None = None) -> None:
-        super().__init__(name=name)
-        self._log = logger if logger is not None else logging.getLogger("data_writer.noop")
-        self.written = 0
-
-    def write(self, context: DataCollectionContext, variables: CollectedVariables) -> None:
-        self.written += len(variables)
-        log = self._log
-        if log.isEnabledFor(logging.DEBUG):
-            for item in variables:
-                log.debug(
-                    "context %d variable %d %s = %r (%s) at %s%s",
-                    context.id,
-                    item.variable.id,
-                    item.variable.address,
-                    item.value,
-                    item.quality,
-                    item.read_at.isoformat() if item.read_at else None,
-                    f" error: {item.error}" if item.error else "",
-                )
+def __getattr__(name: str) -> Any:  # the module's other names (e.g. private helpers tests use)
+    return getattr(_new, name)

@@ -3,7 +3,7 @@
 Run: ``python examples/modbus_to_csv.py [--seconds 5] [--out data-collector-example]``.
 Without ``--port`` the example starts a :class:`ModbusSimulator` of its own on a free port; with
 ``--port N`` it reads a simulator (or a device with the same map) already listening on
-``--host``:N, e.g. one started with ``python -m data_reader.modbus_simulator --port 5020``.
+``--host``:N, e.g. one started with ``python -m data_reader.modbus.simulator --port 5020``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from collections import Counter
 from pathlib import Path
 
 from data_collector import DataCollectionContext, DataCollector, Quality, Variable
-from data_reader.modbus_data_reader import ModbusDataReader
-from data_reader.modbus_simulator import ModbusSimulator
-from data_writer.csv_file_data_writer import CsvFileDataWriter, read_samples
+from data_reader.modbus import ModbusDataReader
+from data_reader.modbus.simulator import ModbusSimulator
+from data_writer.csv import CsvFileDataWriter, read_samples
 
 
 def main() -> None:

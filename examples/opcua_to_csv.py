@@ -3,7 +3,7 @@
 Run: ``python examples/opcua_to_csv.py [--seconds 5] [--mode subscribe] [--out data-collector-example]``.
 Without ``--endpoint`` the example starts an :class:`OpcUaSimulator` of its own on a free port;
 with ``--endpoint opc.tcp://host:port/`` it reads a simulator already running, e.g. one started
-with ``python -m data_reader.opcua_simulator --port 4840``. Addresses use the namespace URI form,
+with ``python -m data_reader.opcua.simulator --port 4840``. Addresses use the namespace URI form,
 so they stay right whatever index the server gives the namespace.
 """
 
@@ -17,9 +17,9 @@ from collections import Counter
 from pathlib import Path
 
 from data_collector import DataCollectionContext, DataCollector, Quality, Variable
-from data_reader.opcua_data_reader import OpcUaDataReader
-from data_reader.opcua_simulator import NAMESPACE, OpcUaSimulator
-from data_writer.csv_file_data_writer import CsvFileDataWriter, read_samples
+from data_reader.opcua import OpcUaDataReader
+from data_reader.opcua.simulator import NAMESPACE, OpcUaSimulator
+from data_writer.csv import CsvFileDataWriter, read_samples
 
 
 def main() -> None:

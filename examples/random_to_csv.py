@@ -12,8 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 from data_collector import DataCollectionContext, DataCollectionListener, DataCollector, Variable
-from data_reader.random_data_reader import RandomDataReader
-from data_writer.csv_file_data_writer import CsvFileDataWriter, read_samples
+from data_reader.random import RandomDataReader
+from data_writer.csv import CsvFileDataWriter, read_samples
 
 
 class Announce(DataCollectionListener):

@@ -1,4 +1,11 @@
-"""ruff and mypy (strict) are clean on the library, tests, examples and benchmarks."""
+"""ruff and mypy are clean: what each covers, honestly.
+
+- ruff check: the whole tree; ruff format --check: the three packages.
+- mypy (strict): the folders listed in pyproject.toml ``[tool.mypy] files``: data_collector,
+  data_reader, data_writer and examples. test/ and bench/ are not type-checked yet (mypy strict
+  reported 35 errors in test/, most in files other branches were changing at the same time, and
+  7 in bench/); :func:`test_mypy_covers_what_this_says` pins the list.
+"""
 
 from __future__ import annotations
 
@@ -28,3 +35,11 @@ def test_mypy_strict_clean() -> None:
     pytest.importorskip("mypy", reason="mypy is not installed (pip install -e '.[test]')")
     result = _run([sys.executable, "-m", "mypy"])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_covers_what_this_says() -> None:
+    import tomllib
+
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        files = tomllib.load(f)["tool"]["mypy"]["files"]
+    assert files == ["data_collector", "data_reader", "data_writer", "examples"]

@@ -136,3 +136,31 @@ def test_a_wrong_pinned_server_certificate_keeps_items_bad(setup: Setup) -> None
         static, _ = _read(reader, setup.variables())
     assert static.quality is Quality.BAD
     assert "server_certificate" in (static.error or "")
+
+
+def test_one_frozen_connection_object_serves_several_readers(setup: Setup) -> None:
+    from data_reader.opcua import OpcUaConnection
+
+    secure = OpcUaConnection(
+        security_policy="Basic256Sha256",
+        certificate=setup.client.certificate,
+        private_key=setup.client.private_key,
+        username="operator",
+        password=PASSWORD,
+        timeout_s=3.0,
+    )
+    assert secure.effective_security_mode == "SignAndEncrypt"
+    assert PASSWORD not in repr(secure)
+    for mode in ("poll", "subscribe"):
+        reader = OpcUaDataReader(setup.sim.endpoint, mode=mode, connection=secure)  # type: ignore[arg-type]
+        assert reader.connection is secure
+        with reader:
+            assert reader.connected
+            static, _counter = _read(reader, setup.variables())
+        assert (static.value, static.quality) == (3.25, Quality.GOOD)
+    wrong = OpcUaDataReader(setup.sim.endpoint, connection=secure.replace(password=WRONG))
+    try:
+        with pytest.raises(ReaderError, match="BadUserAccessDenied"):
+            wrong.open()
+    finally:
+        wrong.close()

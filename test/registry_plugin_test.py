@@ -1,4 +1,5 @@
-"""Plugins by name: built-ins, code registration, and a real installed distribution's entry points.
+"""Plugins by name: the shipped ones (this project's own entry points), code registration, and a
+real installed distribution's entry points.
 
 The third-party plugin is a tiny distribution written to a temporary directory: a package plus a
 ``*.dist-info`` with METADATA and entry_points.txt. On ``sys.path`` (or ``PYTHONPATH`` of a
@@ -14,12 +15,13 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
+import tomllib
 import uuid
 from pathlib import Path
 
 import pytest
 
-from data_collector import ConfigurationError, DataReader, DataWriter
+from data_collector import ConfigurationError, DataReader, DataWriter, PluginInfo, _registry
 from data_collector._config import ConfigFileError, loads_config
 from data_collector._registry import (
     available_readers,
@@ -142,11 +144,99 @@ def test_built_in_names() -> None:
     assert {"random", "modbus", "opcua"} <= set(available_readers())
     assert {"noop", "csv", "sql"} <= set(available_writers())
     info = {p.name: p for p in plugins("writer")}["sql"]
-    assert (info.source, info.target) == ("built-in", "data_writer.sql_data_writer:SqlDataWriter")
+    assert (info.source, info.target) == ("entry point", "data_writer.sql_data_writer:SqlDataWriter")
+    assert info.distribution is not None and info.distribution.startswith("data-collector ")
     with pytest.raises(ConfigurationError, match=r"unknown reader type 'randon'; known: .*random"):
         reader_class("randon")
     with pytest.raises(ConfigurationError, match="non-empty str"):
         writer_class("")
+
+
+SHIPPED = {
+    "data_collector.readers": {
+        "random": "data_reader.random:RandomDataReader",
+        "modbus": "data_reader.modbus:ModbusDataReader",
+        "opcua": "data_reader.opcua:OpcUaDataReader",
+    },
+    "data_collector.writers": {
+        "noop": "data_writer.noop:NoopDataWriter",
+        "csv": "data_writer.csv:CsvFileDataWriter",
+        "sql": "data_writer.sql_data_writer:SqlDataWriter",
+    },
+}
+
+
+def test_shipped_plugins_are_the_projects_own_entry_points() -> None:
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        declared = tomllib.load(f)["project"]["entry-points"]
+    assert {group: declared[group] for group in SHIPPED} == SHIPPED
+    assert _registry.checkout_entry_points() == declared
+    listed: dict[tuple[str, str], PluginInfo] = {
+        (p.kind, p.name): p for p in [*plugins("reader"), *plugins("writer")]
+    }
+    for group, table in SHIPPED.items():
+        kind = "reader" if group.endswith("readers") else "writer"
+        for name, target in table.items():
+            info = listed[kind, name]
+            assert (info.source, info.target) == ("entry point", target)
+            module, _, attr = target.partition(":")
+            cls = (reader_class if kind == "reader" else writer_class)(name)
+            assert cls is getattr(__import__(module, fromlist=[attr]), attr)
+    assert not hasattr(_registry, "_BUILTIN")
+
+
+def own_metadata(base: Path, entry_points: str) -> Path:
+    """A site directory with an installed ``data-collector`` distribution declaring ``entry_points``."""
+    site = base / "own-site"
+    info = site / "data_collector-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: data-collector\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text(entry_points, encoding="utf-8")
+    return site
+
+
+STALE = "[data_collector.readers]\nrandom = data_reader.random:RandomDataReader\nghost = nowhere:Nope\n"
+
+
+def test_installed_metadata_serves_outside_a_source_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(own_metadata(tmp_path, STALE)))
+    monkeypatch.setattr(_registry, "_CHECKOUT_PYPROJECT", tmp_path / "no-checkout" / "pyproject.toml")
+    assert _registry.checkout_entry_points() is None
+    assert {"ghost", "random"} <= set(available_readers())
+    assert "modbus" not in available_readers()  # not in this (installed) metadata
+    info = {p.name: p for p in plugins("reader")}["ghost"]
+    assert (info.source, info.target, info.distribution) == (
+        "entry point",
+        "nowhere:Nope",
+        "data-collector 0.1.0",
+    )
+    with pytest.raises(ConfigurationError, match=r"reader plugin 'ghost' \(entry point ghost = nowhere:Nope"):
+        reader_class("ghost")
+
+
+def test_a_source_checkout_replaces_stale_installed_metadata(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(own_metadata(tmp_path, STALE)))
+    assert "ghost" not in available_readers()  # the checkout's pyproject.toml wins over the metadata
+    assert {"random", "modbus", "opcua"} <= set(available_readers())
+
+
+def test_a_missing_extra_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(
+        '[project]\nname = "data-collector"\n[project.entry-points."data_collector.readers"]\n'
+        'modbus = "data_reader.no_such_module_here:Nope"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(_registry, "_CHECKOUT_PYPROJECT", pyproject)
+    with pytest.raises(
+        ConfigurationError,
+        match=r'needs a package that is not installed \(pip install "data-collector\[modbus\]"\)',
+    ):
+        reader_class("modbus")
 
 
 def test_register_in_code_overrides_and_unregisters() -> None:
@@ -290,7 +380,7 @@ variables = [
     rows = {line.split()[1]: line for line in listed.stdout.splitlines()[1:]}
     assert f"entry point ({package} 0.1.0)" in rows["echo"] and f"ok ({package}.EchoReader)" in rows["echo"]
     assert "BROKEN: reader plugin 'broken'" in rows["broken"]
-    assert "ok (data_reader.random_data_reader.RandomDataReader)" in rows["random"]
+    assert "ok (data_reader.random.reader.RandomDataReader)" in rows["random"]
 
     run = cli(["run", "plugin.toml"], tmp_path, site)
     assert run.returncode == 0, run.stdout + run.stderr

@@ -1,56 +1,15 @@
-"""The synchronous pymodbus TCP client, with a connect that keeps its error and sets TCP_NODELAY."""
+"""Old import path, kept so existing code keeps working: a re-export of the module named below.
 
-from __future__ import annotations
+New code imports from :mod:`data_reader.modbus._client` (moved there with the one-folder-per-plugin layout).
+"""
 
-import contextlib
-import socket
+from typing import Any
 
-from pymodbus.client import ModbusTcpClient
+import data_reader.modbus._client as _new
+from data_reader.modbus._client import *  # noqa: F403
 
-__all__ = ["TcpClient"]
+__all__ = list(_new.__all__)
 
 
-class TcpClient(ModbusTcpClient):
-    """:class:`ModbusTcpClient` without retries, whose failed connects say why (``last_error``).
-
-    pymodbus logs a failed connect at ERROR level and returns False; the reader retries with
-    backoff and reports the reason in the items' error text, so this connect does not log.
-    """
-
-    def __init__(self, host: str, port: int, timeout_s: float) -> None:
-        super().__init__(host, port=port, timeout=timeout_s, retries=0, name=f"modbus {host}:{port}")
-        self.last_error = ""
-
-    def connect(self) -> bool:
-        if self.socket is not None:
-            return True
-        params = self.comm_params
-        try:
-            sock = socket.create_connection(
-                (params.host, params.port),
-                timeout=params.timeout_connect,
-                source_address=params.source_address,
-            )
-        except OSError as exc:
-            self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            return False
-        with contextlib.suppress(OSError):  # not a TCP socket
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.socket = sock
-        self.last_error = ""
-        return True
-
-    def abort(self) -> None:
-        """Wake a request waiting for its answer in another thread (it fails as a lost connection).
-
-        Only shuts the socket down; the thread using the client closes it.
-        """
-        sock = self.socket
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        if self.socket is not None:
-            self.socket.close()
-        self.socket = None
+def __getattr__(name: str) -> Any:  # the module's other names (e.g. private helpers tests use)
+    return getattr(_new, name)

@@ -1,15 +1,15 @@
-"""asyncua's ``ua`` module, seen by the type checker as ``Any``.
+"""Old import path, kept so existing code keeps working: a re-export of the module named below.
 
-asyncua annotates every OPC UA integer with its own ``int`` subclass (``Int16``, ``UInt32``, ...)
-and re-exports its names implicitly, which a strict mypy run rejects at every call. The protocol
-objects (NodeId, DataValue, Variant, ...) are therefore typed ``Any`` in this package; the values
-they carry are checked where they are converted (:mod:`._convert`).
+New code imports from :mod:`data_reader.opcua._ua` (moved there with the one-folder-per-plugin layout).
 """
 
 from typing import Any
 
-from asyncua import ua as _ua
+import data_reader.opcua._ua as _new
+from data_reader.opcua._ua import *  # noqa: F403
 
-__all__ = ["ua"]
+__all__ = list(_new.__all__)
 
-ua: Any = _ua
+
+def __getattr__(name: str) -> Any:  # the module's other names (e.g. private helpers tests use)
+    return getattr(_new, name)

@@ -1,0 +1,170 @@
+"""The argument parser and :func:`main` of the ``data-collector`` command."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import IO
+
+from .._config import ConfigFileError
+from .._errors import ConfigurationError, DataCollectionError
+from ._common import (
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_STARTUP,
+    _id,
+    _ids,
+    _port,
+    _positive,
+    _setup_logging,
+    _version,
+)
+from .demo import _cmd_demo
+from .export import _cmd_export
+from .plugins import _cmd_plugins
+from .read import _cmd_read
+from .run import _cmd_run
+from .simulator import _cmd_simulator
+from .spool import _cmd_spool
+from .validate import _cmd_validate
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``data-collector`` command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
+    common.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    parser = argparse.ArgumentParser(
+        prog="data-collector",
+        description="Collect values from industrial equipment as a TOML configuration file says.",
+        epilog="Exit status: 0 ok, 1 values lost or read BAD, 2 configuration error, 3 startup error.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    spooling = argparse.ArgumentParser(add_help=False)
+    group = spooling.add_mutually_exclusive_group()
+    group.add_argument(
+        "--spool-dir",
+        default=None,
+        metavar="DIR",
+        help="spool to DIR (default: the file's [collector] spool_dir, else <file stem>.spool/ beside "
+        "the configuration file)",
+    )
+    group.add_argument(
+        "--no-spool", action="store_true", help="no spool: values not written yet are lost on a crash"
+    )
+
+    p = sub.add_parser(
+        "run",
+        parents=[common, spooling],
+        help="collect until the contexts end or Ctrl-C",
+        description="Collect until every context ends, or Ctrl-C / SIGTERM. Every value read goes to a "
+        "spool on disk first (default: <file stem>.spool/ beside the configuration file, unless its "
+        "[collector] spool_dir says otherwise) and leaves it once its writer stored it: after a crash "
+        "or with a store that is down, the next run writes it first.",
+    )
+    p.add_argument("config", help="the TOML configuration file")
+    p.add_argument("--duration", type=_positive, default=None, metavar="S", help="stop after S seconds")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "validate", parents=[common, spooling], help="check a configuration without connecting"
+    )
+    p.add_argument("config", help="the TOML configuration file")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser(
+        "spool",
+        parents=[common],
+        help="what a spool holds per writer; put quarantined batches back, or drop it",
+        description="List per writer what a spool holds (samples not written yet, bytes, the oldest) "
+        "and what it quarantined (batches a writer refused for good, with the reason). Exit status 1 "
+        "when batches are quarantined. Change a spool only while no run uses it.",
+    )
+    p.add_argument("target", metavar="DIR", help="a spool folder, or a configuration file (its spool)")
+    action = p.add_mutually_exclusive_group()
+    action.add_argument(
+        "--retry-quarantine",
+        action="store_true",
+        help="put every quarantined batch back into its writer's spool: the next run writes it first",
+    )
+    action.add_argument(
+        "--drop", action="store_true", help="delete everything spooled and quarantined (needs --yes)"
+    )
+    p.add_argument("--yes", action="store_true", help="with --drop: really delete (else it says what)")
+    p.set_defaults(func=_cmd_spool)
+
+    p = sub.add_parser("read", parents=[common], help="read every variable once and print a table")
+    p.add_argument("config", help="the TOML configuration file")
+    p.add_argument(
+        "--context", type=_id, action="append", metavar="ID", help="only this context (repeatable)"
+    )
+    p.add_argument("--timeout", type=_positive, default=30.0, metavar="S", help="give up after S s (30)")
+    p.set_defaults(func=_cmd_read)
+
+    p = sub.add_parser("demo", parents=[common], help="simulators -> SQLite and CSV, with live values")
+    p.add_argument("--seconds", type=_positive, default=20.0, help="how long to collect (default 20)")
+    p.add_argument("--out", default="data-collector-demo", help="output directory (./data-collector-demo)")
+    p.add_argument("--modbus-port", type=_port, default=0, help="Modbus simulator port (0: a free one)")
+    p.add_argument("--opcua-port", type=_port, default=0, help="OPC UA simulator port (0: a free one)")
+    p.add_argument("--no-opcua", action="store_true", help="leave the OPC UA simulator out")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("export", parents=[common], help="samples of a SQL store to CSV or Parquet")
+    p.add_argument("source", help="a SQLAlchemy URL, an SQLite file, or a .toml with a sql writer")
+    p.add_argument("--context", type=_id, action="append", metavar="ID", help="this context (default all)")
+    p.add_argument("--list", action="store_true", help="list the recorded context runs instead")
+    p.add_argument("-o", "--output", default=None, help="output file (.csv or .parquet); default stdout")
+    p.add_argument("--format", choices=("csv", "parquet"), default=None, help="default: by the file name")
+    p.add_argument("--variables", type=_ids, default=None, metavar="ID,ID", help="only these variable ids")
+    p.add_argument("--start", default=None, help="from this ISO-8601 time (included; UTC if no offset)")
+    p.add_argument("--end", default=None, help="until this ISO-8601 time (excluded)")
+    p.add_argument("--table-prefix", default="dc_", help="table prefix of the store (dc_)")
+    p.add_argument("--writer", type=int, default=0, help="which sql writer of a .toml (0: the first)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("plugins", parents=[common], help="list reader and writer types")
+    p.set_defaults(func=_cmd_plugins)
+
+    p = sub.add_parser("simulator", help="run the Modbus or OPC UA simulator (options after the name)")
+    p.add_argument("kind", choices=("modbus", "opcua"))
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the simulator's options (--help lists them)")
+    p.set_defaults(func=_cmd_simulator, verbose=0, quiet=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``data-collector`` command with ``argv`` (default: ``sys.argv[1:]``); the exit status."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+            stream.reconfigure(errors="replace")  # type: ignore[union-attr]
+    out, err = sys.stdout, sys.stderr
+    args = build_parser().parse_args(argv)
+    if args.command != "simulator":
+        _setup_logging(args.verbose, args.quiet, err)
+    func: Callable[[argparse.Namespace, IO[str], IO[str]], int] = args.func
+    try:
+        return func(args, out, err)
+    except ConfigFileError as exc:
+        err.write(f"{exc}\n")
+        return EXIT_CONFIG
+    except ConfigurationError as exc:
+        err.write(f"error: {exc}\n")
+        return EXIT_CONFIG
+    except DataCollectionError as exc:
+        err.write(f"error: {exc}\n")
+        return EXIT_STARTUP
+    except BrokenPipeError:  # e.g. `data-collector export ... | head`
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:
+        err.write("interrupted\n")
+        return EXIT_INTERRUPTED

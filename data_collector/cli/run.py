@@ -1,0 +1,77 @@
+"""``data-collector run CONFIG``: collect until every context ends or Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import IO
+
+from .._config import Configuration, load_config
+from ._common import EXIT_CONFIG, EXIT_OK, EXIT_STARTUP, _duration, _is_tty
+from ._session import SpoolLock, _Session, _spool_dir, _Stopper
+
+
+def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    config = load_config(args.config)
+    spool_dir = _spool_dir(args, config)
+    lock = SpoolLock(spool_dir) if spool_dir is not None else None
+    if lock is not None:
+        try:
+            acquired = lock.acquire()
+        except OSError as exc:
+            err.write(f"error: spool folder {spool_dir}: {exc.strerror or exc}\n")
+            return EXIT_CONFIG
+        if not acquired:
+            err.write(
+                f"error: the spool {spool_dir} is in use by another data-collector (pid {lock.holder()}): "
+                "give this run a spool of its own (--spool-dir DIR) or none (--no-spool)\n"
+            )
+            return EXIT_STARTUP
+    try:
+        return _run(args, config, spool_dir, out, err)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(
+    args: argparse.Namespace, config: Configuration, spool_dir: Path | None, out: IO[str], err: IO[str]
+) -> int:
+    live = _is_tty(out) and not args.quiet
+    session = _Session(config, out, err, live=live, spool_dir=spool_dir)
+    with _Stopper(err) as stopper:
+        status = session.start()
+        if status != EXIT_OK:
+            return status
+        if not args.quiet:
+            count = len(config.variables)
+            spool = f"spooling to {spool_dir}" if spool_dir is not None else "no spool (--no-spool)"
+            lines = [
+                f"collecting {len(config.contexts)} contexts, {count} variables from {args.config}; "
+                f"{spool}; Ctrl-C stops and writes every value read",
+                *session.replay_lines(),
+            ]
+            out.write("\n".join(lines) + "\n")
+            out.flush()
+        until = time.monotonic() + args.duration if args.duration is not None else None
+        reason = session.watch(
+            stopper,
+            until=until,
+            render=lambda: session.status_lines(
+                f"data-collector run {args.config}: {_duration(time.monotonic() - session.started)}"
+                " (Ctrl-C to stop)"
+            ),
+        )
+        if not args.quiet and reason.startswith("stopped"):
+            out.write(f"{reason}: stopping, writing every value read...\n")
+            out.flush()
+        session.stop()
+    lines, status = session.summary(reason)
+    if not args.quiet:
+        out.write("\n".join(lines) + "\n")
+        out.flush()
+    elif status != EXIT_OK:
+        err.write(lines[-1] + "\n")  # --quiet: only why the status is not 0
+        err.flush()
+    return status

@@ -1,0 +1,315 @@
+"""CSV file writer: appends one row per sample to a CSV file, one file per context if asked.
+
+Store: plain CSV files (RFC 4180, UTF-8, ``\\n`` line ends), readable by spreadsheets and pandas.
+Text UTF-8 cannot encode (lone surrogates, e.g. from bytes decoded with ``surrogateescape``) is
+written as a backslash escape (``\\udc80``), so no value makes a write fail on encoding.
+Each file starts with one header row, then only data rows with the columns::
+
+    context_id, variable_id, address, read_at, value, quality, error, value_type
+
+``read_at`` is ISO-8601 UTC with milliseconds (``2026-11-22T08:15:00.100+00:00``; a naive time is
+taken as UTC; an aware time UTC cannot hold, near year 1 or 9999, keeps its own offset); ``value`` is
+empty for a missing value, ``true``/``false`` for bools, ``repr`` for floats (``nan``, ``inf``
+included) and the text itself for strings; ``quality`` is GOOD, UNCERTAIN or BAD.
+
+Runs: beside each CSV file, ``<file>.runs.jsonl`` gets one JSON line when a context starts and one
+when it stops (``event``, ``context_id``, ``start``, ``end``, the user's ``metadata`` and the
+collector's ``deduced_metadata``: readers, writers, host, versions, how the run ended).
+
+Options: ``CsvFileDataWriter(path, *, delimiter=",")``. ``path`` may hold ``{context_id}`` to
+write one file per context (each file closed when its context stops). Parent directories are
+created. Reopening appends: an existing file is never truncated; a file whose header differs
+is refused with a :class:`WriterError` rather than mixed. Every batch is flushed.
+
+Errors: a failed file operation (disk full, permission denied, ...) raises :class:`WriterError`
+``from`` the :class:`OSError`, which :meth:`CsvFileDataWriter.is_transient` reports as transient
+(the collector retries the batch; a failed write leaves no partial rows behind). A file whose
+header is not this writer's, a path that is a directory or a name too long for the file system
+raise a permanent :class:`WriterError` (retrying cannot fix them: the collector counts the batch
+as lost at once).
+
+Example::
+
+    import logging, time
+    from data_collector import DataCollector, DataCollectionContext, Variable
+    from data_reader.random import RandomDataReader
+    from data_writer.csv import CsvFileDataWriter, read_samples
+
+    writer = CsvFileDataWriter("out/context-{context_id}.csv")
+    with DataCollector(logging.getLogger("csv"), [RandomDataReader()], [writer]) as c:
+        c.start(DataCollectionContext(7, [Variable(1, "sine", "float", "random", 200)]))
+        time.sleep(2)
+    print(read_samples("out/context-7.csv")[:3])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import errno
+import io
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from data_collector import (
+    CollectedVariables,
+    ConfigurationError,
+    DataCollectionContext,
+    DataWriter,
+    Quality,
+    WriterError,
+)
+
+__all__ = ["COLUMNS", "CsvFileDataWriter", "format_value", "parse_value", "read_samples"]
+
+COLUMNS: tuple[str, ...] = (
+    "context_id",
+    "variable_id",
+    "address",
+    "read_at",
+    "value",
+    "quality",
+    "error",
+    "value_type",
+)
+
+
+def format_value(value: Any) -> str:
+    """The CSV text of a value (see the module docstring)."""
+    if value is None:
+        return ""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def parse_value(text: str, value_type: str) -> Any:
+    """Inverse of :func:`format_value` for the built-in value types (others stay text)."""
+    if text == "":
+        return None
+    if value_type == "float":
+        return float(text)
+    if value_type == "int":
+        return int(text)
+    if value_type == "bool":
+        return text == "true"
+    return text
+
+
+def read_samples(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The rows of a CSV file written by this writer, typed (ints, aware datetimes, Quality, values)."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            rows.append(
+                {
+                    "context_id": int(row["context_id"]),
+                    "variable_id": int(row["variable_id"]),
+                    "address": row["address"],
+                    "read_at": datetime.fromisoformat(row["read_at"]) if row["read_at"] else None,
+                    "value": parse_value(row["value"], row["value_type"]),
+                    "quality": Quality(row["quality"]),
+                    "error": row["error"] or None,
+                    "value_type": row["value_type"],
+                }
+            )
+    return rows
+
+
+class CsvFileDataWriter(DataWriter):
+    """Appends samples to ``path`` (one file per context when it holds ``{context_id}``)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, delimiter: str = ",") -> None:
+        super().__init__()
+        try:
+            text = os.fspath(path)
+        except TypeError:
+            raise ConfigurationError(f"CsvFileDataWriter: path must be a str or path, got {path!r}") from None
+        if not isinstance(text, str) or not text:
+            raise ConfigurationError(f"CsvFileDataWriter: path must be a non-empty path, got {path!r}")
+        try:
+            text.format(context_id=0)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigurationError(
+                f"CsvFileDataWriter: path {text!r} may only hold the field {{context_id}}: {exc}"
+            ) from None
+        if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '\r\n"':
+            raise ConfigurationError(f"CsvFileDataWriter: delimiter must be one character, got {delimiter!r}")
+        self.path_template = text
+        self.per_context = "{context_id" in text
+        self._delimiter = delimiter
+        self._header = delimiter.join(COLUMNS)
+        self._files: dict[Path, IO[str]] = {}
+
+    @property
+    def name(self) -> str:
+        return f"CsvFileDataWriter({self.path_template})"
+
+    def __repr__(self) -> str:
+        return f"CsvFileDataWriter({self.path_template!r})"
+
+    def path_for(self, context_id: int) -> Path:
+        """The file that holds the samples of ``context_id``."""
+        return Path(self.path_template.format(context_id=context_id))
+
+    def open(self) -> None:
+        with self.lock:
+            if not self.per_context:
+                self._file(self.path_for(0))
+
+    def close(self) -> None:
+        with self.lock:
+            errors = []
+            for path, f in list(self._files.items()):
+                try:
+                    f.close()
+                except OSError as exc:
+                    errors.append(f"{path}: {exc}")
+            self._files.clear()
+            if errors:
+                raise WriterError(f"closing CSV files failed: {'; '.join(errors)}")
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Failed file operations are transient, except a directory or a too long name at the path;
+        a foreign file (another header) and everything else are permanent."""
+        cause = exc.__cause__ if isinstance(exc, WriterError) else exc
+        if isinstance(cause, OSError) and cause.errno in _PERMANENT_ERRNOS:
+            return False
+        return isinstance(cause, OSError | TimeoutError)
+
+    def metadata_path_for(self, context_id: int) -> Path:
+        """The side file of runs and their metadata beside the CSV file of ``context_id``."""
+        path = self.path_for(context_id)
+        return path.with_name(path.name + ".runs.jsonl")
+
+    def context_started(self, context: DataCollectionContext) -> None:
+        self._record_run("started", context)
+
+    def context_stopped(self, context: DataCollectionContext) -> None:
+        self._record_run("stopped", context)
+        if self.per_context:
+            with self.lock:
+                f = self._files.pop(self.path_for(context.id), None)
+                if f is not None:
+                    f.close()
+
+    def _record_run(self, event: str, context: DataCollectionContext) -> None:
+        """Append one JSON line (event, context id, times, user and deduced metadata) to the side file."""
+        line = json.dumps(
+            {
+                "event": event,
+                "context_id": context.id,
+                "start": context.start_date.isoformat() if context.start_date else None,
+                "end": context.end_date.isoformat() if context.end_date else None,
+                "metadata": dict(context.metadata),
+                "deduced_metadata": dict(context.deduced_metadata),
+            },
+            ensure_ascii=False,
+            allow_nan=False,
+            default=str,
+        )
+        path = self.metadata_path_for(context.id)
+        with self.lock:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "a", encoding="utf-8", errors="backslashreplace", newline="\n") as f:
+                    f.write(line + "\n")
+            except OSError as exc:
+                raise WriterError(
+                    f"recording the {event} of context {context.id} in {path} failed: {exc}"
+                ) from exc
+
+    def write(self, context: DataCollectionContext, variables: CollectedVariables) -> None:
+        buf = io.StringIO()
+        w = csv.writer(buf, delimiter=self._delimiter, lineterminator="\n")
+        cid = context.id
+        rows = []
+        for item in variables:
+            var = item.variable
+            value = item.value
+            rows.append(
+                (
+                    cid,
+                    var.id,
+                    var.address,
+                    "" if item.read_at is None else _iso_utc(item.read_at),
+                    format_value(value),
+                    item.quality.value,
+                    item.error or "",
+                    var.value_type,
+                )
+            )
+        w.writerows(rows)
+        text = buf.getvalue()
+        with self.lock:
+            path = self.path_for(cid)
+            f = self._file(path)
+            size = os.fstat(f.fileno()).st_size  # everything before was flushed
+            try:
+                f.write(text)
+                f.flush()
+            except OSError as exc:
+                # Undo the partial write, so that the collector's retry writes the batch once.
+                self._files.pop(path, None)
+                with contextlib.suppress(OSError):
+                    f.close()
+                with contextlib.suppress(OSError):
+                    os.truncate(path, size)
+                raise WriterError(f"writing {path} failed: {exc}") from exc
+
+    def _file(self, path: Path) -> IO[str]:
+        f = self._files.get(path)
+        if f is not None:
+            return f
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            f = open(path, "a+", newline="", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
+            f.seek(0)
+            first = f.readline(len(self._header) + 2).rstrip("\r\n")  # longer: not our header
+            end = f.seek(0, os.SEEK_END)
+            if not end:
+                f.write(self._header + "\n")
+                f.flush()
+            elif first != self._header:
+                f.close()
+                raise WriterError(
+                    f"{path} exists with another header ({first[:120]!r}, "
+                    f"expected {self._header!r}): not a file of this writer; refusing to append to it"
+                )
+            elif not _ends_with_newline(path):
+                f.write("\n")  # a row torn by a crash stays alone on its line
+                f.flush()
+        except OSError as exc:
+            raise WriterError(f"cannot open CSV file {path}: {exc}") from exc
+        self._files[path] = f
+        return f
+
+
+#: errnos of file operations that retrying cannot fix
+_PERMANENT_ERRNOS = frozenset({errno.EISDIR, errno.ENAMETOOLONG})
+
+
+def _iso_utc(t: datetime) -> str:
+    """``t`` as ISO-8601 with milliseconds and offset, in UTC (a naive ``t`` is taken as UTC)."""
+    offset = t.utcoffset()
+    if offset is None:
+        t = t.replace(tzinfo=UTC)
+    elif offset:
+        with contextlib.suppress(OverflowError):  # e.g. 9999-12-31T23:00-05:00 keeps its offset
+            t = t.astimezone(UTC)
+    return t.isoformat(timespec="milliseconds")
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as raw:
+        raw.seek(-1, os.SEEK_END)
+        return raw.read(1) == b"\n"
