@@ -495,7 +495,7 @@ def test_simulator_on_a_port_in_use_exits_3_with_one_line(tmp_path: Path) -> Non
     assert result.returncode == 3, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     last = result.stderr.splitlines()[-1]  # (pymodbus may log its own line before)
-    assert last.startswith("error: simulator modbus failed to start: ") and str(port) in last, result.stderr
+    assert last.startswith("error: ") and "failed to" in last and str(port) in last, result.stderr
 
 
 @pytest.mark.parametrize(

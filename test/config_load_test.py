@@ -568,7 +568,7 @@ variables = [{ id = 3, address = "random", value_type = "bool", reader_type = "s
     assert dict(five.metadata) == {
         "site": "Plant 3",
         "shift": 2,
-        "when": datetime(2030, 1, 2, 6, 0, tzinfo=UTC),
+        "when": "2030-01-02T06:00:00+00:00",  # a TOML datetime is stored as ISO-8601 text (JSON-compatible)
         "tags": ["a", "b"],
         "nested": {"k": True},
     }
