@@ -43,12 +43,13 @@ saying why, the rest of the batch is stored, and the refusal is logged. ``<prefi
 one row per run of a context (start, end, metadata as JSON; metadata values JSON cannot hold, such
 as datetimes, are stored as their text): restarting a context id appends a run.
 
-Each batch is one transaction on the driver's fastest bulk path (SQLite ``executemany``,
-PostgreSQL binary ``COPY``, PyMySQL multi-row ``INSERT``); a failed batch leaves nothing behind
-and raises :class:`SqlWriterError` (a :class:`~data_collector.WriterError`) whose ``transient``
-flag, also answered by :meth:`SqlDataWriter.is_transient`, tells the collector whether to retry
-(connection lost or refused, server restarting, lock conflicts, SQLite busy, disk full) or to give
-the batch up (the data or the schema is at fault). Reading back: :func:`read_samples` /
+Each batch is one transaction on the driver's fastest bulk path (SQLite ``executemany`` of
+100-row ``INSERT`` statements, PostgreSQL binary ``COPY``, PyMySQL multi-row ``INSERT``); a
+failed batch leaves nothing behind and raises :class:`SqlWriterError` (a
+:class:`~data_collector.WriterError`) whose ``transient`` flag, also answered by
+:meth:`SqlDataWriter.is_transient`, tells the collector whether to retry (connection lost or
+refused, server restarting, lock conflicts, SQLite busy, disk full) or to give the batch up (the
+data or the schema is at fault). Reading back: :func:`read_samples` /
 :meth:`SqlDataWriter.read_samples` (typed rows in time order, optionally of some variables and a
 time range), :func:`read_samples_frame` (a pandas DataFrame, when pandas is installed) and
 :func:`read_contexts`.
@@ -585,6 +586,7 @@ def _read(url: str | URL | Engine, table_prefix: str, op: Callable[[SqlStore, Co
     engine_url = store.engine.url
     try:
         with store.engine.connect() as conn:
+            store.check_version(store.stored_version(conn))  # an older store: say how to migrate it
             try:
                 store.check_schema(conn)
             except ConfigurationError:

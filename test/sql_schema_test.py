@@ -197,6 +197,8 @@ def test_version_1_store_is_refused_then_migrated(store: tuple[str, str]) -> Non
     with pytest.raises(ConfigurationError, match=r"schema version 1.*migrate_store"):
         writer.open()
     writer.close()
+    with pytest.raises(ConfigurationError, match=r"schema version 1.*migrate_store"):
+        read_samples(url, 3, table_prefix=prefix)  # reading too says what to do
 
     result = migrate_store(url, table_prefix=prefix)
     assert result == MigrationResult(1, 2, 5, 1)  # five samples, one duplicate dropped

@@ -308,7 +308,7 @@ class SqlStore:
         """Create the tables that are absent, record or check the schema version."""
         tables = self.tables
         version = self.stored_version(conn)
-        self._check_version(version)
+        self.check_version(version)
         for attempt in (1, 2):
             try:
                 with conn.begin():
@@ -325,7 +325,7 @@ class SqlStore:
                 with contextlib.suppress(IntegrityError):  # else recorded by a concurrent writer
                     self._record_version(conn)
             else:
-                self._check_version(int(version))
+                self.check_version(int(version))
         self.check_schema(conn)
 
     def _record_version(self, conn: Connection) -> None:
@@ -336,7 +336,7 @@ class SqlStore:
                 )
             )
 
-    def _check_version(self, version: int | None) -> None:
+    def check_version(self, version: int | None) -> None:
         where = f"tables {self.prefix}* in {safe_url(self.engine.url)}"
         if version is None or version == SCHEMA_VERSION:
             return
@@ -369,7 +369,7 @@ class SqlStore:
                 f"no data-collector tables with prefix {self.prefix!r} in {safe_url(self.engine.url)}"
             )
         if version >= SCHEMA_VERSION:
-            self._check_version(version)
+            self.check_version(version)
             with conn.begin():
                 count = conn.execute(sa.select(sa.func.count()).select_from(self.tables.samples)).scalar()
             return MigrationResult(version, version, int(count or 0), 0)
