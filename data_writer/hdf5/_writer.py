@@ -1,0 +1,872 @@
+"""The HDF5 writer: runs as groups, samples buffered per table and appended at each flush.
+
+Between two flushes the file is not touched at all: every batch is converted to rows at once
+(so a value that cannot be stored is refused at the call that delivered it) and kept in memory;
+a flush (every ``flush_s`` seconds from the oldest buffered sample, from a thread of the writer,
+and at ``context_stopped``, ``flush()`` and ``close()``) appends the rows to their tables and
+flushes the HDF5 file, after which everything is on disk in a consistent state. See the package
+documentation (``data_writer/hdf5/README.md``) for the layout and the guarantees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import math
+import os
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tables
+
+from data_collector._errors import ConfigurationError, WriterError
+from data_collector._model import CollectedVariables, DataCollectionContext, Variable
+from data_collector._writer import DataWriter
+
+from ._codec import Rows, encode_batch
+from ._layout import (
+    FORMAT,
+    FORMAT_VERSION,
+    NAT,
+    SAMPLE_BASES,
+    WIDTHS,
+    context_group_name,
+    run_group_name,
+    run_number_of,
+    split_table_name,
+    time_us,
+    variables_dtype,
+    width_class,
+)
+
+__all__ = ["REPLAY_END_KEY", "REPLAY_KEY", "Hdf5DataWriter"]
+
+_log = logging.getLogger("data_writer.hdf5")
+
+#: User-metadata key by which the collector marks a context rebuilt from its spool (a replay).
+REPLAY_KEY = "dc_replayed_from_spool"
+#: User-metadata key of the collector's note on how a replayed run ended.
+REPLAY_END_KEY = "dc_end"
+
+#: errnos of failed file operations that retrying may fix (disk full, quota, lock held, I/O...)
+_TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EAGAIN,
+        errno.EWOULDBLOCK,
+        errno.EINTR,
+        errno.EIO,
+        errno.ENOMEM,
+        errno.EBUSY,
+        errno.ENFILE,
+        errno.EMFILE,
+        errno.ETIMEDOUT,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ESTALE,
+    }
+)
+#: errnos that retrying cannot fix: the path itself is wrong
+_PERMANENT_ERRNOS = frozenset({errno.EISDIR, errno.ENAMETOOLONG, errno.ENOTDIR})
+_ERRNO_RE = re.compile(r"errno = (\d+)")
+_ERRMSG_RE = re.compile(r"error message = '([^']*)'")
+#: metadata JSON longer than this goes to an array node instead of an attribute (HDF5's limit: 64 KiB)
+_MAX_ATTR_BYTES = 60_000
+_FLAT_KEY = re.compile(r"^[A-Za-z0-9_]+$")
+_COMPLIBS = ("zlib", "blosc", "blosc2", "lzo", "bzip2")
+
+
+class Hdf5WriteError(WriterError):
+    """A failed HDF5 operation; :attr:`transient` says whether retrying may fix it."""
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+def _errno_of(exc: BaseException) -> int | None:
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc.errno
+    m = _ERRNO_RE.search(str(exc))
+    return int(m.group(1)) if m else None
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line account of ``exc`` (HDF5 back traces reduced to their system error and last line)."""
+    text = str(exc)
+    if isinstance(exc, tables.HDF5ExtError):
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        last = lines[-1] if lines else type(exc).__name__
+        m = _ERRMSG_RE.search(text)
+        code = _errno_of(exc)
+        system = f" ({m.group(1)}, errno {code})" if m and code is not None else ""
+        inner = next((line for line in lines if "unable to" in line), "")
+        return f"{inner + ': ' if inner else ''}{last}{system}"[:500]
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+def _failure(what: str, exc: BaseException) -> Hdf5WriteError:
+    """``exc`` raised while doing ``what``, as a writer error that knows whether it is transient."""
+    if isinstance(exc, Hdf5WriteError):
+        return exc
+    code = _errno_of(exc)
+    if isinstance(exc, OSError):
+        transient = code not in _PERMANENT_ERRNOS
+    elif isinstance(exc, tables.HDF5ExtError):
+        transient = code is not None and code in _TRANSIENT_ERRNOS
+    elif isinstance(exc, ValueError) and "already opened" in str(exc):
+        transient = True  # open in this process by a reader or another writer: may be closed soon
+    elif isinstance(exc, MemoryError | TimeoutError):
+        transient = True
+    else:
+        transient = False
+    return Hdf5WriteError(f"{what} failed: {_describe(exc)}", transient=transient)
+
+
+def _version() -> str:
+    try:
+        return version("data-collector")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _sections(context: DataCollectionContext) -> tuple[dict[str, Any], dict[str, Any], bool, Any]:
+    """User and deduced metadata of ``context``, whether it is a replay, and the replay's end note.
+
+    A context rebuilt from the collector's spool carries the collector's notes in its user
+    metadata (``dc_replayed_from_spool``, ``dc_end``): they are moved to the deduced section.
+    """
+    user = dict(context.metadata)
+    deduced = dict(context.deduced_metadata)
+    replayed = user.get(REPLAY_KEY) is True
+    note = None
+    if replayed:
+        user.pop(REPLAY_KEY, None)
+        note = user.pop(REPLAY_END_KEY, None)
+        deduced["replayed_from_spool"] = True
+    return user, deduced, replayed, note
+
+
+class _Dedupe:
+    """The samples of a replayed run already stored: the keys of its tables' last rows.
+
+    After a crash the collector replays the batches whose writing it had not yet confirmed; some of
+    them may have reached the file. Those are the first samples of the replay (the file was
+    written in the order of the spool), so samples are skipped while their ``(time, variable)``
+    is among the stored last rows, and never again after the first one that is not.
+    """
+
+    __slots__ = ("keys",)
+
+    def __init__(self, keys: Counter[tuple[int, int]]) -> None:
+        self.keys = keys
+
+    def stored_prefix(self, batch: CollectedVariables) -> tuple[int, bool]:
+        """How many leading samples of ``batch`` are stored, and whether later ones may be."""
+        keys = self.keys
+        for i, (v, t) in enumerate(zip(batch.variables, batch.read_ats, strict=True)):
+            key = (time_us(t), v.id)
+            left = keys.get(key, 0)
+            if not left:
+                return i, False
+            keys[key] = left - 1
+        return len(batch), True
+
+
+@dataclass(eq=False)
+class _Run:
+    file: _File
+    key: tuple[int, int | None]
+    context_id: int
+    number: int
+    start_us: int
+    group: Any
+    replayed: bool
+    on_disk: bool
+    tables: dict[str, Any] = field(default_factory=dict)
+    pending: dict[str, list[Rows]] = field(default_factory=dict)
+    pending_samples: int = 0
+    var_ids: set[int] = field(default_factory=set)
+    var_table: Any = None
+    dedupe: _Dedupe | None = None
+    dedupe_checked: bool = False
+
+
+@dataclass(eq=False)
+class _File:
+    path: Path
+    h5: Any
+    runs: dict[tuple[int, int | None], _Run] = field(default_factory=dict)
+    unflushed: bool = False
+    unflushed_samples: int = 0
+
+
+def _number(name: str, value: object, *, low: float, high: float, integer: bool = False) -> Any:
+    ok = isinstance(value, int) if integer else isinstance(value, int | float)
+    if (
+        isinstance(value, bool)
+        or not ok
+        or (isinstance(value, float) and not math.isfinite(value))
+        or not low <= value <= high  # type: ignore[operator]
+    ):
+        kind = "an int" if integer else "a number"
+        raise ConfigurationError(f"Hdf5DataWriter: {name} must be {kind} in {low:g}..{high:g}, got {value!r}")
+    return value
+
+
+class Hdf5DataWriter(DataWriter):
+    """Writes samples to HDF5 files through PyTables; see the package documentation.
+
+    ``path`` may hold ``{context_id}`` and ``{start:%Y%m%d-%H%M%S}`` (the run's start, UTC) to
+    write one file per context or per run. Options: ``flush_s`` (2.0; 0 flushes at every write),
+    ``complib`` ("zlib"), ``complevel`` (1), ``shuffle`` (True), ``chunk_rows`` (8192),
+    ``max_buffer_rows`` (2,000,000), ``replay_tail_rows`` (1,000,000), ``name``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        flush_s: float = 2.0,
+        complib: str = "zlib",
+        complevel: int = 1,
+        shuffle: bool = True,
+        chunk_rows: int = 8192,
+        max_buffer_rows: int = 2_000_000,
+        replay_tail_rows: int = 1_000_000,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        try:
+            text = os.fspath(path)
+        except TypeError:
+            raise ConfigurationError(f"Hdf5DataWriter: path must be a str or path, got {path!r}") from None
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigurationError(f"Hdf5DataWriter: path must be a non-empty path, got {path!r}")
+        try:
+            sample = text.format(context_id=0, start=datetime(2000, 1, 2, 3, 4, 5, tzinfo=UTC))
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise ConfigurationError(
+                f"Hdf5DataWriter: path {text!r} may only hold the fields {{context_id}} and "
+                f"{{start:<strftime format>}}: {exc!r}"
+            ) from None
+        if not sample.strip():
+            raise ConfigurationError(f"Hdf5DataWriter: path {text!r} gives an empty file name")
+        self.path_template = text
+        #: whether files are closed when their last run stops (one file per context or per run)
+        self.per_run_files = sample != text
+        self._flush_s = float(_number("flush_s", flush_s, low=0, high=86400))
+        if not isinstance(complib, str) or complib.split(":", 1)[0] not in _COMPLIBS:
+            raise ConfigurationError(
+                f"Hdf5DataWriter: complib must be one of {', '.join(_COMPLIBS)} "
+                f"(blosc and blosc2 with an optional ':codec'), got {complib!r}"
+            )
+        if tables.which_lib_version(complib) is None:
+            raise ConfigurationError(f"Hdf5DataWriter: complib {complib!r} is not available in this PyTables")
+        _number("complevel", complevel, low=0, high=9, integer=True)
+        if not isinstance(shuffle, bool):
+            raise ConfigurationError(f"Hdf5DataWriter: shuffle must be true or false, got {shuffle!r}")
+        self._chunk_rows = _number("chunk_rows", chunk_rows, low=16, high=10_000_000, integer=True)
+        self._max_buffer_rows = _number("max_buffer_rows", max_buffer_rows, low=1, high=10**9, integer=True)
+        self._tail_rows = _number("replay_tail_rows", replay_tail_rows, low=0, high=10**9, integer=True)
+        try:
+            self._filters = tables.Filters(
+                complevel=complevel, complib=complib, shuffle=shuffle and complevel > 0
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"Hdf5DataWriter: complib {complib!r}: {exc}") from None
+        self._name_given = name
+        self._files: dict[Path, _File] = {}
+        self._runs: dict[tuple[int, int | None], _Run] = {}
+        self._pending = 0
+        self._flush_error: Hdf5WriteError | None = None
+        self._wake = threading.Condition(threading.Lock())
+        self._due: float | None = None
+        self._stopping = False
+        self._flusher: threading.Thread | None = None
+        #: samples taken by :meth:`write` (buffered or on disk) since this writer was created
+        self.samples_written = 0
+        #: samples on disk after a flush, since this writer was created
+        self.samples_flushed = 0
+        #: values refused (stored as BAD without value, with the reason as error)
+        self.values_refused = 0
+        #: samples of replayed batches that were already in the file and were skipped
+        self.replayed_skipped = 0
+        #: flushes that wrote something, their total and last duration (s)
+        self.flushes = 0
+        self.flush_seconds = 0.0
+        self.last_flush_seconds = 0.0
+        #: time spent converting batches in :meth:`write` (s)
+        self.write_seconds = 0.0
+
+    # -- identity ---------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._name_given if self._name_given is not None else f"Hdf5DataWriter({self.path_template})"
+
+    def __repr__(self) -> str:
+        return f"Hdf5DataWriter({self.path_template!r})"
+
+    @property
+    def flush_s(self) -> float:
+        return self._flush_s
+
+    @property
+    def pending_samples(self) -> int:
+        """Samples taken by :meth:`write` and not yet flushed to disk."""
+        return self._pending
+
+    def path_for(self, context_id: int, start: datetime | None = None) -> Path:
+        """The file of a run of ``context_id`` that started at ``start`` (aware UTC; default now)."""
+        when = start if start is not None else datetime.now(UTC)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return Path(self.path_template.format(context_id=context_id, start=when.astimezone(UTC)))
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Open (or create) the file now when there is one for everything, so that a foreign or
+        damaged file is reported at once; per-run files are opened when their run starts."""
+        with self.lock:
+            if not self.per_run_files:
+                self._file(Path(self.path_template))
+
+    def close(self) -> None:
+        """Flush everything buffered and close every file."""
+        with self.lock:
+            self._stop_flusher()
+            errors: list[Hdf5WriteError] = []
+            for f in list(self._files.values()):
+                try:
+                    self._flush_file(f)
+                except Hdf5WriteError as exc:
+                    errors.append(exc)
+                    lost = sum(r.pending_samples for r in f.runs.values())
+                    _log.error("%s: %d samples could not be written to %s: %s", self.name, lost, f.path, exc)
+                try:
+                    f.h5.close()
+                except Exception as exc:
+                    errors.append(_failure(f"closing {f.path}", exc))
+            self._files.clear()
+            self._runs.clear()
+            self._pending = 0
+            self._flush_error = None
+            if errors:
+                raise errors[0]
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Disk full, quota, a file locked or open elsewhere, I/O errors: transient. A foreign,
+        damaged or newer-format file, a directory at the path, a refused value: permanent."""
+        if isinstance(exc, Hdf5WriteError):
+            return exc.transient
+        return super().is_transient(exc)
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def context_started(self, context: DataCollectionContext) -> None:
+        """Create the run's group (metadata, variables) and flush, so the run is on disk at once."""
+        with self.lock:
+            run = self._run_for(context)
+            self._flush_file(run.file)
+
+    def context_stopped(self, context: DataCollectionContext) -> None:
+        """Record the end and the completed metadata, flush everything of the file, and close a
+        per-context or per-run file when no other run of it is open."""
+        with self.lock:
+            run = self._run_for(context)
+            self._record_end(run, context)
+            self._flush_file(run.file)
+            f = run.file
+            f.runs.pop(run.key, None)
+            self._runs.pop(run.key, None)
+            if self.per_run_files and not f.runs:
+                self._files.pop(f.path, None)
+                try:
+                    f.h5.close()
+                except Exception as exc:
+                    raise _failure(f"closing {f.path}", exc) from exc
+
+    def write(self, context: DataCollectionContext, variables: CollectedVariables) -> None:
+        """Convert the batch to rows and buffer them; they reach the file at the next flush.
+
+        Raises only when the batch is not taken (nothing of it is kept): the buffer is full and a
+        flush fails, or the file cannot be opened. A flush that fails after a batch was taken is
+        retried by the writer itself (and reported by the next :meth:`context_stopped`,
+        :meth:`flush` or :meth:`close`).
+        """
+        if not isinstance(variables, CollectedVariables):
+            variables = CollectedVariables(variables)
+        if len(variables) == 0:
+            return
+        with self.lock:
+            if self._pending >= self._max_buffer_rows:
+                self._flush_all(raise_errors=True)
+            started = time.perf_counter()
+            run = self._run_for(context)
+            if not run.dedupe_checked:
+                run.dedupe_checked = True
+                if run.replayed and run.on_disk and self._tail_rows:
+                    run.dedupe = self._stored_tail(run)
+            if run.dedupe is not None:
+                skip, more = run.dedupe.stored_prefix(variables)
+                if not more:
+                    run.dedupe = None
+                if skip:
+                    self.replayed_skipped += skip
+                    variables = variables[skip:]
+                    if len(variables) == 0:
+                        return
+            refused: list[tuple[Variable, str]] = []
+            parts, samples = encode_batch(variables, refused)
+            self._register_variables(run, variables)
+            for table, rows in parts.items():
+                run.pending.setdefault(table, []).append(rows)
+            run.pending_samples += samples
+            self._pending += samples
+            self.samples_written += samples
+            self.write_seconds += time.perf_counter() - started
+            if refused:
+                self._log_refused(context, refused)
+            self._after_buffering()
+
+    def flush(self) -> None:
+        """Write everything buffered to disk now (raises :class:`Hdf5WriteError` on failure)."""
+        with self.lock:
+            self._flush_all(raise_errors=True)
+
+    # -- runs -------------------------------------------------------------------------------------
+    def _run_for(self, context: DataCollectionContext) -> _Run:
+        start_date = context.start_date
+        key = (context.id, time_us(start_date) if start_date is not None else None)
+        run = self._runs.get(key)
+        if run is not None:
+            return run
+        start = start_date if start_date is not None else datetime.now(UTC)
+        f = self._file(self.path_for(context.id, start))
+        user, deduced, replayed, _ = _sections(context)
+        start_us = time_us(start)
+        h5 = f.h5
+        cname = context_group_name(context.id)
+        try:
+            cgroup = h5.root._f_get_child(cname) if cname in h5.root else None
+            found = None
+            numbers = [0]
+            if cgroup is not None:
+                for child in cgroup._v_groups.values():
+                    n = run_number_of(child._v_name)
+                    if n is None:
+                        continue
+                    numbers.append(n)
+                    if (
+                        start_date is not None
+                        and "start_us" in child._v_attrs
+                        and int(child._v_attrs["start_us"]) == start_us
+                    ):
+                        found = (n, child)
+            if found is not None:
+                number, group = found
+                run = _Run(f, key, context.id, number, start_us, group, replayed, on_disk=True)
+                for name, node in group._v_children.items():
+                    if split_table_name(name) is not None:
+                        run.tables[name] = node
+                if "variables" in group:
+                    run.var_table = group._f_get_child("variables")
+                    run.var_ids.update(int(x) for x in run.var_table.col("variable_id"))
+            else:
+                if cgroup is None:
+                    cgroup = h5.create_group(h5.root, cname, title=f"runs of context {context.id}")
+                    cgroup._v_attrs["context_id"] = np.int64(context.id)
+                number = max(numbers) + 1
+                group = h5.create_group(
+                    cgroup, run_group_name(number), title=f"context {context.id} run {number}"
+                )
+                run = _Run(f, key, context.id, number, start_us, group, replayed, on_disk=False)
+                a = group._v_attrs
+                a["context_id"] = np.int64(context.id)
+                a["run"] = np.int64(number)
+                a["start"] = start.astimezone(UTC).isoformat()
+                a["start_us"] = np.int64(start_us)
+                a["end"] = ""
+                a["end_us"] = np.int64(NAT)
+                a["ended"] = ""
+                a["replayed"] = replayed
+                if "start" not in deduced:
+                    deduced = {**deduced, "start": start.astimezone(UTC).isoformat()}
+                self._set_metadata(group, "user_metadata", user)
+                self._set_metadata(group, "deduced_metadata", deduced)
+                self._create_variables(run, context.variables)
+                f.unflushed = True
+        except Exception as exc:
+            raise _failure(
+                f"{self.name}: preparing the run of context {context.id} in {f.path}", exc
+            ) from exc
+        self._runs[key] = run
+        f.runs[key] = run
+        return run
+
+    def _record_end(self, run: _Run, context: DataCollectionContext) -> None:
+        _, deduced, replayed, note = _sections(context)
+        group = run.group
+        try:
+            stored = _read_metadata(group, "deduced_metadata")
+            merged = {**stored, **deduced}
+            end = context.end_date if context.end_date is not None else datetime.now(UTC)
+            merged.setdefault("end", end.astimezone(UTC).isoformat())
+            ended = merged.get("ended")
+            if ended is None and note is not None:
+                ended = merged["ended"] = note
+            a = group._v_attrs
+            a["end"] = end.astimezone(UTC).isoformat()
+            a["end_us"] = np.int64(time_us(end))
+            a["ended"] = "" if ended is None else str(ended)
+            if replayed:
+                a["replayed"] = True
+            self._set_metadata(group, "deduced_metadata", merged)
+            run.file.unflushed = True
+        except Exception as exc:
+            raise _failure(f"{self.name}: recording the end of context {context.id}", exc) from exc
+
+    def _set_metadata(self, group: Any, name: str, value: dict[str, Any]) -> None:
+        """JSON text in attribute ``name`` (or, when longer than HDF5 attributes allow, in an
+        array node of that name), plus one flat attribute per simple top-level value."""
+        text = _json(value)
+        data = text.encode("utf-8")
+        if len(data) <= _MAX_ATTR_BYTES:
+            group._v_attrs[name] = text
+            if name in group:
+                group._f_get_child(name)._f_remove()
+        else:
+            if name in group._v_attrs:
+                del group._v_attrs[name]
+            if name in group:
+                group._f_get_child(name)._f_remove()
+            group._v_file.create_array(group, name, np.array([data]), title=f"{name} (JSON)")
+        prefix = "user__" if name == "user_metadata" else "deduced__"
+        for key, v in value.items():
+            if not _FLAT_KEY.match(key):
+                continue
+            simple = isinstance(v, bool | float) or (isinstance(v, int) and -(2**63) <= v < 2**63)
+            if simple or (isinstance(v, str) and len(v.encode("utf-8")) <= 4096):
+                group._v_attrs[prefix + key] = v
+
+    # -- variables ---------------------------------------------------------------------------------
+    def _create_variables(self, run: _Run, variables: tuple[Variable, ...] | list[Variable]) -> None:
+        widths = {k: WIDTHS[0] for k in ("address", "value_type", "reader_type", "name", "unit")}
+        rows = [self._variable_row(v) for v in variables]
+        for row in rows:
+            for k, text in _texts(row).items():
+                w = width_class(len(text)) or WIDTHS[-1]
+                widths[k] = max(widths[k], w)
+        dtype = variables_dtype(widths)
+        h5 = run.file.h5
+        run.var_table = h5.create_table(
+            run.group,
+            "variables",
+            description=dtype,
+            title="variables of this run",
+            filters=self._filters,
+            expectedrows=max(len(rows), 1000),
+        )
+        if rows:
+            run.var_table.append(np.array(rows, dtype=dtype))
+        run.var_ids.update(v.id for v in variables)
+
+    @staticmethod
+    def _variable_row(v: Variable) -> _VariableRow:
+        def text(x: Any) -> bytes:
+            return b"" if x is None else str(x).encode("utf-8", "backslashreplace")
+
+        return (
+            v.id,
+            text(v.address),
+            text(v.value_type),
+            text(v.reader_type),
+            v.interval_ms if v.interval_ms is not None else 0,
+            text(getattr(v, "name", None)),
+            text(getattr(v, "unit", None)),
+        )
+
+    def _register_variables(self, run: _Run, batch: CollectedVariables) -> None:
+        known = run.var_ids
+        variables = batch.variables
+        if known.issuperset([v.id for v in variables]):
+            return
+        new: dict[int, Variable] = {}
+        for v in variables:
+            if v.id not in known and v.id not in new:
+                new[v.id] = v
+        table = run.var_table
+        rows = []
+        for v in new.values():
+            row = self._variable_row(v)
+            cut = [col for col, text in _texts(row).items() if len(text) > table.coldtypes[col].itemsize]
+            if cut:
+                _log.warning(
+                    "%s: variable %d has a %s longer than the run's variables table holds; stored cut",
+                    self.name,
+                    v.id,
+                    " and ".join(cut),
+                )
+            rows.append(row)
+        try:
+            table.append(np.array(rows, dtype=table.dtype))
+        except Exception as exc:
+            raise _failure(f"{self.name}: recording variables of context {run.context_id}", exc) from exc
+        known.update(new)
+        run.file.unflushed = True
+
+    # -- replay -----------------------------------------------------------------------------------
+    def _stored_tail(self, run: _Run) -> _Dedupe | None:
+        keys: Counter[tuple[int, int]] = Counter()
+        try:
+            for name, table in run.tables.items():
+                split = split_table_name(name)
+                if split is None or split[0] not in SAMPLE_BASES:
+                    continue
+                n = table.nrows
+                first = max(0, n - self._tail_rows)
+                if n > first:
+                    times = table.read(first, n, field="time_us").tolist()
+                    ids = table.read(first, n, field="variable_id").tolist()
+                    keys.update(zip(times, ids, strict=True))
+        except Exception as exc:
+            raise _failure(f"{self.name}: reading the last rows of a replayed run", exc) from exc
+        return _Dedupe(keys) if keys else None
+
+    # -- files and flushing ---------------------------------------------------------------------
+    def _file(self, path: Path) -> _File:
+        f = self._files.get(path)
+        if f is not None:
+            return f
+        what = f"{self.name}: opening {path}"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            mode = "a"
+            if path.exists():
+                if path.is_dir():
+                    raise Hdf5WriteError(f"{what} failed: it is a directory", transient=False)
+                if path.stat().st_size == 0:
+                    mode = "w"  # an empty file holds nothing to keep
+                elif not tables.is_hdf5_file(str(path)):
+                    raise Hdf5WriteError(
+                        f"{what} failed: not an HDF5 file; refusing to write to it", transient=False
+                    )
+            h5 = tables.open_file(str(path), mode=mode, title="data-collector samples")
+        except Exception as exc:
+            raise _failure(what, exc) from exc
+        try:
+            self._check_format(h5, path)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                h5.close()
+            raise
+        f = _File(path, h5)
+        self._files[path] = f
+        return f
+
+    def _check_format(self, h5: Any, path: Path) -> None:
+        try:
+            attrs = h5.root._v_attrs
+            fmt = str(attrs["dc_format"]) if "dc_format" in attrs else None
+            if fmt is None:
+                if h5.root._v_children:
+                    raise Hdf5WriteError(
+                        f"{self.name}: {path} is an HDF5 file of something else (it has nodes and no "
+                        f"dc_format attribute); refusing to write to it",
+                        transient=False,
+                    )
+                attrs["dc_format"] = FORMAT
+                attrs["dc_format_version"] = np.int64(FORMAT_VERSION)
+                attrs["dc_time_unit"] = "time_us: microseconds since 1970-01-01T00:00:00Z"
+                attrs["dc_writer"] = f"data-collector {_version()}"
+                h5.flush()
+            elif fmt != FORMAT:
+                raise Hdf5WriteError(
+                    f"{self.name}: {path} has dc_format {fmt!r}, not {FORMAT!r}; refusing to write to it",
+                    transient=False,
+                )
+            else:
+                found = int(attrs["dc_format_version"]) if "dc_format_version" in attrs else 0
+                if found > FORMAT_VERSION:
+                    raise Hdf5WriteError(
+                        f"{self.name}: {path} has format version {found}, newer than this writer's "
+                        f"{FORMAT_VERSION}; refusing to write to it",
+                        transient=False,
+                    )
+        except Exception as exc:
+            raise _failure(f"{self.name}: checking {path}", exc) from exc
+
+    def _table(self, run: _Run, name: str, dtype: np.dtype[Any]) -> Any:
+        table = run.tables.get(name)
+        if table is None:
+            table = run.file.h5.create_table(
+                run.group,
+                name,
+                description=dtype,
+                title=f"{name} samples of context {run.context_id} run {run.number}",
+                filters=self._filters,
+                chunkshape=(self._chunk_rows,),
+            )
+            run.tables[name] = table
+        elif table.dtype != dtype:
+            raise Hdf5WriteError(
+                f"{self.name}: table {table._v_pathname} in {run.file.path} has the row type "
+                f"{table.dtype}, not {dtype}; refusing to append to it",
+                transient=False,
+            )
+        return table
+
+    def _flush_file(self, f: _File) -> None:
+        """Append the buffered rows of ``f`` to their tables and flush the file."""
+        started = time.perf_counter()
+        wrote = False
+        try:
+            for run in f.runs.values():
+                for name, chunks in run.pending.items():
+                    if not chunks:
+                        continue
+                    data = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+                    chunks[:] = [data]
+                    table = self._table(run, name, data.dtype)
+                    table.append(data)  # all or nothing: nrows moves only on success
+                    chunks.clear()
+                    wrote = True
+                    f.unflushed = True
+                    if not name.startswith("errors"):
+                        run.pending_samples -= len(data)
+                        self._pending -= len(data)
+                        f.unflushed_samples += len(data)
+            if f.unflushed:
+                f.h5.flush()
+                f.unflushed = False
+                self.samples_flushed += f.unflushed_samples
+                f.unflushed_samples = 0
+        except Exception as exc:
+            raise _failure(f"{self.name}: writing to {f.path}", exc) from exc
+        if wrote:
+            elapsed = time.perf_counter() - started
+            self.flushes += 1
+            self.flush_seconds += elapsed
+            self.last_flush_seconds = elapsed
+
+    def _flush_all(self, *, raise_errors: bool) -> None:
+        first: Hdf5WriteError | None = None
+        for f in list(self._files.values()):
+            try:
+                self._flush_file(f)
+            except Hdf5WriteError as exc:
+                first = first or exc
+        with self._wake:
+            self._due = None if not self._pending else time.monotonic() + max(self._flush_s, 0.5)
+        if first is not None:
+            if raise_errors:
+                self._flush_error = None
+                raise first
+            if self._flush_error is None or str(self._flush_error) != str(first):
+                _log.error("%s: flush failed (retried every %.1f s): %s", self.name, self._flush_s, first)
+            self._flush_error = first
+        elif self._flush_error is not None:
+            _log.warning("%s: flushing works again", self.name)
+            self._flush_error = None
+
+    def _after_buffering(self) -> None:
+        if self._flush_s == 0:
+            self._flush_all(raise_errors=False)
+            if not self._pending:
+                return  # else the thread retries what failed
+        else:
+            with self._wake:
+                if self._due is None:
+                    self._due = time.monotonic() + self._flush_s
+                    self._wake.notify()
+        thread = self._flusher
+        if thread is None or not thread.is_alive():
+            self._stopping = False
+            thread = threading.Thread(target=self._flush_loop, name="dc-hdf5-flush", daemon=True)
+            self._flusher = thread
+            thread.start()
+
+    def _flush_loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopping:
+                    due = self._due
+                    now = time.monotonic()
+                    if due is not None and now >= due:
+                        break
+                    self._wake.wait(None if due is None else due - now)
+                if self._stopping:
+                    return
+            while not self.lock.acquire(timeout=0.1):
+                if self._stopping:
+                    return
+            try:
+                if not self._stopping:
+                    self._flush_all(raise_errors=False)
+            except Exception:  # never let the thread die with data buffered
+                _log.exception("%s: flush failed", self.name)
+                with self._wake:
+                    self._due = time.monotonic() + max(self._flush_s, 0.5)
+            finally:
+                self.lock.release()
+
+    def _stop_flusher(self) -> None:
+        thread = self._flusher
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+        self._flusher = None
+        with self._wake:
+            self._due = None
+
+    def _log_refused(self, context: DataCollectionContext, refused: list[tuple[Variable, str]]) -> None:
+        self.values_refused += len(refused)
+        variable, reason = refused[0]
+        _log.error(
+            "%s: %d values of context %d refused and stored as BAD without value, e.g. variable %d (%s): %s",
+            self.name,
+            len(refused),
+            context.id,
+            variable.id,
+            variable.address,
+            reason,
+        )
+
+
+_VariableRow = tuple[int, bytes, bytes, bytes, int, bytes, bytes]
+
+
+def _texts(row: _VariableRow) -> dict[str, bytes]:
+    """The text columns of a ``variables`` row by name."""
+    return {"address": row[1], "value_type": row[2], "reader_type": row[3], "name": row[5], "unit": row[6]}
+
+
+def _read_metadata(group: Any, name: str) -> dict[str, Any]:
+    """The JSON metadata ``name`` of a run group (attribute or array node), ``{}`` when absent."""
+    if name in group._v_attrs:
+        raw = group._v_attrs[name]
+    elif name in group:
+        raw = group._f_get_child(name)[0]
+    else:
+        return {}
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+    if not text:
+        return {}
+    value = json.loads(text)
+    return value if isinstance(value, dict) else {"value": value}
