@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import threading
 import time
 from collections import Counter
@@ -34,6 +35,7 @@ from data_collector._model import CollectedVariables, DataCollectionContext, Var
 from data_collector._writer import DataWriter
 
 from ._codec import Rows, encode_batch
+from ._hdf5lib import flush_checked
 from ._layout import (
     FORMAT,
     FORMAT_VERSION,
@@ -45,6 +47,7 @@ from ._layout import (
     run_number_of,
     split_table_name,
     time_us,
+    us_to_datetime,
     variables_dtype,
     width_class,
 )
@@ -198,6 +201,8 @@ class _Run:
     group: Any
     replayed: bool
     on_disk: bool
+    context: DataCollectionContext
+    created: bool = False  # its group was created by this writer
     tables: dict[str, Any] = field(default_factory=dict)
     pending: dict[str, list[Rows]] = field(default_factory=dict)
     pending_samples: int = 0
@@ -205,12 +210,16 @@ class _Run:
     var_table: Any = None
     dedupe: _Dedupe | None = None
     dedupe_checked: bool = False
+    #: variables outside the context's plan seen in batches (kept to record them again)
+    extra_vars: dict[int, Variable] = field(default_factory=dict)
+    #: rows per table before a failed flush: what the file may hold beyond it is not ours
+    repair: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
 class _File:
     path: Path
-    h5: Any
+    h5: Any  # None after a failure, until reopened
     runs: dict[tuple[int, int | None], _Run] = field(default_factory=dict)
     unflushed: bool = False
     unflushed_samples: int = 0
@@ -359,7 +368,8 @@ class Hdf5DataWriter(DataWriter):
                     lost = sum(r.pending_samples for r in f.runs.values())
                     _log.error("%s: %d samples could not be written to %s: %s", self.name, lost, f.path, exc)
                 try:
-                    f.h5.close()
+                    if f.h5 is not None:
+                        f.h5.close()
                 except Exception as exc:
                     errors.append(_failure(f"closing {f.path}", exc))
             self._files.clear()
@@ -388,6 +398,8 @@ class Hdf5DataWriter(DataWriter):
         per-context or per-run file when no other run of it is open."""
         with self.lock:
             run = self._run_for(context)
+            if run.file.h5 is None:
+                self._reattach(run.file)
             self._record_end(run, context)
             self._flush_file(run.file)
             f = run.file
@@ -450,6 +462,7 @@ class Hdf5DataWriter(DataWriter):
 
     # -- runs -------------------------------------------------------------------------------------
     def _run_for(self, context: DataCollectionContext) -> _Run:
+        """The run of ``context``: known, found in its file (same context id and start), or new."""
         start_date = context.start_date
         key = (context.id, time_us(start_date) if start_date is not None else None)
         run = self._runs.get(key)
@@ -457,10 +470,21 @@ class Hdf5DataWriter(DataWriter):
             return run
         start = start_date if start_date is not None else datetime.now(UTC)
         f = self._file(self.path_for(context.id, start))
-        user, deduced, replayed, _ = _sections(context)
-        start_us = time_us(start)
+        if f.h5 is None:
+            self._reattach(f)
+        _, _, replayed, _ = _sections(context)
+        run = _Run(f, key, context.id, 0, time_us(start), None, replayed, on_disk=False, context=context)
+        self._attach(run, search=start_date is not None)
+        self._runs[key] = run
+        f.runs[key] = run
+        return run
+
+    def _attach(self, run: _Run, *, search: bool) -> None:
+        """Bind ``run`` to its group in the open file: the one with its start, else a new one."""
+        f = run.file
         h5 = f.h5
-        cname = context_group_name(context.id)
+        context = run.context
+        cname = context_group_name(run.context_id)
         try:
             cgroup = h5.root._f_get_child(cname) if cname in h5.root else None
             found = None
@@ -472,51 +496,60 @@ class Hdf5DataWriter(DataWriter):
                         continue
                     numbers.append(n)
                     if (
-                        start_date is not None
+                        search
                         and "start_us" in child._v_attrs
-                        and int(child._v_attrs["start_us"]) == start_us
+                        and int(child._v_attrs["start_us"]) == run.start_us
                     ):
                         found = (n, child)
+            run.tables.clear()
+            run.var_ids.clear()
             if found is not None:
-                number, group = found
-                run = _Run(f, key, context.id, number, start_us, group, replayed, on_disk=True)
-                for name, node in group._v_children.items():
+                run.number, run.group = found
+                run.on_disk = run.on_disk or not run.created
+                for name, node in run.group._v_children.items():
                     if split_table_name(name) is not None:
                         run.tables[name] = node
-                if "variables" in group:
-                    run.var_table = group._f_get_child("variables")
+                if "variables" in run.group:
+                    run.var_table = run.group._f_get_child("variables")
                     run.var_ids.update(int(x) for x in run.var_table.col("variable_id"))
+                else:
+                    self._create_variables(run, [])
+                missing = [
+                    v for v in (*context.variables, *run.extra_vars.values()) if v.id not in run.var_ids
+                ]
+                if missing:
+                    self._append_variables(run, missing)
             else:
                 if cgroup is None:
-                    cgroup = h5.create_group(h5.root, cname, title=f"runs of context {context.id}")
-                    cgroup._v_attrs["context_id"] = np.int64(context.id)
-                number = max(numbers) + 1
-                group = h5.create_group(
-                    cgroup, run_group_name(number), title=f"context {context.id} run {number}"
+                    cgroup = h5.create_group(h5.root, cname, title=f"runs of context {run.context_id}")
+                    cgroup._v_attrs["context_id"] = np.int64(run.context_id)
+                run.number = max(numbers) + 1
+                run.group = h5.create_group(
+                    cgroup, run_group_name(run.number), title=f"context {run.context_id} run {run.number}"
                 )
-                run = _Run(f, key, context.id, number, start_us, group, replayed, on_disk=False)
-                a = group._v_attrs
-                a["context_id"] = np.int64(context.id)
-                a["run"] = np.int64(number)
-                a["start"] = start.astimezone(UTC).isoformat()
-                a["start_us"] = np.int64(start_us)
+                run.created = True
+                user, deduced, replayed, _ = _sections(context)
+                start = us_to_datetime(run.start_us)
+                assert start is not None
+                a = run.group._v_attrs
+                a["context_id"] = np.int64(run.context_id)
+                a["run"] = np.int64(run.number)
+                a["start"] = start.isoformat()
+                a["start_us"] = np.int64(run.start_us)
                 a["end"] = ""
                 a["end_us"] = np.int64(NAT)
                 a["ended"] = ""
                 a["replayed"] = replayed
                 if "start" not in deduced:
-                    deduced = {**deduced, "start": start.astimezone(UTC).isoformat()}
-                self._set_metadata(group, "user_metadata", user)
-                self._set_metadata(group, "deduced_metadata", deduced)
-                self._create_variables(run, context.variables)
-                f.unflushed = True
+                    deduced = {**deduced, "start": start.isoformat()}
+                self._set_metadata(run.group, "user_metadata", user)
+                self._set_metadata(run.group, "deduced_metadata", deduced)
+                self._create_variables(run, [*context.variables, *run.extra_vars.values()])
+            f.unflushed = True
         except Exception as exc:
             raise _failure(
-                f"{self.name}: preparing the run of context {context.id} in {f.path}", exc
+                f"{self.name}: preparing the run of context {run.context_id} in {f.path}", exc
             ) from exc
-        self._runs[key] = run
-        f.runs[key] = run
-        return run
 
     def _record_end(self, run: _Run, context: DataCollectionContext) -> None:
         _, deduced, replayed, note = _sections(context)
@@ -601,6 +634,7 @@ class Hdf5DataWriter(DataWriter):
         )
 
     def _register_variables(self, run: _Run, batch: CollectedVariables) -> None:
+        """Record the variables of ``batch`` that the run's ``variables`` table lacks."""
         known = run.var_ids
         variables = batch.variables
         if known.issuperset([v.id for v in variables]):
@@ -609,9 +643,19 @@ class Hdf5DataWriter(DataWriter):
         for v in variables:
             if v.id not in known and v.id not in new:
                 new[v.id] = v
+        if run.file.h5 is not None:
+            try:
+                self._append_variables(run, list(new.values()))
+            except Hdf5WriteError:
+                self._detach(run.file, [])
+                raise
+        run.extra_vars.update(new)
+        known.update(new)
+
+    def _append_variables(self, run: _Run, variables: list[Variable]) -> None:
         table = run.var_table
         rows = []
-        for v in new.values():
+        for v in variables:
             row = self._variable_row(v)
             cut = [col for col, text in _texts(row).items() if len(text) > table.coldtypes[col].itemsize]
             if cut:
@@ -626,7 +670,7 @@ class Hdf5DataWriter(DataWriter):
             table.append(np.array(rows, dtype=table.dtype))
         except Exception as exc:
             raise _failure(f"{self.name}: recording variables of context {run.context_id}", exc) from exc
-        known.update(new)
+        run.var_ids.update(v.id for v in variables)
         run.file.unflushed = True
 
     # -- replay -----------------------------------------------------------------------------------
@@ -652,6 +696,11 @@ class Hdf5DataWriter(DataWriter):
         f = self._files.get(path)
         if f is not None:
             return f
+        f = _File(path, self._open_h5(path))
+        self._files[path] = f
+        return f
+
+    def _open_h5(self, path: Path) -> Any:
         what = f"{self.name}: opening {path}"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -674,9 +723,7 @@ class Hdf5DataWriter(DataWriter):
             with contextlib.suppress(Exception):
                 h5.close()
             raise
-        f = _File(path, h5)
-        self._files[path] = f
-        return f
+        return h5
 
     def _check_format(self, h5: Any, path: Path) -> None:
         try:
@@ -693,7 +740,10 @@ class Hdf5DataWriter(DataWriter):
                 attrs["dc_format_version"] = np.int64(FORMAT_VERSION)
                 attrs["dc_time_unit"] = "time_us: microseconds since 1970-01-01T00:00:00Z"
                 attrs["dc_writer"] = f"data-collector {_version()}"
-                h5.flush()
+                if flush_checked(h5) is False:
+                    raise Hdf5WriteError(
+                        f"{self.name}: creating {path} failed ({_space_note(path)})", transient=True
+                    )
             elif fmt != FORMAT:
                 raise Hdf5WriteError(
                     f"{self.name}: {path} has dc_format {fmt!r}, not {FORMAT!r}; refusing to write to it",
@@ -731,9 +781,19 @@ class Hdf5DataWriter(DataWriter):
         return table
 
     def _flush_file(self, f: _File) -> None:
-        """Append the buffered rows of ``f`` to their tables and flush the file."""
+        """Append the buffered rows of ``f`` to their tables and flush the file.
+
+        When HDF5 fails (an append, or the flush: disk full despite the check, quota, I/O error),
+        what it holds in memory can no longer be trusted, and PyTables does not roll anything
+        back: the file is closed, the rows of this flush go back to the buffer, and the next
+        attempt reopens the file, cuts each table back to its rows before the failed flush (what
+        lies beyond them was never written correctly) and appends the rows again.
+        """
+        if f.h5 is None:
+            self._reattach(f)
+        self._check_space(f)  # touches nothing when it refuses
         started = time.perf_counter()
-        wrote = False
+        appended: list[tuple[_Run, str, Rows, int]] = []
         try:
             for run in f.runs.values():
                 for name, chunks in run.pending.items():
@@ -742,26 +802,100 @@ class Hdf5DataWriter(DataWriter):
                     data = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
                     chunks[:] = [data]
                     table = self._table(run, name, data.dtype)
-                    table.append(data)  # all or nothing: nrows moves only on success
+                    before = int(table.nrows)
+                    table.append(data)
+                    appended.append((run, name, data, before))
                     chunks.clear()
-                    wrote = True
                     f.unflushed = True
                     if not name.startswith("errors"):
                         run.pending_samples -= len(data)
-                        self._pending -= len(data)
                         f.unflushed_samples += len(data)
             if f.unflushed:
-                f.h5.flush()
+                if flush_checked(f.h5) is False:
+                    raise Hdf5WriteError(
+                        f"{self.name}: writing to {f.path} failed: HDF5 could not write everything "
+                        f"({_space_note(f.path)}); the samples stay buffered and are written again",
+                        transient=True,
+                    )
                 f.unflushed = False
+                self._pending -= f.unflushed_samples
                 self.samples_flushed += f.unflushed_samples
                 f.unflushed_samples = 0
+                for run in f.runs.values():
+                    run.repair.clear()
         except Exception as exc:
-            raise _failure(f"{self.name}: writing to {f.path}", exc) from exc
-        if wrote:
+            error = _failure(f"{self.name}: writing to {f.path}", exc)
+            self._detach(f, appended)
+            raise error from exc
+        if appended:
             elapsed = time.perf_counter() - started
             self.flushes += 1
             self.flush_seconds += elapsed
             self.last_flush_seconds = elapsed
+
+    def _detach(self, f: _File, appended: list[tuple[_Run, str, Rows, int]]) -> None:
+        """Forget the open file after a failed HDF5 operation; keep what it may not hold."""
+        for run, name, data, before in reversed(appended):
+            run.pending.setdefault(name, []).insert(0, data)
+            run.repair.setdefault(name, before)
+            if not name.startswith("errors"):
+                run.pending_samples += len(data)
+                f.unflushed_samples -= len(data)
+        h5, f.h5 = f.h5, None
+        if h5 is not None:
+            with contextlib.suppress(Exception):
+                h5.close()
+        for run in f.runs.values():
+            run.group = None
+            run.var_table = None
+            run.tables.clear()
+
+    def _reattach(self, f: _File) -> None:
+        """Reopen a file closed after a failure; bind its runs again and cut the failed rows."""
+        h5 = self._open_h5(f.path)
+        f.h5 = h5
+        try:
+            for run in f.runs.values():
+                self._attach(run, search=True)
+                for name, before in run.repair.items():
+                    table = run.tables.get(name)
+                    if table is None:
+                        continue
+                    if table.nrows > before:
+                        table.truncate(before)  # rows of the failed flush, not data of ours
+                    elif table.nrows < before:
+                        _log.error(
+                            "%s: table %s in %s has %d rows, %d before the failed flush: rows were lost",
+                            self.name,
+                            table._v_pathname,
+                            f.path,
+                            table.nrows,
+                            before,
+                        )
+        except Exception as exc:
+            error = _failure(f"{self.name}: reopening {f.path} after a failure", exc)
+            self._detach(f, [])
+            raise error from exc
+        f.unflushed = True
+
+    def _check_space(self, f: _File) -> None:
+        """Refuse (transient) a flush that the free disk space cannot hold: PyTables does not
+        report every failed write, and a write that fails half way can damage the file."""
+        need = 0
+        for run in f.runs.values():
+            for chunks in run.pending.values():
+                if chunks:
+                    need += sum(c.nbytes for c in chunks) + self._chunk_rows * chunks[0].dtype.itemsize
+        if not need:
+            return
+        need += 256 << 10  # metadata, B-tree nodes
+        free = _free_bytes(f.path)
+        if free is not None and free < need:
+            raise Hdf5WriteError(
+                f"{self.name}: not flushing to {f.path}: {free:,} bytes free on its file system, up to "
+                f"{need:,} needed (no space left on device); the samples stay buffered",
+                transient=True,
+            )
 
     def _flush_all(self, *, raise_errors: bool) -> None:
         first: Hdf5WriteError | None = None
@@ -776,8 +910,13 @@ class Hdf5DataWriter(DataWriter):
             if raise_errors:
                 self._flush_error = None
                 raise first
-            if self._flush_error is None or str(self._flush_error) != str(first):
-                _log.error("%s: flush failed (retried every %.1f s): %s", self.name, self._flush_s, first)
+            if self._flush_error is None or _gist(self._flush_error) != _gist(first):
+                _log.error(
+                    "%s: flush failed, retried every %.1f s (logged again when the reason changes): %s",
+                    self.name,
+                    max(self._flush_s, 0.5),
+                    first,
+                )
             self._flush_error = first
         elif self._flush_error is not None:
             _log.warning("%s: flushing works again", self.name)
@@ -855,6 +994,28 @@ _VariableRow = tuple[int, bytes, bytes, bytes, int, bytes, bytes]
 def _texts(row: _VariableRow) -> dict[str, bytes]:
     """The text columns of a ``variables`` row by name."""
     return {"address": row[1], "value_type": row[2], "reader_type": row[3], "name": row[5], "unit": row[6]}
+
+
+def _gist(exc: BaseException) -> str:
+    """``exc``'s message without its numbers (byte counts change from one failure to the next)."""
+    return re.sub(r"[0-9,]+", "#", str(exc))
+
+
+def _free_bytes(path: Path) -> int | None:
+    """Bytes free for this process on the file system of ``path`` (None if unknown)."""
+    try:
+        return shutil.disk_usage(path.parent).free
+    except OSError:
+        return None
+
+
+def _space_note(path: Path) -> str:
+    free = _free_bytes(path)
+    if free is None:
+        return "an I/O error, a quota or no space left"
+    if free < 1 << 20:
+        return f"no space left on device: {free:,} bytes free"
+    return f"an I/O error, a quota or no space left; {free:,} bytes free"
 
 
 def _read_metadata(group: Any, name: str) -> dict[str, Any]:
