@@ -442,7 +442,8 @@ def test_kill_9_while_writing_leaves_a_file_with_everything_up_to_the_last_flush
             line = lines.get(timeout=30)
             assert line is not None, "the child ended early"
             reported.append(int(line))
-        if when == "between-flushes":
+        if when == "between-flushes":  # (the next flush starts flush_s after the last one; a crash
+            # *during* a flush may lose that flush, which the writer documents and does not prevent)
             time.sleep(random.uniform(0.05, flush_s * 0.8))  # the moment of the kill, not a wait
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
@@ -670,10 +671,14 @@ c = DataCollector(logging.getLogger("child"), [RandomDataReader(min_interval_ms=
                   spool_dir={spool!r}, spool_sync_s=0.3)
 variables = [Variable(i, "counter", "int", "random", 20) for i in range(1, 11)]
 c.start(DataCollectionContext(1, variables, min_interval_ms=10, metadata={{"lot": "K"}}))
+last = -1
 deadline = time.monotonic() + 60
 while time.monotonic() < deadline:
-    print(writer.samples_flushed, flush=True)
-    time.sleep(0.05)
+    flushed = writer.samples_flushed
+    if flushed != last:
+        print(flushed, flush=True)
+        last = flushed
+    time.sleep(0.001)
 """
 
 
@@ -689,7 +694,10 @@ def test_kill_9_with_a_spool_then_restart_stores_every_sample_once(tmp_path: Pat
             assert line is not None, "the child ended early"
             if int(line) >= 500:
                 break
-        time.sleep(random.uniform(0.0, 0.3))  # the moment of the kill, not a wait
+        # kill just after a flush: the next one starts with the next batch, 20 ms later (a crash
+        # *during* a flush is outside what the writer guarantees); the spool confirms every 0.3 s,
+        # so the last batches were written but not confirmed and come again
+        assert lines.get(timeout=30) is not None
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -702,6 +710,7 @@ def test_kill_9_with_a_spool_then_restart_stores_every_sample_once(tmp_path: Pat
         c.start(DataCollectionContext(2, [Variable(99, "counter", "int", "random", 50)], min_interval_ms=10))
         wait_for(lambda: c.stats().writers[writer.name].replayed_samples > 0, 10, "a replay")
         wait_for(lambda: c.stats().writers[writer.name].queue_depth == 0, 30, "the replay to be written")
+    assert writer.replayed_skipped > 0  # written before the kill, not yet confirmed: not stored twice
     stored = read_samples(path, 1)
     assert len(stored) >= before
     keys = Counter((s.variable_id, s.read_at) for s in stored)

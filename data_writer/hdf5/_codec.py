@@ -24,6 +24,7 @@ stored. Error texts longer than 1 MiB are cut (ending in `` [truncated]``).
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -44,7 +45,7 @@ from ._layout import (
     width_class,
 )
 
-__all__ = ["decode_other", "decode_values", "encode_batch", "encode_error"]
+__all__ = ["decode_other", "decode_values", "encode_batch", "encode_error", "variable_ids"]
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -56,6 +57,7 @@ _GOOD = Quality.GOOD
 _MAX_TEXT = WIDTHS[-1]
 _TRUNCATED = b" [truncated]"
 _NoneType = type(None)
+_ID = operator.attrgetter("id")
 
 Rows = npt.NDArray[Any]
 
@@ -152,16 +154,27 @@ def _classify(value: Any) -> tuple[str, Any, bytes | None] | str:
     return f"{type(value).__name__} values cannot be stored"
 
 
+def variable_ids(variables: list[Variable]) -> npt.NDArray[np.int64]:
+    """The ids of ``variables`` as an int64 array."""
+    return np.fromiter(map(_ID, variables), dtype=np.int64, count=len(variables))
+
+
 def encode_batch(
-    batch: CollectedVariables, refused: list[tuple[Variable, str]]
+    batch: CollectedVariables,
+    refused: list[tuple[Variable, str]],
+    ids: npt.NDArray[np.int64] | None = None,
 ) -> tuple[dict[str, Rows], int]:
-    """The rows of ``batch`` per table name, and the number of samples; refusals go to ``refused``."""
+    """The rows of ``batch`` per table name, and the number of samples; refusals go to ``refused``.
+
+    ``ids``: the variable ids of the batch when the caller has them already.
+    """
     variables = batch.variables
     values = batch.values
     n = len(variables)
     if n == 0:
         return {}, 0
-    ids = np.array([v.id for v in variables], dtype=np.int64)
+    if ids is None:
+        ids = variable_ids(variables)
     times = _times(batch.read_ats, n)
     qualities = batch.qualities
     qcodes: npt.NDArray[np.uint8] | None = None

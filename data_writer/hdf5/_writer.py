@@ -34,7 +34,7 @@ from data_collector._errors import ConfigurationError, WriterError
 from data_collector._model import CollectedVariables, DataCollectionContext, Variable
 from data_collector._writer import DataWriter
 
-from ._codec import Rows, encode_batch
+from ._codec import Rows, encode_batch, variable_ids
 from ._hdf5lib import flush_checked
 from ._layout import (
     FORMAT,
@@ -214,6 +214,9 @@ class _Run:
     extra_vars: dict[int, Variable] = field(default_factory=dict)
     #: rows per table before a failed flush: what the file may hold beyond it is not ours
     repair: dict[str, int] = field(default_factory=dict)
+    #: the variables of the last batch and their ids (batches of one tick repeat them)
+    last_vars: list[Variable] | None = None
+    last_ids: Any = None
 
 
 @dataclass(eq=False)
@@ -316,10 +319,11 @@ class Hdf5DataWriter(DataWriter):
         self.values_refused = 0
         #: samples of replayed batches that were already in the file and were skipped
         self.replayed_skipped = 0
-        #: flushes that wrote something, their total and last duration (s)
+        #: flushes that wrote something, their total, last and longest duration (s)
         self.flushes = 0
         self.flush_seconds = 0.0
         self.last_flush_seconds = 0.0
+        self.max_flush_seconds = 0.0
         #: time spent converting batches in :meth:`write` (s)
         self.write_seconds = 0.0
 
@@ -443,8 +447,14 @@ class Hdf5DataWriter(DataWriter):
                     if len(variables) == 0:
                         return
             refused: list[tuple[Variable, str]] = []
-            parts, samples = encode_batch(variables, refused)
-            self._register_variables(run, variables)
+            listed = variables.variables
+            if run.last_vars is not None and run.last_vars == listed:  # C loop, identity first
+                ids = run.last_ids
+            else:  # other variables than the last batch's: record those the run does not know
+                ids = variable_ids(listed)
+                self._register_variables(run, variables, ids)
+                run.last_vars, run.last_ids = list(listed), ids
+            parts, samples = encode_batch(variables, refused, ids)
             for table, rows in parts.items():
                 run.pending.setdefault(table, []).append(rows)
             run.pending_samples += samples
@@ -633,11 +643,11 @@ class Hdf5DataWriter(DataWriter):
             text(getattr(v, "unit", None)),
         )
 
-    def _register_variables(self, run: _Run, batch: CollectedVariables) -> None:
+    def _register_variables(self, run: _Run, batch: CollectedVariables, ids: Any) -> None:
         """Record the variables of ``batch`` that the run's ``variables`` table lacks."""
         known = run.var_ids
         variables = batch.variables
-        if known.issuperset([v.id for v in variables]):
+        if known.issuperset(ids.tolist()):
             return
         new: dict[int, Variable] = {}
         for v in variables:
@@ -832,6 +842,7 @@ class Hdf5DataWriter(DataWriter):
             self.flushes += 1
             self.flush_seconds += elapsed
             self.last_flush_seconds = elapsed
+            self.max_flush_seconds = max(self.max_flush_seconds, elapsed)
 
     def _detach(self, f: _File, appended: list[tuple[_Run, str, Rows, int]]) -> None:
         """Forget the open file after a failed HDF5 operation; keep what it may not hold."""
