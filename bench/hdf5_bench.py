@@ -187,11 +187,12 @@ def part_ratio(folder: Path, rounds: int = 5) -> dict[str, Any]:
         order = ("ours", "raw") if k % 2 == 0 else ("raw", "ours")
         for name in order:
             path = folder / f"ratio-{name}-{k}.h5"
-            results[name].append(
-                ours(batches, path, every) if name == "ours" else raw(records, path, every)
-            )
+            results[name].append(ours(batches, path, every) if name == "ours" else raw(records, path, every))
             path.unlink()
-    med = {name: (statistics.median(x[0] for x in r), statistics.median(x[1] for x in r)) for name, r in results.items()}
+    med = {
+        name: (statistics.median(x[0] for x in r), statistics.median(x[1] for x in r))
+        for name, r in results.items()
+    }
     out = {
         "rows": rows,
         "batch": n_vars,
@@ -247,14 +248,18 @@ def main() -> None:
     best = 0
     try:
         if "main" in run:
-            print(f"\n(a) 10,000 variables at {INTERVAL_MS} ms for {args.minutes:g} min into HDF5", flush=True)
+            print(
+                f"\n(a) 10,000 variables at {INTERVAL_MS} ms for {args.minutes:g} min into HDF5", flush=True
+            )
             print(HEADER)
             main_run = collect(10_000, args.minutes * 60, folder, "main")
             show_run(main_run)
             if not args.keep:
                 (folder / "main.h5").unlink()
         if "ratio" in run:
-            print("\n(b) Hdf5DataWriter vs raw PyTables Table.append, same rows/chunks/compression", flush=True)
+            print(
+                "\n(b) Hdf5DataWriter vs raw PyTables Table.append, same rows/chunks/compression", flush=True
+            )
             ratio = part_ratio(folder)
             print(f"{'':>6} {'rows/s':>11} {'rows/CPU s':>11} {'file MB':>8}")
             for name in ("ours", "raw"):
@@ -264,7 +269,10 @@ def main() -> None:
                 )
             print(f"ratio ours/raw: {ratio['ratio']:.3f} (wall), {ratio['ratio_cpu']:.3f} (CPU)", flush=True)
         if "ramp" in run:
-            print(f"\n(c) growing the variable count at {INTERVAL_MS} ms, {args.ramp_seconds:g} s per step", flush=True)
+            print(
+                f"\n(c) growing the variable count at {INTERVAL_MS} ms, {args.ramp_seconds:g} s per step",
+                flush=True,
+            )
             print(HEADER)
             for n in (20_000, 40_000, 50_000, 60_000, 80_000, 100_000, 150_000, 200_000):
                 r = collect(n, args.ramp_seconds, folder, f"ramp-{n}")

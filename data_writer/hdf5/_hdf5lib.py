@@ -83,10 +83,18 @@ def _library(file_id: int) -> Any:
 
 def flush_checked(h5: Any) -> bool | None:
     """Flush the PyTables file ``h5``: True when everything was written, False when HDF5 reports a
-    failure, None when this cannot be checked (after PyTables' own flush either way)."""
-    h5.flush()
+    failure, None when this cannot be checked (PyTables' own flush is done either way).
+
+    The bulk of a flush (compressing and writing the chunks in HDF5's cache) runs in our
+    ``H5Fflush`` call, which ctypes makes without holding the GIL, so other threads (the readers)
+    run meanwhile; PyTables' flush, which holds the GIL, then finds little left to do.
+    """
     file_id = int(h5._v_objectid)
     lib = _library(file_id)
     if lib is None:
+        h5.flush()
         return None
-    return bool(lib.H5Fflush(file_id, _H5F_SCOPE_LOCAL) >= 0)
+    first = lib.H5Fflush(file_id, _H5F_SCOPE_LOCAL) >= 0
+    h5.flush()  # PyTables' own bookkeeping (leaf buffers), then its unchecked H5Fflush
+    again = lib.H5Fflush(file_id, _H5F_SCOPE_LOCAL) >= 0
+    return bool(first and again)

@@ -224,8 +224,7 @@ class _File:
     path: Path
     h5: Any  # None after a failure, until reopened
     runs: dict[tuple[int, int | None], _Run] = field(default_factory=dict)
-    unflushed: bool = False
-    unflushed_samples: int = 0
+    unflushed: bool = False  # changed since the last confirmed flush
 
 
 def _number(name: str, value: object, *, low: float, high: float, integer: bool = False) -> Any:
@@ -657,7 +656,7 @@ class Hdf5DataWriter(DataWriter):
             try:
                 self._append_variables(run, list(new.values()))
             except Hdf5WriteError:
-                self._detach(run.file, [])
+                self._detach(run.file)
                 raise
         run.extra_vars.update(new)
         known.update(new)
@@ -795,7 +794,7 @@ class Hdf5DataWriter(DataWriter):
 
         When HDF5 fails (an append, or the flush: disk full despite the check, quota, I/O error),
         what it holds in memory can no longer be trusted, and PyTables does not roll anything
-        back: the file is closed, the rows of this flush go back to the buffer, and the next
+        back: the file is closed, the rows stay in the buffer, and the next
         attempt reopens the file, cuts each table back to its rows before the failed flush (what
         lies beyond them was never written correctly) and appends the rows again.
         """
@@ -803,23 +802,18 @@ class Hdf5DataWriter(DataWriter):
             self._reattach(f)
         self._check_space(f)  # touches nothing when it refuses
         started = time.perf_counter()
-        appended: list[tuple[_Run, str, Rows, int]] = []
+        appended: list[tuple[_Run, str, int]] = []  # run, table, arrays appended
         try:
             for run in f.runs.values():
                 for name, chunks in run.pending.items():
                     if not chunks:
                         continue
-                    data = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
-                    chunks[:] = [data]
-                    table = self._table(run, name, data.dtype)
-                    before = int(table.nrows)
-                    table.append(data)
-                    appended.append((run, name, data, before))
-                    chunks.clear()
+                    table = self._table(run, name, chunks[0].dtype)
+                    run.repair.setdefault(name, int(table.nrows))  # until the flush is confirmed
+                    appended.append((run, name, len(chunks)))
                     f.unflushed = True
-                    if not name.startswith("errors"):
-                        run.pending_samples -= len(data)
-                        f.unflushed_samples += len(data)
+                    for rows in chunks:  # one array per batch: the GIL is free between them
+                        table.append(rows)
             if f.unflushed:
                 if flush_checked(f.h5) is False:
                     raise Hdf5WriteError(
@@ -828,15 +822,22 @@ class Hdf5DataWriter(DataWriter):
                         transient=True,
                     )
                 f.unflushed = False
-                self._pending -= f.unflushed_samples
-                self.samples_flushed += f.unflushed_samples
-                f.unflushed_samples = 0
-                for run in f.runs.values():
-                    run.repair.clear()
         except Exception as exc:
             error = _failure(f"{self.name}: writing to {f.path}", exc)
-            self._detach(f, appended)
+            self._detach(f)
             raise error from exc
+        samples = 0
+        for run, name, count in appended:
+            chunks = run.pending[name]
+            if not name.startswith("errors"):
+                n = sum(len(rows) for rows in chunks[:count])
+                run.pending_samples -= n
+                samples += n
+            del chunks[:count]
+        for run in f.runs.values():
+            run.repair.clear()
+        self._pending -= samples
+        self.samples_flushed += samples
         if appended:
             elapsed = time.perf_counter() - started
             self.flushes += 1
@@ -844,14 +845,8 @@ class Hdf5DataWriter(DataWriter):
             self.last_flush_seconds = elapsed
             self.max_flush_seconds = max(self.max_flush_seconds, elapsed)
 
-    def _detach(self, f: _File, appended: list[tuple[_Run, str, Rows, int]]) -> None:
-        """Forget the open file after a failed HDF5 operation; keep what it may not hold."""
-        for run, name, data, before in reversed(appended):
-            run.pending.setdefault(name, []).insert(0, data)
-            run.repair.setdefault(name, before)
-            if not name.startswith("errors"):
-                run.pending_samples += len(data)
-                f.unflushed_samples -= len(data)
+    def _detach(self, f: _File) -> None:
+        """Forget the open file after a failed HDF5 operation (the rows stay buffered)."""
         h5, f.h5 = f.h5, None
         if h5 is not None:
             with contextlib.suppress(Exception):
@@ -885,7 +880,7 @@ class Hdf5DataWriter(DataWriter):
                         )
         except Exception as exc:
             error = _failure(f"{self.name}: reopening {f.path} after a failure", exc)
-            self._detach(f, [])
+            self._detach(f)
             raise error from exc
         f.unflushed = True
 
