@@ -236,9 +236,10 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     folder = Path(tempfile.mkdtemp(prefix="hdf5-bench-", dir=args.dir))
+    load_before = round(os.getloadavg()[0], 2)  # other work on the machine skews every figure
     print(
         f"# hdf5_bench  python {platform.python_version()}  PyTables {tables.__version__}  "
-        f"HDF5 {tables.hdf5_version}  cores {os.cpu_count()}  files in {folder}",
+        f"HDF5 {tables.hdf5_version}  cores {os.cpu_count()}  load {os.getloadavg()[0]:.2f}  files in {folder}",
         flush=True,
     )
     run = {"main", "ratio", "ramp"} if args.only is None else {args.only}
@@ -291,6 +292,8 @@ def main() -> None:
         json.dumps(
             {
                 "bench": "hdf5",
+                "load_before": load_before,
+                "load_after": round(os.getloadavg()[0], 2),
                 "main": main_run,
                 "vs_raw_pytables": ratio,
                 "ramp": ramp,

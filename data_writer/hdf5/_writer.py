@@ -305,6 +305,12 @@ class Hdf5DataWriter(DataWriter):
         self._files: dict[Path, _File] = {}
         self._runs: dict[tuple[int, int | None], _Run] = {}
         self._pending = 0
+        # Three locks, always taken in this order: ``lock`` (the collector's, around every call),
+        # ``_io`` (every HDF5 operation and the file and run registries), ``_buf`` (the buffered
+        # rows and their counters). The writer's flush thread takes only ``_io`` and ``_buf``, so
+        # batches are converted and buffered while it compresses and writes.
+        self._io = threading.RLock()
+        self._buf = threading.Lock()
         self._flush_error: Hdf5WriteError | None = None
         self._wake = threading.Condition(threading.Lock())
         self._due: float | None = None
@@ -354,7 +360,7 @@ class Hdf5DataWriter(DataWriter):
     def open(self) -> None:
         """Open (or create) the file now when there is one for everything, so that a foreign or
         damaged file is reported at once; per-run files are opened when their run starts."""
-        with self.lock:
+        with self.lock, self._io:
             if not self.per_run_files:
                 self._file(Path(self.path_template))
 
@@ -362,25 +368,30 @@ class Hdf5DataWriter(DataWriter):
         """Flush everything buffered and close every file."""
         with self.lock:
             self._stop_flusher()
-            errors: list[Hdf5WriteError] = []
-            for f in list(self._files.values()):
-                try:
-                    self._flush_file(f)
-                except Hdf5WriteError as exc:
-                    errors.append(exc)
-                    lost = sum(r.pending_samples for r in f.runs.values())
-                    _log.error("%s: %d samples could not be written to %s: %s", self.name, lost, f.path, exc)
-                try:
-                    if f.h5 is not None:
-                        f.h5.close()
-                except Exception as exc:
-                    errors.append(_failure(f"closing {f.path}", exc))
-            self._files.clear()
-            self._runs.clear()
+            with self._io:
+                self._close_files()
+
+    def _close_files(self) -> None:
+        errors: list[Hdf5WriteError] = []
+        for f in list(self._files.values()):
+            try:
+                self._flush_io(f)
+            except Hdf5WriteError as exc:
+                errors.append(exc)
+                lost = sum(r.pending_samples for r in f.runs.values())
+                _log.error("%s: %d samples could not be written to %s: %s", self.name, lost, f.path, exc)
+            try:
+                if f.h5 is not None:
+                    f.h5.close()
+            except Exception as exc:
+                errors.append(_failure(f"closing {f.path}", exc))
+        self._files.clear()
+        self._runs.clear()
+        with self._buf:
             self._pending = 0
-            self._flush_error = None
-            if errors:
-                raise errors[0]
+        self._flush_error = None
+        if errors:
+            raise errors[0]
 
     def is_transient(self, exc: BaseException) -> bool:
         """Disk full, quota, a file locked or open elsewhere, I/O errors: transient. A foreign,
@@ -394,26 +405,28 @@ class Hdf5DataWriter(DataWriter):
         """Create the run's group (metadata, variables) and flush, so the run is on disk at once."""
         with self.lock:
             run = self._run_for(context)
-            self._flush_file(run.file)
+            with self._io:
+                self._flush_io(run.file)
 
     def context_stopped(self, context: DataCollectionContext) -> None:
         """Record the end and the completed metadata, flush everything of the file, and close a
         per-context or per-run file when no other run of it is open."""
         with self.lock:
             run = self._run_for(context)
-            if run.file.h5 is None:
-                self._reattach(run.file)
-            self._record_end(run, context)
-            self._flush_file(run.file)
-            f = run.file
-            f.runs.pop(run.key, None)
-            self._runs.pop(run.key, None)
-            if self.per_run_files and not f.runs:
-                self._files.pop(f.path, None)
-                try:
-                    f.h5.close()
-                except Exception as exc:
-                    raise _failure(f"closing {f.path}", exc) from exc
+            with self._io:
+                if run.file.h5 is None:
+                    self._reattach(run.file)
+                self._record_end(run, context)
+                self._flush_io(run.file)
+                f = run.file
+                f.runs.pop(run.key, None)
+                self._runs.pop(run.key, None)
+                if self.per_run_files and not f.runs:
+                    self._files.pop(f.path, None)
+                    try:
+                        f.h5.close()
+                    except Exception as exc:
+                        raise _failure(f"closing {f.path}", exc) from exc
 
     def write(self, context: DataCollectionContext, variables: CollectedVariables) -> None:
         """Convert the batch to rows and buffer them; they reach the file at the next flush.
@@ -433,9 +446,12 @@ class Hdf5DataWriter(DataWriter):
             started = time.perf_counter()
             run = self._run_for(context)
             if not run.dedupe_checked:
-                run.dedupe_checked = True
                 if run.replayed and run.on_disk and self._tail_rows:
-                    run.dedupe = self._stored_tail(run)
+                    with self._io:
+                        if run.file.h5 is None:
+                            self._reattach(run.file)
+                        run.dedupe = self._stored_tail(run)
+                run.dedupe_checked = True
             if run.dedupe is not None:
                 skip, more = run.dedupe.stored_prefix(variables)
                 if not more:
@@ -454,10 +470,11 @@ class Hdf5DataWriter(DataWriter):
                 self._register_variables(run, variables, ids)
                 run.last_vars, run.last_ids = list(listed), ids
             parts, samples = encode_batch(variables, refused, ids)
-            for table, rows in parts.items():
-                run.pending.setdefault(table, []).append(rows)
-            run.pending_samples += samples
-            self._pending += samples
+            with self._buf:
+                for table, rows in parts.items():
+                    run.pending.setdefault(table, []).append(rows)
+                run.pending_samples += samples
+                self._pending += samples
             self.samples_written += samples
             self.write_seconds += time.perf_counter() - started
             if refused:
@@ -478,14 +495,15 @@ class Hdf5DataWriter(DataWriter):
         if run is not None:
             return run
         start = start_date if start_date is not None else datetime.now(UTC)
-        f = self._file(self.path_for(context.id, start))
-        if f.h5 is None:
-            self._reattach(f)
         _, _, replayed, _ = _sections(context)
-        run = _Run(f, key, context.id, 0, time_us(start), None, replayed, on_disk=False, context=context)
-        self._attach(run, search=start_date is not None)
-        self._runs[key] = run
-        f.runs[key] = run
+        with self._io:
+            f = self._file(self.path_for(context.id, start))
+            if f.h5 is None:
+                self._reattach(f)
+            run = _Run(f, key, context.id, 0, time_us(start), None, replayed, on_disk=False, context=context)
+            self._attach(run, search=start_date is not None)
+            self._runs[key] = run
+            f.runs[key] = run
         return run
 
     def _attach(self, run: _Run, *, search: bool) -> None:
@@ -644,22 +662,22 @@ class Hdf5DataWriter(DataWriter):
 
     def _register_variables(self, run: _Run, batch: CollectedVariables, ids: Any) -> None:
         """Record the variables of ``batch`` that the run's ``variables`` table lacks."""
-        known = run.var_ids
-        variables = batch.variables
-        if known.issuperset(ids.tolist()):
-            return
-        new: dict[int, Variable] = {}
-        for v in variables:
-            if v.id not in known and v.id not in new:
-                new[v.id] = v
-        if run.file.h5 is not None:
-            try:
-                self._append_variables(run, list(new.values()))
-            except Hdf5WriteError:
-                self._detach(run.file)
-                raise
-        run.extra_vars.update(new)
-        known.update(new)
+        with self._io:  # the flush thread may be binding the run again after a failure
+            known = run.var_ids
+            if known.issuperset(ids.tolist()):
+                return
+            new: dict[int, Variable] = {}
+            for v in batch.variables:
+                if v.id not in known and v.id not in new:
+                    new[v.id] = v
+            if run.file.h5 is not None:
+                try:
+                    self._append_variables(run, list(new.values()))
+                except Hdf5WriteError:
+                    self._detach(run.file)
+                    raise
+            run.extra_vars.update(new)
+            known.update(new)
 
     def _append_variables(self, run: _Run, variables: list[Variable]) -> None:
         table = run.var_table
@@ -789,31 +807,35 @@ class Hdf5DataWriter(DataWriter):
             )
         return table
 
-    def _flush_file(self, f: _File) -> None:
-        """Append the buffered rows of ``f`` to their tables and flush the file.
+    def _flush_io(self, f: _File) -> None:
+        """Append the buffered rows of ``f`` to their tables and flush the file (holding ``_io``).
 
         When HDF5 fails (an append, or the flush: disk full despite the check, quota, I/O error),
         what it holds in memory can no longer be trusted, and PyTables does not roll anything
-        back: the file is closed, the rows stay in the buffer, and the next
-        attempt reopens the file, cuts each table back to its rows before the failed flush (what
-        lies beyond them was never written correctly) and appends the rows again.
+        back: the file is closed, the rows stay in the buffer, and the next attempt reopens the
+        file, cuts each table back to its rows before the failed flush (what lies beyond them was
+        never written correctly) and appends the rows again.
         """
         if f.h5 is None:
             self._reattach(f)
-        self._check_space(f)  # touches nothing when it refuses
+        with self._buf:  # what is buffered now; batches buffered meanwhile wait for the next flush
+            work = [
+                (run, name, list(chunks))
+                for run in f.runs.values()
+                for name, chunks in run.pending.items()
+                if chunks
+            ]
+        if not work and not f.unflushed:
+            return
+        self._check_space(f, work)  # touches nothing when it refuses
         started = time.perf_counter()
-        appended: list[tuple[_Run, str, int]] = []  # run, table, arrays appended
         try:
-            for run in f.runs.values():
-                for name, chunks in run.pending.items():
-                    if not chunks:
-                        continue
-                    table = self._table(run, name, chunks[0].dtype)
-                    run.repair.setdefault(name, int(table.nrows))  # until the flush is confirmed
-                    appended.append((run, name, len(chunks)))
-                    f.unflushed = True
-                    for rows in chunks:  # one array per batch: the GIL is free between them
-                        table.append(rows)
+            for run, name, arrays in work:
+                table = self._table(run, name, arrays[0].dtype)
+                run.repair.setdefault(name, int(table.nrows))  # until the flush is confirmed
+                f.unflushed = True
+                for rows in arrays:  # one array per batch: the GIL is free between them
+                    table.append(rows)
             if f.unflushed:
                 if flush_checked(f.h5) is False:
                     raise Hdf5WriteError(
@@ -826,19 +848,20 @@ class Hdf5DataWriter(DataWriter):
             error = _failure(f"{self.name}: writing to {f.path}", exc)
             self._detach(f)
             raise error from exc
-        samples = 0
-        for run, name, count in appended:
-            chunks = run.pending[name]
-            if not name.startswith("errors"):
-                n = sum(len(rows) for rows in chunks[:count])
-                run.pending_samples -= n
-                samples += n
-            del chunks[:count]
         for run in f.runs.values():
             run.repair.clear()
-        self._pending -= samples
-        self.samples_flushed += samples
-        if appended:
+        samples = 0
+        with self._buf:
+            for run, name, arrays in work:
+                chunks = run.pending[name]
+                del chunks[: len(arrays)]  # only flushes (one at a time) take from the front
+                if not name.startswith("errors"):
+                    n = sum(len(rows) for rows in arrays)
+                    run.pending_samples -= n
+                    samples += n
+            self._pending -= samples
+            self.samples_flushed += samples
+        if work:
             elapsed = time.perf_counter() - started
             self.flushes += 1
             self.flush_seconds += elapsed
@@ -884,14 +907,12 @@ class Hdf5DataWriter(DataWriter):
             raise error from exc
         f.unflushed = True
 
-    def _check_space(self, f: _File) -> None:
+    def _check_space(self, f: _File, work: list[tuple[_Run, str, list[Rows]]]) -> None:
         """Refuse (transient) a flush that the free disk space cannot hold: PyTables does not
-        report every failed write, and a write that fails half way can damage the file."""
+        report every failed write, and a write that fails half way leaves wrong rows behind."""
         need = 0
-        for run in f.runs.values():
-            for chunks in run.pending.values():
-                if chunks:
-                    need += sum(c.nbytes for c in chunks) + self._chunk_rows * chunks[0].dtype.itemsize
+        for _, _, arrays in work:
+            need += sum(rows.nbytes for rows in arrays) + self._chunk_rows * arrays[0].dtype.itemsize
         if not need:
             return
         need += 256 << 10  # metadata, B-tree nodes
@@ -905,13 +926,18 @@ class Hdf5DataWriter(DataWriter):
 
     def _flush_all(self, *, raise_errors: bool) -> None:
         first: Hdf5WriteError | None = None
-        for f in list(self._files.values()):
-            try:
-                self._flush_file(f)
-            except Hdf5WriteError as exc:
-                first = first or exc
+        started = time.monotonic()
+        with self._io:
+            for f in list(self._files.values()):
+                try:
+                    self._flush_io(f)
+                except Hdf5WriteError as exc:
+                    first = first or exc
         with self._wake:
-            self._due = None if not self._pending else time.monotonic() + max(self._flush_s, 0.5)
+            # rows buffered during this flush are at most flush_s old at the next one; a failed
+            # flush is tried again after a pause
+            after = started if first is None else time.monotonic()
+            self._due = None if not self._pending else after + max(self._flush_s, 0.5)
         if first is not None:
             if raise_errors:
                 self._flush_error = None
@@ -956,7 +982,7 @@ class Hdf5DataWriter(DataWriter):
                     self._wake.wait(None if due is None else due - now)
                 if self._stopping:
                     return
-            while not self.lock.acquire(timeout=0.1):
+            while not self._io.acquire(timeout=0.1):
                 if self._stopping:
                     return
             try:
@@ -967,7 +993,7 @@ class Hdf5DataWriter(DataWriter):
                 with self._wake:
                     self._due = time.monotonic() + max(self._flush_s, 0.5)
             finally:
-                self.lock.release()
+                self._io.release()
 
     def _stop_flusher(self) -> None:
         thread = self._flusher
