@@ -14,9 +14,10 @@ Run: ``python bench/hdf5_bench.py [--minutes 5] [--ramp-seconds 60] [--dir DIR]`
     ``Table.append`` of the rows already as NumPy records with the same row type, chunk shape,
     compression and flush cadence; rounds alternate (ours, raw, ...), median of each; the ratio
     is ours rows/s over raw rows/s.
-(c) The highest rate sustained for ``--ramp-seconds`` (default 60) with nothing dropped or lost,
-    no missed tick and the writer keeping up (its queue at the end below 2 flush intervals of
-    samples), growing the variable count at 100 ms as ``bench/engine_bench.py`` does.
+(c) The highest rate sustained for ``--ramp-seconds`` (default 60) with nothing dropped or lost
+    and the writer keeping up (its queue at the end below 2 flush intervals of samples), growing
+    the variable count at 100 ms as ``bench/engine_bench.py`` does; missed ticks (the reader's)
+    are shown beside it.
 
 Prints a table per part, then one JSON line. Asserts nothing. Files go to a temporary folder
 (``--dir`` to choose it) and are deleted (``--keep`` keeps them).
@@ -112,8 +113,13 @@ def collect(n_vars: int, seconds: float, folder: Path, tag: str) -> dict[str, An
 
 
 def sustained(r: dict[str, Any]) -> bool:
-    keeps_up = r["queue_end"] <= 2 * 2.0 * r["samples_per_s_read"]  # two flush intervals
-    return bool(r["dropped"] == 0 and r["lost"] == 0 and r["missed_ticks"] == 0 and keeps_up)
+    """Nothing dropped or lost, and the writer keeping up (its queue within two flush intervals).
+
+    Missed ticks are shown but do not count: they are the reader's (a busy machine delays a tick),
+    and the collector records each missed boundary as a BAD sample that the writer stores too.
+    """
+    keeps_up = r["queue_end"] <= 2 * 2.0 * r["samples_per_s_read"]
+    return bool(r["dropped"] == 0 and r["lost"] == 0 and keeps_up)
 
 
 def make_batches(n_vars: int, count: int) -> tuple[list[CollectedVariables], list[np.ndarray[Any, Any]]]:
@@ -239,7 +245,7 @@ def main() -> None:
     load_before = round(os.getloadavg()[0], 2)  # other work on the machine skews every figure
     print(
         f"# hdf5_bench  python {platform.python_version()}  PyTables {tables.__version__}  "
-        f"HDF5 {tables.hdf5_version}  cores {os.cpu_count()}  load {os.getloadavg()[0]:.2f}  files in {folder}",
+        f"HDF5 {tables.hdf5_version}  cores {os.cpu_count()}  load {load_before:.2f}  files in {folder}",
         flush=True,
     )
     run = {"main", "ratio", "ramp"} if args.only is None else {args.only}
