@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -47,7 +48,6 @@ from data_collector import (  # noqa: E402
 from data_collector._registry import writer_class  # noqa: E402
 from data_reader.random_data_reader import RandomDataReader  # noqa: E402
 from data_writer.hdf5 import (  # noqa: E402
-    REPLAY_END_KEY,
     REPLAY_KEY,
     Hdf5DataWriter,
     list_runs,
@@ -606,13 +606,14 @@ def test_a_failed_hdf5_write_is_undone_and_written_again_once_space_is_back(
     assert run.metadata == {"lot": "Q"} and run.ended == "" and run.end is not None
 
 
-def _replayed(ctx: DataCollectionContext, note: str | None = None) -> DataCollectionContext:
-    """``ctx`` as the collector rebuilds it from its spool after a crash."""
-    extra: dict[str, Any] = {REPLAY_KEY: True}
-    if note is not None:
-        extra[REPLAY_END_KEY] = note
-    again = DataCollectionContext(ctx.id, ctx.variables, metadata={**ctx.metadata, **extra})
+def _replayed(ctx: DataCollectionContext, ended: str | None = None) -> DataCollectionContext:
+    """``ctx`` as the collector rebuilds it from its spool after a crash (data_collector._spool)."""
+    again = DataCollectionContext(ctx.id, ctx.variables, metadata=ctx.metadata)
     again._start_date = ctx.start_date
+    extra: dict[str, Any] = {REPLAY_KEY: True}
+    if ended is not None:
+        extra["ended"] = ended
+    again._deduced = MappingProxyType({**ctx.deduced_metadata, **extra})
     return again
 
 

@@ -38,13 +38,12 @@ Example::
 
 from ._layout import FORMAT, FORMAT_VERSION, run_key
 from ._read import FRAME_COLUMNS, RunInfo, StoredSample, list_runs, read_frame, read_samples, table_keys
-from ._writer import REPLAY_END_KEY, REPLAY_KEY, Hdf5DataWriter, Hdf5WriteError
+from ._writer import REPLAY_KEY, Hdf5DataWriter, Hdf5WriteError
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "FRAME_COLUMNS",
-    "REPLAY_END_KEY",
     "REPLAY_KEY",
     "Hdf5DataWriter",
     "Hdf5WriteError",

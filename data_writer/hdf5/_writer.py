@@ -52,14 +52,12 @@ from ._layout import (
     width_class,
 )
 
-__all__ = ["REPLAY_END_KEY", "REPLAY_KEY", "Hdf5DataWriter"]
+__all__ = ["REPLAY_KEY", "Hdf5DataWriter", "Hdf5WriteError"]
 
 _log = logging.getLogger("data_writer.hdf5")
 
-#: User-metadata key by which the collector marks a context rebuilt from its spool (a replay).
-REPLAY_KEY = "dc_replayed_from_spool"
-#: User-metadata key of the collector's note on how a replayed run ended.
-REPLAY_END_KEY = "dc_end"
+#: Deduced-metadata key by which the collector marks a context rebuilt from its spool (a replay).
+REPLAY_KEY = "replayed_from_spool"
 
 #: errnos of failed file operations that retrying may fix (disk full, quota, lock held, I/O...)
 _TRANSIENT_ERRNOS = frozenset(
@@ -148,21 +146,11 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _sections(context: DataCollectionContext) -> tuple[dict[str, Any], dict[str, Any], bool, Any]:
-    """User and deduced metadata of ``context``, whether it is a replay, and the replay's end note.
-
-    A context rebuilt from the collector's spool carries the collector's notes in its user
-    metadata (``dc_replayed_from_spool``, ``dc_end``): they are moved to the deduced section.
-    """
-    user = dict(context.metadata)
+def _sections(context: DataCollectionContext) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """User and deduced metadata of ``context``, and whether the collector replays it from its
+    spool (after a crash: ``replayed_from_spool`` in the deduced metadata)."""
     deduced = dict(context.deduced_metadata)
-    replayed = user.get(REPLAY_KEY) is True
-    note = None
-    if replayed:
-        user.pop(REPLAY_KEY, None)
-        note = user.pop(REPLAY_END_KEY, None)
-        deduced["replayed_from_spool"] = True
-    return user, deduced, replayed, note
+    return dict(context.metadata), deduced, deduced.get(REPLAY_KEY) is True
 
 
 class _Dedupe:
@@ -495,7 +483,7 @@ class Hdf5DataWriter(DataWriter):
         if run is not None:
             return run
         start = start_date if start_date is not None else datetime.now(UTC)
-        _, _, replayed, _ = _sections(context)
+        _, _, replayed = _sections(context)
         with self._io:
             f = self._file(self.path_for(context.id, start))
             if f.h5 is None:
@@ -555,7 +543,7 @@ class Hdf5DataWriter(DataWriter):
                     cgroup, run_group_name(run.number), title=f"context {run.context_id} run {run.number}"
                 )
                 run.created = True
-                user, deduced, replayed, _ = _sections(context)
+                user, deduced, replayed = _sections(context)
                 start = us_to_datetime(run.start_us)
                 assert start is not None
                 a = run.group._v_attrs
@@ -579,7 +567,7 @@ class Hdf5DataWriter(DataWriter):
             ) from exc
 
     def _record_end(self, run: _Run, context: DataCollectionContext) -> None:
-        _, deduced, replayed, note = _sections(context)
+        _, deduced, replayed = _sections(context)
         group = run.group
         try:
             stored = _read_metadata(group, "deduced_metadata")
@@ -587,8 +575,6 @@ class Hdf5DataWriter(DataWriter):
             end = context.end_date if context.end_date is not None else datetime.now(UTC)
             merged.setdefault("end", end.astimezone(UTC).isoformat())
             ended = merged.get("ended")
-            if ended is None and note is not None:
-                ended = merged["ended"] = note
             a = group._v_attrs
             a["end"] = end.astimezone(UTC).isoformat()
             a["end_us"] = np.int64(time_us(end))
