@@ -45,7 +45,7 @@ import tables
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data_collector import CollectedVariables, DataCollectionContext, DataCollector, Variable
-from data_reader.random_data_reader import RandomDataReader
+from data_reader.random import RandomDataReader
 from data_writer.hdf5 import Hdf5DataWriter
 from data_writer.hdf5._layout import QUALITY_NAMES, sample_dtype, time_us
 

@@ -46,7 +46,7 @@ from data_collector import (  # noqa: E402
     WriterError,
 )
 from data_collector._registry import writer_class  # noqa: E402
-from data_reader.random_data_reader import RandomDataReader  # noqa: E402
+from data_reader.random import RandomDataReader  # noqa: E402
 from data_writer.hdf5 import (  # noqa: E402
     REPLAY_KEY,
     Hdf5DataWriter,
@@ -391,7 +391,7 @@ def test_flush_thread_makes_data_readable_by_another_process_without_further_wri
 KILL_CHILD = r"""
 import logging, time
 from data_collector import DataCollectionContext, DataCollector, Variable
-from data_reader.random_data_reader import RandomDataReader
+from data_reader.random import RandomDataReader
 from data_writer.hdf5 import Hdf5DataWriter
 logging.basicConfig(level=logging.WARNING)
 writer = Hdf5DataWriter({path!r}, flush_s={flush_s})
@@ -664,7 +664,7 @@ def test_replayed_batches_already_stored_are_not_stored_again(tmp_path: Path) ->
 SPOOL_CHILD = r"""
 import logging, time
 from data_collector import DataCollectionContext, DataCollector, Variable
-from data_reader.random_data_reader import RandomDataReader
+from data_reader.random import RandomDataReader
 from data_writer.hdf5 import Hdf5DataWriter
 logging.basicConfig(level=logging.WARNING)
 writer = Hdf5DataWriter({path!r}, flush_s=0)

@@ -21,7 +21,7 @@ Example::
 
     import logging, time
     from data_collector import DataCollector, DataCollectionContext, Variable
-    from data_reader.random_data_reader import RandomDataReader
+    from data_reader.random import RandomDataReader
     from data_writer.hdf5 import Hdf5DataWriter, list_runs, read_frame
 
     writer = Hdf5DataWriter("runs/experiment-{start:%Y%m%d-%H%M%S}.h5")
