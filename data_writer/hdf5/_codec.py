@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from data_collector._model import CollectedVariables, Quality, Variable
+from data_collector import CollectedVariables, Quality, Variable
 
 from ._layout import (
     QUALITY_NAMES,

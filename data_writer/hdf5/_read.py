@@ -14,8 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import tables
 
-from data_collector._errors import ConfigurationError, WriterError
-from data_collector._model import MAX_ID, MIN_ID, Quality
+from data_collector import ConfigurationError, Quality, WriterError
 
 from ._codec import decode_values
 from ._layout import (
@@ -44,6 +43,9 @@ __all__ = [
 
 #: The columns of :func:`read_frame`.
 FRAME_COLUMNS = ("context_id", "run", "time", "variable_id", "address", "value", "quality", "error")
+
+#: The range of context and variable ids (signed 64-bit, as the model checks them).
+MIN_ID, MAX_ID = -(2**63), 2**63 - 1
 
 _QUALITY = {b"GOOD": Quality.GOOD, b"UNCERTAIN": Quality.UNCERTAIN, b"BAD": Quality.BAD}
 

@@ -30,9 +30,14 @@ from typing import Any
 import numpy as np
 import tables
 
-from data_collector._errors import ConfigurationError, WriterError
-from data_collector._model import CollectedVariables, DataCollectionContext, Variable
-from data_collector._writer import DataWriter
+from data_collector import (
+    CollectedVariables,
+    ConfigurationError,
+    DataCollectionContext,
+    DataWriter,
+    Variable,
+    WriterError,
+)
 
 from ._codec import Rows, encode_batch, variable_ids
 from ._hdf5lib import flush_checked
