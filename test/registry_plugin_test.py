@@ -162,6 +162,7 @@ SHIPPED = {
         "noop": "data_writer.noop:NoopDataWriter",
         "csv": "data_writer.csv:CsvFileDataWriter",
         "sql": "data_writer.sql_data_writer:SqlDataWriter",
+        "hdf5": "data_writer.hdf5:Hdf5DataWriter",
     },
 }
 
