@@ -19,7 +19,8 @@ Run: ``python bench/hdf5_bench.py [--minutes 5] [--ramp-seconds 60] [--dir DIR]`
     the variable count at 100 ms as ``bench/engine_bench.py`` does; missed ticks (the reader's)
     are shown beside it.
 
-Prints a table per part, then one JSON line. Asserts nothing. Files go to a temporary folder
+``--complib`` / ``--complevel`` change the compression of every file (default: the writer's,
+zlib 1). Prints a table per part, then one JSON line. Asserts nothing. Files go to a temporary folder
 (``--dir`` to choose it) and are deleted (``--keep`` keeps them).
 """
 
@@ -51,12 +52,14 @@ from data_writer.hdf5._layout import QUALITY_NAMES, sample_dtype, time_us
 
 LOG = logging.getLogger("bench")
 INTERVAL_MS = 100
+#: compression of every file (``--complib`` / ``--complevel``; the writer's defaults otherwise)
+COMPRESSION: dict[str, Any] = {"complib": "zlib", "complevel": 1}
 
 
 def collect(n_vars: int, seconds: float, folder: Path, tag: str) -> dict[str, Any]:
     """``n_vars`` random floats at 100 ms for ``seconds`` into an HDF5 file through a collector."""
     path = folder / f"{tag}.h5"
-    writer = Hdf5DataWriter(path)
+    writer = Hdf5DataWriter(path, **COMPRESSION)
     reader = RandomDataReader(reader_type="bench", min_interval_ms=1)
     variables = [Variable(i, "random", "float", "bench", INTERVAL_MS) for i in range(n_vars)]
     ctx = DataCollectionContext(1, variables, min_interval_ms=1, duration_s=86400)
@@ -144,7 +147,7 @@ def make_batches(n_vars: int, count: int) -> tuple[list[CollectedVariables], lis
 
 
 def ours(batches: list[CollectedVariables], path: Path, every: int) -> tuple[float, float, int]:
-    writer = Hdf5DataWriter(path, flush_s=3600)
+    writer = Hdf5DataWriter(path, flush_s=3600, **COMPRESSION)
     ctx = DataCollectionContext(1, batches[0].variables, duration_s=86400)
     ctx._start_date = datetime.now(UTC)
     writer.context_started(ctx)
@@ -167,7 +170,7 @@ def raw(records: list[np.ndarray[Any, Any]], path: Path, every: int) -> tuple[fl
         group,
         "float",
         description=records[0].dtype,
-        filters=tables.Filters(complevel=1, complib="zlib", shuffle=True),
+        filters=tables.Filters(shuffle=True, **COMPRESSION),
         chunkshape=(8192,),
     )
     h5.flush()
@@ -239,13 +242,17 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=None, help="where the files go (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the files")
     ap.add_argument("--only", choices=("main", "ratio", "ramp"), help="run one part")
+    ap.add_argument("--complib", default="zlib", help='compression (default "zlib", the writer\'s)')
+    ap.add_argument("--complevel", type=int, default=1, help="compression level (default 1, the writer's)")
     args = ap.parse_args()
+    COMPRESSION.update(complib=args.complib, complevel=args.complevel)
     logging.basicConfig(level=logging.WARNING)
     folder = Path(tempfile.mkdtemp(prefix="hdf5-bench-", dir=args.dir))
     load_before = round(os.getloadavg()[0], 2)  # other work on the machine skews every figure
     print(
         f"# hdf5_bench  python {platform.python_version()}  PyTables {tables.__version__}  "
-        f"HDF5 {tables.hdf5_version}  cores {os.cpu_count()}  load {load_before:.2f}  files in {folder}",
+        f"HDF5 {tables.hdf5_version}  cores {os.cpu_count()}  load {load_before:.2f}  "
+        f"{args.complib} {args.complevel}  files in {folder}",
         flush=True,
     )
     run = {"main", "ratio", "ramp"} if args.only is None else {args.only}
@@ -281,7 +288,7 @@ def main() -> None:
                 flush=True,
             )
             print(HEADER)
-            for n in (20_000, 40_000, 50_000, 60_000, 80_000, 100_000, 150_000, 200_000):
+            for n in (20_000, 30_000, 40_000, 50_000, 60_000, 80_000, 100_000, 150_000, 200_000):
                 r = collect(n, args.ramp_seconds, folder, f"ramp-{n}")
                 ramp.append(r)
                 show_run(r)
@@ -298,6 +305,7 @@ def main() -> None:
         json.dumps(
             {
                 "bench": "hdf5",
+                "compression": COMPRESSION,
                 "load_before": load_before,
                 "load_after": round(os.getloadavg()[0], 2),
                 "main": main_run,
