@@ -17,7 +17,8 @@ Reported (a table, then one JSON line):
   of every variable) into the same table at the same size, in this run: on SQLite ``sqlite3``
   ``executemany`` of one-row ``INSERT`` statements (the issue's baseline) and of 100-row ones
   (the faster way, which the writer uses), psycopg binary ``COPY``, PyMySQL ``executemany``;
-  ours/raw against the best raw method and against plain ``executemany``;
+  ours/raw against the best raw method and against plain ``executemany``, ours being measured on
+  the writes of the 10 s before and after each probe (the same machine load);
 - RSS at start (after a 10 s warm-up) and end, its slope (MB/min, least squares) and growth;
 - queries on the final table: one variable over the last minute and over the whole run
   (``read_samples(..., variable_ids=[v])``, next to the same rows found by a plain range scan),
@@ -58,6 +59,7 @@ from data_writer.sql_data_writer import SqlDataWriter
 LOG = logging.getLogger("soak")
 CONTEXT = 1
 PROBE_CONTEXT = 2  # the raw driver's rows: same table, their own key range
+PROBE_NEIGHBOURS_S = 10.0  # ours is measured on the writes this close before and after each probe
 PROBE_ROWS = 100_000  # per raw method and probe: long enough to include WAL checkpoints, as ours does
 SQLITE_MULTI = "sqlite3 100-row executemany"
 COPY_TYPES = ["int8", "int4", "timestamptz", "varchar", "float8", "int8", "text", "varchar", "text"]
@@ -96,7 +98,7 @@ class TimedSqlWriter(SqlDataWriter):
         super().__init__(*args, **kwargs)
         self.write_s = 0.0
         self.write_rows = 0
-        self.window: list[tuple[float, float, int]] = []  # (start, end, rows) of writes since the last probe
+        self.log: list[tuple[float, float, int]] = []  # (start, end, rows) of every write (10 a second)
         self.lags: list[float] = []
         self.sizes: list[int] = []
         self.stats_lock = threading.Lock()
@@ -112,18 +114,20 @@ class TimedSqlWriter(SqlDataWriter):
         with self.stats_lock:
             self.write_s += spent
             self.write_rows += n
-            self.window.append((started, ended, n))
+            self.log.append((started, ended, n))
             self.lags.append(lag)
             self.sizes.append(n)
 
-    def take_window(self, probes: list[tuple[float, float]]) -> float:
-        """Rows/s inside write() since the last call, leaving out the writes that overlapped a raw
-        probe (they waited for the probe's lock); nan if nothing is left."""
+    def rate_around(self, span: tuple[float, float], seconds: float = PROBE_NEIGHBOURS_S) -> float:
+        """Rows/s inside write() over the writes of the ``seconds`` before and after a raw probe
+        (the same machine load), leaving out those that overlapped it (they waited for its lock)."""
+        ps, pe = span
         with self.stats_lock:
-            window, self.window = self.window, []
-        kept = [(a, b, n) for a, b, n in window if not any(a < pe and ps < b for ps, pe in probes)]
-        spent = sum(b - a for a, b, _ in kept)
-        return sum(n for _, _, n in kept) / spent if spent else float("nan")
+            near = [
+                (a, b, n) for a, b, n in self.log if (ps - seconds <= b <= ps) or (pe <= a <= pe + seconds)
+            ]
+        spent = sum(b - a for a, b, _ in near)
+        return sum(n for _, _, n in near) / spent if spent else float("nan")
 
 
 class RawProbe:
@@ -270,6 +274,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     probe: RawProbe | None = None
     probes: list[dict[str, float]] = []
     spans: list[tuple[float, float]] = []  # perf_counter intervals of the raw probes
+    raws: list[dict[str, float]] = []
+    at_s: list[int] = []
     rss: list[tuple[float, float]] = []
     depths: list[int] = []
     try:
@@ -291,10 +297,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         keys = list(writer._key_by_id.values())[:n_vars]
                         probe = RawProbe(url, table, sorted(set(keys)))
                     probe_started = time.perf_counter()
-                    raw = probe.insert_rate()
+                    raws.append(probe.insert_rate())
                     spans.append((probe_started, time.perf_counter()))
-                    ours = writer.take_window(spans)
-                    probes.append({"at_s": round(now), "ours_rows_s": ours, **raw})
+                    at_s.append(round(now))
                     next_probe = time.monotonic() + args.probe_every_s
             read_s = time.monotonic() - t_start
             stats = collector.stats()
@@ -308,9 +313,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         samples_read = sum(r.samples for r in closed.readers.values()) or samples_read
         if probe is not None:  # one last probe at the final table size
             probe_started = time.perf_counter()
-            raw = probe.insert_rate()
+            raws.append(probe.insert_rate())
             spans.append((probe_started, time.perf_counter()))
-            probes.append({"at_s": round(read_s), "ours_rows_s": writer.take_window(spans), **raw})
+            at_s.append(round(read_s))
+        probes = [
+            {"at_s": at, "ours_rows_s": writer.rate_around(span), **raw}
+            for at, span, raw in zip(at_s, spans, raws, strict=True)
+        ]
         engine = sa.create_engine(url)
         with engine.connect() as conn:
             stored = conn.exec_driver_sql(
@@ -342,8 +351,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         methods = probe.methods if probe is not None else []
         best = [max(p[m] for m in methods) for p in probes]
         ratios = [p["ours_rows_s"] / b for p, b in zip(probes, best, strict=True) if b > 0]
+        ratios = [r for r in ratios if r == r]  # a probe with no write near it (nan) says nothing
         first = methods[-1] if methods else None  # the one-row executemany on SQLite
         ratios_plain = [p["ours_rows_s"] / p[first] for p in probes if first and p[first] > 0]
+        ratios_plain = [r for r in ratios_plain if r == r]
         result.update(
             {
                 "samples_read": samples_read,
@@ -365,10 +376,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "ours_rows_s": round(writer.write_rows / writer.write_s) if writer.write_s else None,
                 "raw_methods": methods,
                 "probes": [{k: round(v) for k, v in p.items()} for p in probes],
+                "ours_over_raw_median": round(statistics.median(ratios), 3) if ratios else None,
                 "ours_over_raw_min": round(min(ratios), 3) if ratios else None,
-                "ours_over_raw_last": round(ratios[-1], 3) if ratios else None,
+                "ours_over_raw_executemany_median": (
+                    round(statistics.median(ratios_plain), 3) if ratios_plain else None
+                ),
                 "ours_over_raw_executemany_min": round(min(ratios_plain), 3) if ratios_plain else None,
-                "ours_over_raw_executemany_last": round(ratios_plain[-1], 3) if ratios_plain else None,
                 "rss_start_mb": round(rss[0][1], 1) if rss else None,
                 "rss_end_mb": round(rss[-1][1], 1) if rss else None,
                 "rss_slope_mb_min": round(slope_per_min(rss), 3),
@@ -441,10 +454,10 @@ def main() -> None:
                 for p in r["probes"]
             ),
         ),
-        ("ours/best raw min / last", f"{r['ours_over_raw_min']} / {r['ours_over_raw_last']}"),
+        ("ours/best raw median / min", f"{r['ours_over_raw_median']} / {r['ours_over_raw_min']}"),
         (
-            "ours/raw executemany min / last",
-            f"{r['ours_over_raw_executemany_min']} / {r['ours_over_raw_executemany_last']}",
+            "ours/raw executemany median / min",
+            f"{r['ours_over_raw_executemany_median']} / {r['ours_over_raw_executemany_min']}",
         ),
         (
             "RSS start / end / slope",
