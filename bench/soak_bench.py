@@ -352,7 +352,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         best = [max(p[m] for m in methods) for p in probes]
         ratios = [p["ours_rows_s"] / b for p, b in zip(probes, best, strict=True) if b > 0]
         ratios = [r for r in ratios if r == r]  # a probe with no write near it (nan) says nothing
-        first = methods[-1] if methods else None  # the one-row executemany on SQLite
+        first = methods[-1] if len(methods) > 1 else None  # the one-row executemany on SQLite
         ratios_plain = [p["ours_rows_s"] / p[first] for p in probes if first and p[first] > 0]
         ratios_plain = [r for r in ratios_plain if r == r]
         result.update(
