@@ -131,7 +131,6 @@ class _Ctx:
         "samples",
         "since_ms",
         "state",
-        "stopped",
     )
 
     def __init__(self, context: DataCollectionContext, reader_types: frozenset[str]) -> None:
@@ -143,7 +142,6 @@ class _Ctx:
         self.reader_types = reader_types
         self.accepting = False  # whether values read for it are delivered
         self.since_ms = 0  # wall-clock ms from which it wants samples (start or resume)
-        self.stopped = threading.Event()  # set once its stop finished (after_stop listeners ran)
         self.extra: dict[str, Any] = {}  # deduced metadata a caller adds (capture: the procedure)
 
 
@@ -1150,7 +1148,6 @@ class DataCollector:
         with self._lock:
             if self._ctx.get(context.id) is record:
                 del self._ctx[context.id]
-        record.stopped.set()
 
     def _remove_job(self, record: _Ctx) -> None:
         if record.job_id is not None and self._scheduler is not None:

@@ -142,6 +142,8 @@ class LiveData:
         ] = {}
         self._subscribers: list[Subscription] = []
         self._closed = False
+        self._observed = 0  # batches handed to observe() (and kept)
+        self._processed = 0  # of those, the ones already in the rings
         self.dropped_batches = 0
         self._thread: threading.Thread | None = None
         if latest_n > 0:
@@ -156,7 +158,8 @@ class LiveData:
                 self.dropped_batches += 1
                 return
             self._pending.append(batch)
-            self._cond.notify()
+            self._observed += 1
+            self._cond.notify_all()
 
     def _run(self) -> None:
         n = self.latest_n
@@ -177,6 +180,9 @@ class LiveData:
                     if ring is None:
                         ring = latest[v.id] = collections.deque(maxlen=n)
                     ring.append((v, value, at, q, err))
+            with self._cond:
+                self._processed += len(batches)
+                self._cond.notify_all()
 
     def latest(self, variable_id: int, n: int) -> list[CollectedVariable]:
         ring = self._latest.get(variable_id)
@@ -188,8 +194,13 @@ class LiveData:
     def flush(self, timeout: float = 1.0) -> None:
         """Wait (bounded) until the batches observed so far are in :meth:`latest`."""
         deadline = time.monotonic() + timeout
-        while self._pending and time.monotonic() < deadline:
-            time.sleep(0.001)
+        with self._cond:
+            target = self._observed
+            while self._processed < target and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._cond.wait(remaining)
 
     # -- events -----------------------------------------------------------------------------------
     def subscribe(self, callback: Callable[[CollectionEvent], None] | None, max_events: int) -> Subscription:

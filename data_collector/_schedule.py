@@ -62,6 +62,7 @@ class TickPlan:
 
     variables: tuple[Variable, ...]
     deliveries: tuple[Delivery, ...]
+    ids: frozenset[int] = frozenset()  # the ids of ``variables`` (for O(BAD) bookkeeping per read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,4 +270,5 @@ class ReaderPlan:
                     whole=shared and len(indexes) == len(read_order),
                 )
             )
-        return TickPlan(tuple(self.variables[vi] for vi in read_order), tuple(deliveries))
+        read = tuple(self.variables[vi] for vi in read_order)
+        return TickPlan(read, tuple(deliveries), frozenset(v.id for v in read))

@@ -193,7 +193,6 @@ class Spool:
         self._last_sync = time.monotonic()
         self.bytes = 0
         self.samples = 0
-        self.dropped_samples = 0
         self.dropped_records: set[int] = set()
         self.quarantined_batches = 0
         try:
@@ -425,7 +424,6 @@ class Spool:
                 rec = self._pending.pop(seq, None)
                 if rec is not None:
                     self.dropped_records.add(seq)
-                    self.dropped_samples += rec.samples
             self.samples -= oldest.samples
             self._delete(oldest)
 

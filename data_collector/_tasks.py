@@ -134,10 +134,6 @@ class ReaderTask:
     def plan(self) -> ReaderPlan | None:
         return self._plan
 
-    @property
-    def thread(self) -> threading.Thread:
-        return self._thread
-
     def install(self, plan: ReaderPlan | None, seq: int) -> None:
         """Tell the reader what it reads now (``variables_changed``), then give the loop ``plan``.
 
@@ -374,15 +370,20 @@ class ReaderTask:
         counters.samples += n
         bad = qualities.count(Quality.BAD)
         counters.bad_samples += bad
-        if bad or self._last_errors:  # the latest error of each variable whose last read was BAD
+        # the latest error of each variable whose last read was BAD (for the reasons of missed
+        # boundaries): a loop over the batch only when something is BAD; a good read costs O(errors)
+        if bad:
             last = dict(self._last_errors)
             bad_q = Quality.BAD
             for v, q, e in zip(batch.variables, qualities, errors, strict=True):
                 if q is bad_q:
                     last[v.id] = e or "BAD"
-                elif last:
+                else:
                     last.pop(v.id, None)
             self._last_errors = last
+        elif self._last_errors:
+            read_ids = tick_plan.ids
+            self._last_errors = {k: e for k, e in self._last_errors.items() if k not in read_ids}
         return batch
 
     def _normalise_read_ats(self, read_ats: list[datetime | None], default: datetime) -> None:
@@ -602,10 +603,6 @@ class WriterTask:
     def queue_depth(self) -> int:
         """Samples queued or being written."""
         return self._depth
-
-    @property
-    def thread(self) -> threading.Thread:
-        return self._thread
 
     # -- replay ------------------------------------------------------------------------------------
     def _replay(self, spool: Spool) -> None:
