@@ -1,15 +1,19 @@
 """Soak: 10,000 random variables at 100 ms (100k samples/s) into SqlDataWriter through a DataCollector.
 
 Run: ``python bench/soak_bench.py [--minutes 10] [--variables 10000] [--interval-ms 100]
-[--url URL] [--probe-every-s 60] [--keep]``. ``--minutes`` may be fractional (``0.5``). Without
+[--url URL] [--probe-every-s 60] [--no-spool] [--keep]``. ``--minutes`` may be fractional (``0.5``). Without
 ``--url`` the store is a SQLite file in a temporary directory (deleted at the end unless
 ``--keep``); ``--url postgresql+psycopg://...`` (or MariaDB) soaks a server, on a table prefix
 of its own that is dropped at the end unless ``--keep``.
 
+The collector spools to disk as ``data-collector run`` does by default (``spool_dir`` in the
+temporary directory, ``spool_sync_s`` 1 s); ``--no-spool`` measures the memory-only path.
+
 Reported (a table, then one JSON line):
 
 - samples read, written (by the writer, and counted in the table at the end), dropped, lost and
-  unwritten (the collector's accounting), the writer queue's high-water mark (samples, seconds);
+  unwritten (the collector's accounting), the writer queue's high-water mark (samples, seconds),
+  the spool's high-water mark (samples, bytes, age of its oldest record);
 - how far behind the writer was: for every batch, the time from its read to the end of its
   ``write()`` (p50, p99, max), and the batch sizes the collector handed over;
 - the writer's own insert rate (rows per second of time spent in ``write()``) and, every
@@ -241,6 +245,7 @@ def timed(fn: Any) -> tuple[float, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = None
+    spool_root = None if args.no_spool else Path(tempfile.mkdtemp(prefix="dc-soak-spool-"))
     if args.url:
         url = sa.make_url(args.url)
         prefix = f"soak{uuid.uuid4().hex[:8]}_"
@@ -278,8 +283,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     at_s: list[int] = []
     rss: list[tuple[float, float]] = []
     depths: list[int] = []
+    spooled: list[tuple[int, int, float]] = []  # (samples, bytes, oldest s) once a second
     try:
-        with DataCollector(LOG, [RandomDataReader()], [writer], drain_timeout_s=120) as collector:
+        with DataCollector(
+            LOG, [RandomDataReader()], [writer], drain_timeout_s=120, spool_dir=spool_root
+        ) as collector:
             t_start = time.monotonic()
             collector.start(ctx)
             deadline = t_start + args.minutes * 60
@@ -290,6 +298,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 stats = collector.stats()
                 w = stats.writers[writer.name]
                 depths.append(w.queue_depth)
+                spooled.append((w.spooled_samples, w.spool_bytes, w.oldest_spooled_s or 0.0))
                 if now >= 10 or args.minutes * 60 < 30:
                     rss.append((now, rss_mb()))
                 if time.monotonic() >= next_probe and time.monotonic() < deadline - 2:
@@ -367,6 +376,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "missed_ticks": missed,
                 "queue_max_samples": max([final.max_queue_depth, *depths]),
                 "queue_max_s": round(max([final.max_queue_depth, *depths]) / rate, 2),
+                "spool": spool_root is not None,
+                "spool_max_samples": max((x[0] for x in spooled), default=0),
+                "spool_max_mb": round(max((x[1] for x in spooled), default=0) / 1e6, 1),
+                "spool_oldest_max_s": round(max((x[2] for x in spooled), default=0.0), 2),
                 "lag_p50_s": round(pct(lags, 0.5), 3),
                 "lag_p99_s": round(pct(lags, 0.99), 3),
                 "lag_max_s": round(max(lags, default=float("nan")), 3),
@@ -408,6 +421,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for name in ("samples", "variables", "contexts", "schema_version"):
                     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {prefix}{name}")
             engine.dispose()
+        if spool_root is not None:
+            shutil.rmtree(spool_root, ignore_errors=True)
         if tmp is not None and not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp is not None:
@@ -422,6 +437,11 @@ def main() -> None:
     parser.add_argument("--interval-ms", type=int, default=100)
     parser.add_argument("--url", default=None, help="a SQLAlchemy URL (default: a SQLite file in a temp dir)")
     parser.add_argument("--probe-every-s", type=float, default=60.0)
+    parser.add_argument(
+        "--no-spool",
+        action="store_true",
+        help="no spool (memory only; `data-collector run` spools by default)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database / tables")
     args = parser.parse_args()
     if not (args.minutes > 0 and args.variables > 0 and args.interval_ms > 0 and args.probe_every_s > 0):
@@ -443,6 +463,12 @@ def main() -> None:
             f"{r['dropped_samples']:,} / {r['lost_samples']:,} / {r['unwritten_samples']:,}",
         ),
         ("queue high-water", f"{r['queue_max_samples']:,} samples ({r['queue_max_s']} s)"),
+        (
+            "spool high-water",
+            f"{r['spool_max_samples']:,} samples, {r['spool_max_mb']} MB, oldest {r['spool_oldest_max_s']} s"
+            if r["spool"]
+            else "no spool (--no-spool)",
+        ),
         ("writer lag p50 / p99 / max", f"{r['lag_p50_s']} / {r['lag_p99_s']} / {r['lag_max_s']} s"),
         ("batches (p50 / max size)", f"{r['batches']:,} ({r['batch_p50']:,.0f} / {r['batch_max']:,})"),
         ("ours rows/s in write()", f"{r['ours_rows_s']:,}"),
