@@ -589,3 +589,29 @@ def test_tail_ends_with_status_0_on_ctrl_c(prefix: str, client: Any) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
+
+
+def test_tail_says_when_redis_was_never_reached() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "data_collector",
+            "tail",
+            f"redis://:pw-s3cret@127.0.0.1:{port}/0",
+            "--seconds",
+            "1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3, done.stderr
+    assert "unreachable" in done.stderr and "pw-s3cret" not in done.stderr + done.stdout

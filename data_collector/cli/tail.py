@@ -11,7 +11,8 @@ meanwhile) are followed too. Each sample prints as::
 (read time UTC, ids, quality, the value as JSON, the error when there is one). Ctrl-C ends it with
 exit status 0; ``--count N`` ends it after N lines and ``--seconds S`` after S seconds (for scripts
 and tests). While Redis is unreachable it says so once on standard error and keeps trying (with
-capped backoff) where it left off; a refused login ends it (exit 3). Needs the extra ``redis``.
+capped backoff) where it left off; a refused login ends it (exit 3), and so does ``--seconds``
+when Redis was never reached. Needs the extra ``redis``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def _cmd_tail(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     printed = 0
     delay = 0.1
     failing = False
+    reached = False
     try:
         while args.count is None or printed < args.count:
             left_ms = 1000 if deadline is None else int((deadline - time.monotonic()) * 1000)
@@ -67,6 +69,7 @@ def _cmd_tail(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                 time.sleep(pause)
                 delay = min(delay * 2, MAX_BACKOFF_S)
                 continue
+            reached = True
             if failing:
                 err.write(f"redis {shown} reachable again\n")
                 failing = False
@@ -79,7 +82,10 @@ def _cmd_tail(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             if samples:
                 out.flush()
     except KeyboardInterrupt:
-        pass
+        return EXIT_OK
     finally:
         client.close()
+    if not reached:
+        err.write(f"error: redis {shown} was unreachable the whole time\n")
+        return EXIT_STARTUP
     return EXIT_OK

@@ -309,6 +309,8 @@ class StreamFollower:
             return []
         reply = self.client.xread(self._positions, count=count, block=max(1, int(block_ms)))
         out: list[RedisSample] = []
+        if isinstance(reply, Mapping):  # RESP3 (protocol=3): {key: [[entries]]}
+            reply = [(k, v[0] if len(v) == 1 and isinstance(v[0], list) else v) for k, v in reply.items()]
         for key_raw, entries in reply or ():
             key = _text(key_raw)
             for entry_id, fields in entries:
