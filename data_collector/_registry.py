@@ -68,7 +68,7 @@ Kind = Literal["reader", "writer"]
 #: This project's distribution name: its entry points are the shipped plugins.
 OWN_DISTRIBUTION = "data-collector"
 #: The extra that brings a shipped plugin's package, for the hint when it is missing.
-_EXTRA = {"modbus": "modbus", "opcua": "opcua", "sql": "sql", "hdf5": "hdf5"}
+_EXTRA = {"modbus": "modbus", "opcua": "opcua", "sql": "sql", "hdf5": "hdf5", "redis": "redis"}
 _GROUP: dict[Kind, str] = {"reader": READER_GROUP, "writer": WRITER_GROUP}
 _BASE: dict[Kind, type] = {"reader": DataReader, "writer": DataWriter}
 #: Where a source checkout keeps the project's entry points (beside the package folder).

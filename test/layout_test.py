@@ -119,6 +119,7 @@ def test_the_plugin_folders() -> None:
         "data_reader/random",
         "data_writer/csv",
         "data_writer/noop",
+        "data_writer/redis",
     } <= names
 
 
@@ -213,6 +214,7 @@ PACKAGES = [
     "data_reader.random",
     "data_writer.csv",
     "data_writer.noop",
+    "data_writer.redis",
 ]
 
 
@@ -224,7 +226,7 @@ def test_all_is_exactly_the_public_names(name: str) -> None:
     assert len(package.__all__) == len(set(package.__all__))
 
 
-COMMANDS = ("run", "validate", "read", "demo", "export", "plugins", "simulator", "spool")
+COMMANDS = ("run", "validate", "read", "demo", "export", "plugins", "simulator", "spool", "tail")
 
 
 def test_the_cli_is_a_package_with_one_module_per_command() -> None:

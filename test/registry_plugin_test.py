@@ -163,6 +163,7 @@ SHIPPED = {
         "csv": "data_writer.csv:CsvFileDataWriter",
         "sql": "data_writer.sql_data_writer:SqlDataWriter",
         "hdf5": "data_writer.hdf5:Hdf5DataWriter",
+        "redis": "data_writer.redis:RedisDataWriter",
     },
 }
 

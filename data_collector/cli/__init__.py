@@ -1,10 +1,11 @@
 """The ``data-collector`` command: run, validate and commission collections from a TOML file.
 
 One module per command (:mod:`.run`, :mod:`.validate`, :mod:`.read`, :mod:`.demo`, :mod:`.export`,
-:mod:`.spool`, :mod:`.plugins`, :mod:`.simulator`); :mod:`._session` holds the collecting session
-and live view of ``run`` and ``demo``, :mod:`._common` the shared output helpers and exit statuses,
-:mod:`._main` the parser and :func:`main`. ``data_collector._cli`` is an alias of this package's
-:func:`main` (installs made before the package existed point their console script there).
+:mod:`.spool`, :mod:`.tail`, :mod:`.plugins`, :mod:`.simulator`); :mod:`._session` holds the
+collecting session and live view of ``run`` and ``demo``, :mod:`._common` the shared output helpers
+and exit statuses, :mod:`._main` the parser and :func:`main`. ``data_collector._cli`` is an alias of
+this package's :func:`main` (installs made before the package existed point their console script
+there).
 
 Serves plant engineers at a terminal: everything the library does, driven by a configuration file
 (format: :mod:`data_collector._config`), with no Python to write. Subcommands::
@@ -41,6 +42,10 @@ Serves plant engineers at a terminal: everything the library does, driven by a c
     data-collector export SOURCE [--context ID] [--list] [-o FILE.csv|FILE.parquet]
         samples of a SQL store (a SQLAlchemy URL, an SQLite file, or a configuration file with a
         ``sql`` writer) to CSV (standard output by default) or Parquet (needs pyarrow).
+    data-collector tail REDIS_URL [--prefix dc] [--context ID] [--variable ID] [--from-start]
+                        [--count N] [--seconds S]
+        follow the streams of the ``redis`` writer live (XREAD BLOCK), one plain line per sample;
+        Ctrl-C ends it with exit status 0 (needs the extra ``redis``).
     data-collector plugins
         the reader and writer types available to configuration files, and where they come from.
     data-collector simulator {modbus,opcua} [options]

@@ -17,6 +17,7 @@ from ._common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_STARTUP,
+    _count,
     _id,
     _ids,
     _port,
@@ -31,6 +32,7 @@ from .read import _cmd_read
 from .run import _cmd_run
 from .simulator import _cmd_simulator
 from .spool import _cmd_spool
+from .tail import _cmd_tail
 from .validate import _cmd_validate
 
 
@@ -128,6 +130,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table-prefix", default="dc_", help="table prefix of the store (dc_)")
     p.add_argument("--writer", type=int, default=0, help="which sql writer of a .toml (0: the first)")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "tail",
+        parents=[common],
+        help="follow the Redis writer's streams live, one line per sample",
+        description='Follow the streams of the Redis writer (type = "redis") live: XREAD BLOCK, one plain '
+        "line per sample (read time, context, variable, quality, value as JSON, error). Ctrl-C ends it "
+        "with exit status 0. While Redis is unreachable it keeps trying where it left off.",
+    )
+    p.add_argument("url", metavar="REDIS_URL", help="e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS)")
+    p.add_argument("--prefix", default="dc", help="the writer's key prefix (dc)")
+    p.add_argument("--context", type=_id, default=None, metavar="ID", help="only this context")
+    p.add_argument("--variable", type=_id, default=None, metavar="ID", help="only this variable")
+    p.add_argument(
+        "--from-start", action="store_true", help="print what the streams hold first (default: only new)"
+    )
+    p.add_argument("--count", type=_count, default=None, metavar="N", help="end after N lines")
+    p.add_argument("--seconds", type=_positive, default=None, metavar="S", help="end after S seconds")
+    p.set_defaults(func=_cmd_tail)
 
     p = sub.add_parser("plugins", parents=[common], help="list reader and writer types")
     p.set_defaults(func=_cmd_plugins)
