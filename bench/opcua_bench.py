@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncua.client.client import Client
+from asyncua.ua.uatypes import Double
 
 from data_collector import (
     CollectedVariables,
@@ -192,7 +193,7 @@ def bench_subscribe(endpoint: str, addresses: list[str], seconds: float) -> dict
     async def subscribe() -> Any:
         sub = await raw.client.create_subscription(100, Handler())
         nodes = [raw.client.get_node(f"ns=2;s=Bulk.{i:04d}") for i in range(len(addresses))]
-        await sub.subscribe_data_change(nodes, queuesize=1, sampling_interval=100)
+        await sub.subscribe_data_change(nodes, queuesize=1, sampling_interval=Double(100))
         return sub
 
     raw.call(subscribe())

@@ -25,6 +25,7 @@ table, then one JSON line. Runs with ``python bench/sql_bench.py``; URLs from
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -247,6 +248,11 @@ class RawPyMySQL(Raw):
         self.con.close()
 
 
+def convert_and_insert(raw: Raw, batch: CollectedVariables, keys: dict[int, int], context_id: int) -> None:
+    """The raw+conversion method: encode the batch as a hand-written writer would, then insert it."""
+    raw.insert(encode_minimal(batch, keys, raw.ts, context_id))
+
+
 def timed(fn: Callable[[], None]) -> float:
     t = time.perf_counter()
     fn()
@@ -298,18 +304,12 @@ def bench_db(label: str, url: str, results: dict[str, Any], rows_out: list[list[
             while rounds < MAX_ROUNDS and (rounds < 3 or time.monotonic() < deadline):
                 rounds += 1
                 b = rounds
-                ours.append(BATCH / timed(lambda batch=batches[b], ctx=ctx: writer.write(ctx, batch)))
+                ours.append(BATCH / timed(functools.partial(writer.write, ctx, batches[b])))
                 for r in raws:
-                    rows = prebuilt[id(r)][b]
-                    raw[r.name].append(BATCH / timed(lambda r=r, rows=rows: r.insert(rows)))
-                best = raws[0]
+                    raw[r.name].append(BATCH / timed(functools.partial(r.insert, prebuilt[id(r)][b])))
                 conv.append(
                     BATCH
-                    / timed(
-                        lambda batch=fresh[n + b], best=best, keys=keys, cid=conv_ctx: best.insert(
-                            encode_minimal(batch, keys, best.ts, cid)
-                        )
-                    )
+                    / timed(functools.partial(convert_and_insert, raws[0], fresh[n + b], keys, conv_ctx))
                 )
             assert writer.duplicates_skipped == 0
             for r in raws:

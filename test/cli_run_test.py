@@ -16,7 +16,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -39,11 +39,13 @@ def environment(**extra: str) -> dict[str, str]:
     return env
 
 
-def cli(args: list[str], cwd: Path, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    args: list[str], cwd: Path, timeout: float = 60, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*command(), *args],
         cwd=cwd,
-        env=environment(**env),
+        env=environment(**(env or {})),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -207,7 +209,7 @@ def test_validate_syntax_error_and_missing_file(tmp_path: Path) -> None:
 
 # -- read ---------------------------------------------------------------------------------------------
 def test_read_prints_every_variable(simulators: dict[str, str], tmp_path: Path) -> None:
-    result = cli(["read", str(EXAMPLE)], tmp_path, **simulators)
+    result = cli(["read", str(EXAMPLE)], tmp_path, env=simulators)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     header = lines[0].split()

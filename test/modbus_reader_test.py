@@ -103,15 +103,15 @@ def test_every_type_and_byte_order_round_trips_against_known_registers() -> None
         r.close()
     assert len(variables) == 72
     for v in variables:
-        value, quality, error = got[v.id]
+        read_value, quality, error = got[v.id]
         assert (quality, error) == (Quality.GOOD, None), v
-        assert value == expected[v.id], (v, value)
-        assert type(value) is type(expected[v.id])
+        assert read_value == expected[v.id], (v, read_value)
+        assert type(read_value) is type(expected[v.id])
 
 
 def test_the_simulator_constants_read_as_documented(sim: ModbusSimulator, reader: ModbusDataReader) -> None:
-    variables = []
-    expected = {}
+    variables: list[Variable] = []
+    expected: dict[int, object] = {}
     for type_name, _code, value, base in CONSTANTS:
         for o, order in enumerate(ORDERS):
             vid = len(variables)
@@ -183,7 +183,7 @@ def test_1000_contiguous_registers_take_8_requests(sim: ModbusSimulator, reader:
 
 def test_mixed_types_in_8_blocks_are_8_requests(sim: ModbusSimulator, reader: ModbusDataReader) -> None:
     kinds = ["uint16", "int32", "float32:CDAB", "uint64"]
-    variables = []
+    variables: list[Variable] = []
     for block in range(8):
         a = 1000 + 100 * block
         for i in range(10):

@@ -30,7 +30,9 @@ from data_collector import (
 from data_writer.csv_file_data_writer import CsvFileDataWriter, read_samples
 
 
-def V(id: int, interval: int | None = 100, address: str = "counter", vt: str = "int", rt: str = "random"):
+def V(
+    id: int, interval: int | None = 100, address: str = "counter", vt: str = "int", rt: str = "random"
+) -> Variable:
     return Variable(id, address, vt, rt, interval)
 
 

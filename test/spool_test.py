@@ -37,7 +37,9 @@ from data_collector._spool import (
 HERE = Path(__file__).parent
 
 
-def V(id: int, interval: int | None = 100, address: str = "counter", vt: str = "int", rt: str = "random"):
+def V(
+    id: int, interval: int | None = 100, address: str = "counter", vt: str = "int", rt: str = "random"
+) -> Variable:
     return Variable(id, address, vt, rt, interval)
 
 

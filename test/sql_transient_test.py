@@ -91,7 +91,8 @@ def test_connection_refused_is_transient(url: str) -> None:
     with pytest.raises(SqlWriterError) as caught:
         writer.open()
     assert writer.is_transient(caught.value) and caught.value.transient
-    assert writer.is_transient(caught.value.__cause__)  # the driver's own error says the same
+    cause = caught.value.__cause__
+    assert cause is not None and writer.is_transient(cause)  # the driver's own error says the same
     writer.close()
 
 
