@@ -123,16 +123,11 @@ from data_collector import (
 )
 
 from ._address import NodeAddress, UnknownNamespaceError, parse_address
+from ._connection import ConnectFailed, LinkOptions, describe_error
 from ._convert import VALUE_TYPES, convert, quality_of, status_name, to_variant
-from ._link import (
-    ConnectFailed,
-    ItemKey,
-    Link,
-    LinkOptions,
-    MonitoredItem,
-    describe_error,
-)
+from ._link import Link
 from ._loop import LoopThread
+from ._subscriptions import ItemKey, MonitoredItem
 from ._ua import ua
 from .options import OpcUaConnection, PathOrBytes, _check_positive
 
