@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from ._convert import status_name, status_text
-from ._ua import ua
+from ._ua import read_value_id, ua
 
 __all__ = [
     "SECURITY_MODES",
@@ -234,11 +234,7 @@ async def read_limits(client: Client) -> tuple[int, int]:
         ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
     )
     params = ua.ReadParameters()
-    for ident in ids:
-        rv = ua.ReadValueId()
-        rv.NodeId = ua.NodeId(ident)
-        rv.AttributeId = ua.AttributeIds.Value
-        params.NodesToRead.append(rv)
+    params.NodesToRead = [read_value_id(ua.NodeId(ident)) for ident in ids]
     results = await client.uaclient.read(params)
     limits = []
     for dv in results:

@@ -41,7 +41,7 @@ from ._connection import (
     status_of,
 )
 from ._subscriptions import ItemKey, MonitoredItem, SubscribeMode
-from ._ua import ua
+from ._ua import read_value_id, ua
 
 __all__ = ["Credentials", "ItemKey", "Link", "LinkOptions", "MonitoredItem", "describe_error"]
 
@@ -305,11 +305,7 @@ class Link(SubscribeMode):
 
     async def _variant_type(self, client: Client, nodeid: ua.NodeId) -> ua.VariantType:
         params = ua.ReadParameters()
-        for attr in (ua.AttributeIds.DataType, ua.AttributeIds.Value):
-            rv = ua.ReadValueId()
-            rv.NodeId = nodeid
-            rv.AttributeId = attr
-            params.NodesToRead.append(rv)
+        params.NodesToRead = [read_value_id(nodeid, ua.AttributeIds.DataType), read_value_id(nodeid)]
         data_type, value = await client.uaclient.read(params)
         if data_type.StatusCode is not None:
             data_type.StatusCode.check()

@@ -30,7 +30,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from asyncua.client.client import Client
@@ -38,7 +38,7 @@ from asyncua.client.client import Client
 from ._address import NodeAddress, UnknownNamespaceError
 from ._connection import SESSION_LOST, LinkOptions, describe_error, status_of
 from ._convert import status_name
-from ._ua import ua
+from ._ua import read_value_id, ua
 
 __all__ = ["ItemKey", "MonitoredItem", "SubscribeMode"]
 
@@ -372,17 +372,7 @@ class SubscribeMode:
             if self._subscriptions.get(sub.sampling_ms) is not sub:
                 continue  # deleted meanwhile
             items = [item for item in sub.by_handle.values() if item.nodeid is not None]
-            size = self.max_nodes_per_read or len(items) or 1
-            for start in range(0, len(items), size):
-                chunk = items[start : start + size]
-                params = ua.ReadParameters()
-                for item in chunk:
-                    rv = ua.ReadValueId()
-                    rv.NodeId = item.nodeid
-                    rv.AttributeId = ua.AttributeIds.Value
-                    params.NodesToRead.append(rv)
-                results = await client.uaclient.read(params)
-                self.read_requests += 1
+            async for chunk, results in self._read_values(client, items):
                 for item, dv in zip(chunk, results, strict=True):
                     code = dv.StatusCode.value if dv.StatusCode is not None else 0
                     name = status_name(code)
@@ -450,16 +440,13 @@ class SubscribeMode:
             item.client_handle = handle
             item.subscription = sub
             sub.by_handle[handle] = item  # before the call: notifications may beat the answer
-            rv = ua.ReadValueId()
-            rv.NodeId = item.nodeid
-            rv.AttributeId = ua.AttributeIds.Value
             mp = ua.MonitoringParameters()
             mp.ClientHandle = handle
             mp.SamplingInterval = float(item.sampling_ms)
             mp.QueueSize = 1  # one value per tick is delivered: the latest
             mp.DiscardOldest = True
             req = ua.MonitoredItemCreateRequest()
-            req.ItemToMonitor = rv
+            req.ItemToMonitor = read_value_id(item.nodeid)
             req.MonitoringMode = ua.MonitoringMode.Reporting
             req.RequestedParameters = mp
             requests.append(req)
@@ -513,18 +500,7 @@ class SubscribeMode:
         client = self._client
         if client is None or not items:
             return
-        size = self.max_nodes_per_read or len(items)
-        for start in range(0, len(items), size):
-            chunk = items[start : start + size]
-            params = ua.ReadParameters()
-            params.TimestampsToReturn = ua.TimestampsToReturn.Both
-            for item in chunk:
-                rv = ua.ReadValueId()
-                rv.NodeId = item.nodeid
-                rv.AttributeId = ua.AttributeIds.Value
-                params.NodesToRead.append(rv)
-            results = await client.uaclient.read(params)
-            self.read_requests += 1
+        async for chunk, results in self._read_values(client, items, ua.TimestampsToReturn.Both):
             now = time.monotonic()
             primed = False
             for item, dv in zip(chunk, results, strict=True):
@@ -535,6 +511,22 @@ class SubscribeMode:
                     primed = True
             if primed:
                 self.first_value.set()
+
+    async def _read_values(
+        self, client: Client, items: list[MonitoredItem], timestamps: Any = None
+    ) -> AsyncIterator[tuple[list[MonitoredItem], list[ua.DataValue]]]:
+        """Read the current values of ``items``, one Read call per ``MaxNodesPerRead`` chunk in
+        turn; yields each chunk with its results (``timestamps``: asyncua's default unless told)."""
+        size = self.max_nodes_per_read or len(items) or 1
+        for start in range(0, len(items), size):
+            chunk = items[start : start + size]
+            params = ua.ReadParameters()
+            if timestamps is not None:
+                params.TimestampsToReturn = timestamps
+            params.NodesToRead = [read_value_id(item.nodeid) for item in chunk]
+            results = await client.uaclient.read(params)
+            self.read_requests += 1
+            yield chunk, results
 
     async def _subscription(self, client: Client, sampling_ms: int) -> _Subscription:
         sub = self._subscriptions.get(sampling_ms)
