@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from _util import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "plant.toml"
@@ -89,13 +90,6 @@ def summary_counts(stdout: str) -> dict[int, tuple[int, int]]:
         int(m.group(1)): (int(m.group(2)), int(m.group(3)))
         for m in re.finditer(r"^context (\d+): (\d+) samples, (\d+) bad$", stdout, re.MULTILINE)
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")

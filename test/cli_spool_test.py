@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from _util import wait_for
-from cli_run_test import cli, csv_rows, free_port, spawn, summary_counts, wait_until
+from _util import free_port, wait_for
+from cli_run_test import cli, csv_rows, spawn, summary_counts, wait_until
 
 from data_collector import CollectedVariables, DataCollectionContext, DataCollector, DataWriter, Variable
 from data_reader.random_data_reader import RandomDataReader

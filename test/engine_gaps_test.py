@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from _util import LOG, CountingReader, EventLog, RecordingWriter, Row, wait_for
+from _util import LOG, CountingReader, EventLog, RecordingWriter, Row, V, wait_for
 
 from data_collector import (
     CollectedVariables,
@@ -28,17 +28,10 @@ from data_collector import (
     DataReader,
     DataWriter,
     Quality,
-    Variable,
 )
 from data_collector._schedule import PLAN_CACHE_SIZE, ReaderPlan
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def V(
-    id: int, interval: int | None = 100, address: str = "counter", vt: str = "int", rt: str = "random"
-) -> Variable:
-    return Variable(id, address, vt, rt, interval)
 
 
 def epoch_ms(dt: datetime) -> int:
