@@ -29,7 +29,6 @@ import functools
 import itertools
 import json
 import os
-import socket
 import sqlite3
 import statistics
 import sys
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from _shared import connect_psycopg, connect_pymysql, reachable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -67,17 +67,6 @@ COLUMNS = (
     "error",
 )
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-def reachable(url: str) -> bool:
-    u = sa.make_url(url)
-    if u.get_backend_name() == "sqlite":
-        return True
-    try:
-        with socket.create_connection((u.host or "127.0.0.1", u.port or 0), timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 def make_batches(
@@ -191,9 +180,7 @@ class RawPsycopgCopy(Raw):
     name = "psycopg binary COPY"
 
     def __init__(self, url: sa.URL, table: str) -> None:
-        import psycopg
-
-        self.con = psycopg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+        self.con = connect_psycopg(url)
         self.sql = f"COPY {table} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 
     def insert(self, rows: list[tuple[Any, ...]]) -> None:
@@ -227,16 +214,7 @@ class RawPyMySQL(Raw):
     ts = staticmethod(iso)
 
     def __init__(self, url: sa.URL, table: str) -> None:
-        import pymysql
-
-        self.con = pymysql.connect(
-            host=url.host,
-            port=url.port or 3306,
-            user=url.username,
-            password=url.password or "",
-            database=url.database,
-            charset="utf8mb4",
-        )
+        self.con = connect_pymysql(url)
         self.sql = f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
 
     def insert(self, rows: list[tuple[Any, ...]]) -> None:
