@@ -27,17 +27,13 @@ import argparse
 import json
 import logging
 import math
-import queue
-import re
 import statistics
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from _shared import start_child
 from pymodbus.client import ModbusTcpClient
 
 from data_collector import (
@@ -50,7 +46,6 @@ from data_collector import (
 )
 from data_reader.modbus import ModbusDataReader
 
-ROOT = Path(__file__).resolve().parent.parent
 BLOCKS = 8
 BLOCK_REGISTERS = 125
 BLOCK_STRIDE = 200  # 75 unread registers between blocks: more than max_gap, so 8 requests
@@ -123,22 +118,8 @@ def start_simulator(latency_ms: float) -> tuple[subprocess.Popen[str], int]:
         "--duration",
         "170",
     ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "data_reader.modbus.simulator", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    stdout = proc.stdout
-    assert stdout is not None
-    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
-    line = lines.get(timeout=30)
-    match = re.search(r":(\d+) units", line)
-    if match is None:
-        proc.kill()
-        raise SystemExit(f"simulator did not start: {line!r}")
-    return proc, int(match.group(1))
+    proc, port = start_child("data_reader.modbus.simulator", args, r":(\d+) units", 30)
+    return proc, int(port)
 
 
 def _wait(predicate: Callable[[], bool], timeout_s: float) -> None:
@@ -181,7 +162,7 @@ def measure(latency_ms: float, ticks: int, naive_ticks: int, interval_ms: int) -
         time.sleep((math.floor(now / interval_s) + 1.5) * interval_s - now)
 
     try:
-        client.connect()
+        client.connect()  # type: ignore[no-untyped-call]  # pymodbus leaves connect() unannotated
         direct_reader = _Timed("127.0.0.1", port, timeout_s=2.0)
         for v in variables:
             direct_reader.validate_variable(v)
@@ -218,7 +199,7 @@ def measure(latency_ms: float, ticks: int, naive_ticks: int, interval_ms: int) -
         bad = reader.bad + direct_reader.bad
         direct_reader.close()
     finally:
-        client.close()
+        client.close()  # type: ignore[no-untyped-call]  # pymodbus leaves close() unannotated
         proc.terminate()
         proc.wait(10)
     figures: dict[str, Any] = {

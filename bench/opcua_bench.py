@@ -22,17 +22,15 @@ import asyncio
 import json
 import logging
 import platform
-import queue
-import re
 import statistics
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
+from _shared import start_child
 from asyncua.client.client import Client
+from asyncua.ua.uatypes import Double
 
 from data_collector import (
     CollectedVariables,
@@ -44,7 +42,6 @@ from data_collector import (
 from data_reader.opcua import OpcUaDataReader
 from data_writer.noop import NoopDataWriter
 
-ROOT = Path(__file__).resolve().parent.parent
 LOG = logging.getLogger("bench.opcua")
 URI = "urn:data-collector:simulator"
 TICK_S = 0.2
@@ -57,11 +54,9 @@ def next_tick() -> None:
 
 
 def start_simulator(nodes: int, seconds: float) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
+    return start_child(
+        "data_reader.opcua.simulator",
         [
-            sys.executable,
-            "-m",
-            "data_reader.opcua.simulator",
             "--port",
             "0",
             "--bulk",
@@ -73,20 +68,9 @@ def start_simulator(nodes: int, seconds: float) -> tuple[subprocess.Popen[str], 
             "--duration",
             str(seconds),
         ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
+        r"(opc\.tcp://[^ ]+/)",
+        60,
     )
-    lines: queue.Queue[str] = queue.Queue()
-    stdout = proc.stdout
-    assert stdout is not None
-    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
-    line = lines.get(timeout=60)
-    match = re.search(r"(opc\.tcp://[^ ]+/)", line)
-    if match is None:
-        proc.kill()
-        raise SystemExit(f"simulator did not start: {line!r}")
-    return proc, match.group(1)
 
 
 class _Timed(OpcUaDataReader):
@@ -192,7 +176,7 @@ def bench_subscribe(endpoint: str, addresses: list[str], seconds: float) -> dict
     async def subscribe() -> Any:
         sub = await raw.client.create_subscription(100, Handler())
         nodes = [raw.client.get_node(f"ns=2;s=Bulk.{i:04d}") for i in range(len(addresses))]
-        await sub.subscribe_data_change(nodes, queuesize=1, sampling_interval=100)
+        await sub.subscribe_data_change(nodes, queuesize=1, sampling_interval=Double(100))
         return sub
 
     raw.call(subscribe())

@@ -39,7 +39,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import sqlite3
 import statistics
 import sys
@@ -52,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from _shared import connect_psycopg, connect_pymysql, reachable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -153,22 +153,11 @@ class RawProbe:
             self.multi_sql = self.head + ", ".join([self.one] * 100)
             self.methods = [SQLITE_MULTI, "sqlite3 executemany"]
         elif self.backend == "postgresql":
-            import psycopg
-
-            self.con = psycopg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+            self.con = connect_psycopg(url)
             self.sql = f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)"
             self.methods = ["psycopg binary COPY"]
         else:
-            import pymysql
-
-            self.con = pymysql.connect(
-                host=url.host,
-                port=url.port or 3306,
-                user=url.username,
-                password=url.password or "",
-                database=url.database,
-                charset="utf8mb4",
-            )
+            self.con = connect_pymysql(url)
             self.sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(SAMPLE_COLUMNS))})"
             self.methods = ["pymysql executemany"]
 
@@ -225,16 +214,6 @@ class RawProbe:
 
     def close(self) -> None:
         self.con.close()
-
-
-def reachable(url: sa.URL) -> bool:
-    if url.get_backend_name() == "sqlite":
-        return True
-    try:
-        with socket.create_connection((url.host or "127.0.0.1", url.port or 5432), timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 def timed(fn: Any) -> tuple[float, Any]:

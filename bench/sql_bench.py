@@ -25,10 +25,10 @@ table, then one JSON line. Runs with ``python bench/sql_bench.py``; URLs from
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
-import socket
 import sqlite3
 import statistics
 import sys
@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from _shared import connect_psycopg, connect_pymysql, reachable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -66,17 +67,6 @@ COLUMNS = (
     "error",
 )
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-def reachable(url: str) -> bool:
-    u = sa.make_url(url)
-    if u.get_backend_name() == "sqlite":
-        return True
-    try:
-        with socket.create_connection((u.host or "127.0.0.1", u.port or 0), timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 def make_batches(
@@ -190,9 +180,7 @@ class RawPsycopgCopy(Raw):
     name = "psycopg binary COPY"
 
     def __init__(self, url: sa.URL, table: str) -> None:
-        import psycopg
-
-        self.con = psycopg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+        self.con = connect_psycopg(url)
         self.sql = f"COPY {table} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 
     def insert(self, rows: list[tuple[Any, ...]]) -> None:
@@ -226,16 +214,7 @@ class RawPyMySQL(Raw):
     ts = staticmethod(iso)
 
     def __init__(self, url: sa.URL, table: str) -> None:
-        import pymysql
-
-        self.con = pymysql.connect(
-            host=url.host,
-            port=url.port or 3306,
-            user=url.username,
-            password=url.password or "",
-            database=url.database,
-            charset="utf8mb4",
-        )
+        self.con = connect_pymysql(url)
         self.sql = f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
 
     def insert(self, rows: list[tuple[Any, ...]]) -> None:
@@ -245,6 +224,11 @@ class RawPyMySQL(Raw):
 
     def close(self) -> None:
         self.con.close()
+
+
+def convert_and_insert(raw: Raw, batch: CollectedVariables, keys: dict[int, int], context_id: int) -> None:
+    """The raw+conversion method: encode the batch as a hand-written writer would, then insert it."""
+    raw.insert(encode_minimal(batch, keys, raw.ts, context_id))
 
 
 def timed(fn: Callable[[], None]) -> float:
@@ -298,18 +282,12 @@ def bench_db(label: str, url: str, results: dict[str, Any], rows_out: list[list[
             while rounds < MAX_ROUNDS and (rounds < 3 or time.monotonic() < deadline):
                 rounds += 1
                 b = rounds
-                ours.append(BATCH / timed(lambda batch=batches[b], ctx=ctx: writer.write(ctx, batch)))
+                ours.append(BATCH / timed(functools.partial(writer.write, ctx, batches[b])))
                 for r in raws:
-                    rows = prebuilt[id(r)][b]
-                    raw[r.name].append(BATCH / timed(lambda r=r, rows=rows: r.insert(rows)))
-                best = raws[0]
+                    raw[r.name].append(BATCH / timed(functools.partial(r.insert, prebuilt[id(r)][b])))
                 conv.append(
                     BATCH
-                    / timed(
-                        lambda batch=fresh[n + b], best=best, keys=keys, cid=conv_ctx: best.insert(
-                            encode_minimal(batch, keys, best.ts, cid)
-                        )
-                    )
+                    / timed(functools.partial(convert_and_insert, raws[0], fresh[n + b], keys, conv_ctx))
                 )
             assert writer.duplicates_skipped == 0
             for r in raws:

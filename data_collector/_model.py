@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import PurePath
-from typing import Any, overload
+from typing import Any, ClassVar, Protocol, overload
 
 from ._errors import ConfigurationError
 
@@ -160,7 +160,8 @@ class DataCollectionContext:
     :class:`ConfigurationError` naming the bad value. Ranges: ``id`` is a signed 64-bit integer
     (:data:`MIN_ID` .. :data:`MAX_ID`); ``min_interval_ms`` and ``default_interval_ms`` are ints in
     1 .. :data:`MAX_INTERVAL_MS` (366 days); ``duration_s`` is a finite int or float in
-    (0, :data:`MAX_DURATION_S`] (100 years).
+    (0, :data:`MAX_DURATION_S`] (100 years). ``metadata`` is a mapping with str keys, or a
+    dataclass or attrs instance (taken as its fields); see :func:`json_metadata`.
     """
 
     __slots__ = (
@@ -182,7 +183,7 @@ class DataCollectionContext:
         min_interval_ms: int = 100,
         default_interval_ms: int = 1000,
         duration_s: float = 86400,
-        metadata: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | _DataclassRecord | _AttrsRecord | None = None,
     ) -> None:
         _check_id("id", id, where="DataCollectionContext ")
         where = f"DataCollectionContext {id}: "
@@ -278,6 +279,18 @@ class DataCollectionContext:
             f"DataCollectionContext(id={self._id}, variables={len(self._variables)}, "
             f"default_interval_ms={self._default_interval_ms}, duration_s={self._duration_s:g})"
         )
+
+
+class _DataclassRecord(Protocol):
+    """A dataclass instance, as metadata (the type checker's view of what :func:`_is_record` accepts)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+
+class _AttrsRecord(Protocol):
+    """An attrs instance, as metadata."""
+
+    __attrs_attrs__: ClassVar[Any]
 
 
 def _is_record(value: object) -> bool:

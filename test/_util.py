@@ -1,8 +1,10 @@
-"""Helpers shared by the tests: a recording writer, a counting reader, condition waits."""
+"""Helpers shared by the tests: a recording writer, a counting reader, condition waits, a free
+port, short random-reader variables."""
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from data_collector import (
     DataCollectionListener,
     DataWriter,
     Quality,
+    Variable,
 )
 from data_reader.random_data_reader import RandomDataReader
 
@@ -155,3 +158,18 @@ class EventLog(DataCollectionListener):
 def ms_of(dt: datetime) -> int:
     """Epoch milliseconds of an aware datetime (rounded)."""
     return round(dt.timestamp() * 1000)
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that was free a moment ago (nothing listens there once returned)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def V(
+    id: int, interval: int | None = 100, address: str = "counter", vt: str = "int", rt: str = "random"
+) -> Variable:
+    """A variable for short test plans: the random reader's ``counter`` as an int every 100 ms
+    unless told otherwise."""
+    return Variable(id, address, vt, rt, interval)

@@ -296,7 +296,7 @@ HUGE = 10**400
         (lambda: Variable(1, "sine", "float", "random", 10**13), "got 10000000000000"),
         (lambda: Variable(1, "sine", "float", "random", MAX_INTERVAL_MS + 1), f"got {MAX_INTERVAL_MS + 1}"),
         (lambda: Variable(1, "sine", "float", "random", HUGE), "an int of 401 digits"),
-        (lambda: Variable(1, "sine", "float", "random", True), "interval_ms must be an int, got True"),  # type: ignore[arg-type]
+        (lambda: Variable(1, "sine", "float", "random", True), "interval_ms must be an int, got True"),
         (lambda: Variable(1, "sine", "float", "random", float("nan")), "got nan"),  # type: ignore[arg-type]
         (lambda: Variable(1, "sine", "float", "random", float("inf")), "got inf"),  # type: ignore[arg-type]
         (lambda: DataCollectionContext(1, [], min_interval_ms=10**13), "min_interval_ms must be at most"),
@@ -305,7 +305,7 @@ HUGE = 10**400
             "default_interval_ms must be at most",
         ),
         (lambda: DataCollectionContext(1, [], default_interval_ms=HUGE), "an int of 401 digits"),
-        (lambda: DataCollectionContext(1, [], min_interval_ms=False), "got False"),  # type: ignore[arg-type]
+        (lambda: DataCollectionContext(1, [], min_interval_ms=False), "got False"),
         # durations: 10**400 used to raise OverflowError
         (lambda: DataCollectionContext(1, [], duration_s=HUGE), "duration_s must be at most"),
         (lambda: DataCollectionContext(1, [], duration_s=-HUGE), "duration_s must be a finite number > 0"),
@@ -317,7 +317,7 @@ HUGE = 10**400
         (lambda: Variable(2**63, "sine", "float", "random"), "got 9223372036854775808"),
         (lambda: Variable(-(2**63) - 1, "sine", "float", "random"), "got -9223372036854775809"),
         (lambda: Variable(10**5000, "sine", "float", "random"), "an int of about 5001 digits"),
-        (lambda: Variable(False, "sine", "float", "random"), "got False"),  # type: ignore[arg-type]
+        (lambda: Variable(False, "sine", "float", "random"), "got False"),
         (lambda: DataCollectionContext(2**64, []), "got 18446744073709551616"),
         (lambda: DataCollectionContext(-HUGE, []), "-10000000000"),
         (lambda: DataCollectionContext(1.0, []), "got 1.0"),  # type: ignore[arg-type]

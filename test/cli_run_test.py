@@ -16,10 +16,11 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from _util import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "plant.toml"
@@ -39,11 +40,13 @@ def environment(**extra: str) -> dict[str, str]:
     return env
 
 
-def cli(args: list[str], cwd: Path, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    args: list[str], cwd: Path, timeout: float = 60, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*command(), *args],
         cwd=cwd,
-        env=environment(**env),
+        env=environment(**(env or {})),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -87,13 +90,6 @@ def summary_counts(stdout: str) -> dict[int, tuple[int, int]]:
         int(m.group(1)): (int(m.group(2)), int(m.group(3)))
         for m in re.finditer(r"^context (\d+): (\d+) samples, (\d+) bad$", stdout, re.MULTILINE)
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +203,7 @@ def test_validate_syntax_error_and_missing_file(tmp_path: Path) -> None:
 
 # -- read ---------------------------------------------------------------------------------------------
 def test_read_prints_every_variable(simulators: dict[str, str], tmp_path: Path) -> None:
-    result = cli(["read", str(EXAMPLE)], tmp_path, **simulators)
+    result = cli(["read", str(EXAMPLE)], tmp_path, env=simulators)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     header = lines[0].split()

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from _util import wait_for
-from cli_run_test import cli, csv_rows, free_port, spawn, summary_counts, wait_until
+from _util import free_port, wait_for
+from cli_run_test import cli, csv_rows, spawn, summary_counts, wait_until
 
 from data_collector import CollectedVariables, DataCollectionContext, DataCollector, DataWriter, Variable
 from data_reader.random_data_reader import RandomDataReader
@@ -263,7 +263,9 @@ def test_postgresql_down_at_start_then_up_on_the_next_run(tmp_path: Path) -> Non
         ), out
         assert f"0 dropped, {read} unwritten (kept in the spool)" in out
         restarted_at = time.time()
-        second = cli(["run", "pg.toml", "--duration", "1.5"], tmp_path, timeout=120, DB_URL=url_of["up"])
+        second = cli(
+            ["run", "pg.toml", "--duration", "1.5"], tmp_path, timeout=120, env={"DB_URL": url_of["up"]}
+        )
         assert second.returncode == 0, second.stdout + second.stderr
         assert (
             f"writer SqlDataWriter: {read} samples spooled by an earlier run are written first"

@@ -28,7 +28,9 @@ from data_writer.noop_data_writer import NoopDataWriter
 LATE_MS = 60
 
 
-def V(id: int, interval: int | None = None, address: str = "counter", vt: str = "int", rt: str = "random"):
+def V(
+    id: int, interval: int | None = None, address: str = "counter", vt: str = "int", rt: str = "random"
+) -> Variable:
     return Variable(id, address, vt, rt, interval)
 
 

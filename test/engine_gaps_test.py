@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from _util import LOG, CountingReader, EventLog, RecordingWriter, Row, wait_for
+from _util import LOG, CountingReader, EventLog, RecordingWriter, Row, V, wait_for
 
 from data_collector import (
     CollectedVariables,
@@ -28,15 +28,10 @@ from data_collector import (
     DataReader,
     DataWriter,
     Quality,
-    Variable,
 )
 from data_collector._schedule import PLAN_CACHE_SIZE, ReaderPlan
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def V(id: int, interval: int | None = 100, address: str = "counter", vt: str = "int", rt: str = "random"):
-    return Variable(id, address, vt, rt, interval)
 
 
 def epoch_ms(dt: datetime) -> int:
@@ -163,12 +158,12 @@ def test_frozen_device_gives_one_bad_sample_per_due_boundary() -> None:
     assert_no_gaps(rows1, 100, at_least=30)
     assert_no_gaps(rows2, 200, at_least=10)
     assert all(r.quality is Quality.BAD for r in rows1 + rows2)
-    missed = [r for r in rows1 + rows2 if r.error and r.error.startswith("missed:")]
+    missed = [r.error for r in rows1 + rows2 if r.error and r.error.startswith("missed:")]
     assert len(missed) >= 20
     # the reason of a missed boundary says why, and carries the device's own error
     # (a variable not read yet when its boundary passed has no device error to carry: at most one each)
-    assert sum("TimeoutError" not in r.error for r in missed) <= 2
-    running = [r for r in missed if "previous read still running" in r.error]
+    assert sum("TimeoutError" not in e for e in missed) <= 2
+    running = [e for e in missed if "previous read still running" in e]
     assert len(running) >= 0.8 * len(missed)  # (a boundary just after a read ended: "reader busy")
     assert stats.readers["plc"].missed_samples == len(missed)
     assert stats.contexts == {} and stats.writers["rec"].samples_written == len(rows1) + len(rows2)

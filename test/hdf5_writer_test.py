@@ -149,8 +149,9 @@ def test_round_trip_through_read_samples_pandas_and_h5py(tmp_path: Path) -> None
     # 1. typed read-back: every value with its Python type, NaN, -0.0, uint64, big ints, texts, BAD
     stored = read_samples(path, 7)
     check_stored(delivered, stored)
-    assert [s.read_at for s in stored] == sorted(s.read_at for s in stored)
-    assert all(s.read_at is not None and s.read_at.tzinfo is not None for s in stored)
+    read_at = [s.read_at for s in stored if s.read_at is not None]
+    assert len(read_at) == len(stored) and all(t.tzinfo is not None for t in read_at)
+    assert read_at == sorted(read_at)
     assert {s.address for s in stored} == set(EXOTIC)
 
     # 2. the run, both kinds of metadata kept apart
@@ -311,10 +312,14 @@ def test_big_metadata_negative_ids_and_refused_values(tmp_path: Path) -> None:
     assert run.key == "/context_m5/run_1" and run.metadata == big and run.context_id == -5
     got = [(s.variable_id, s.value, s.quality, s.error) for s in read_samples(path)]
     assert got[0] == (-9, None, Quality.BAD, "value refused: tuple values cannot be stored")
-    assert got[1][:3] == (-9, None, Quality.BAD) and got[1][3].startswith("value refused: object values")
-    assert got[1][3].endswith("; old")
+    assert got[1][:3] == (-9, None, Quality.BAD)
+    refused = got[1][3]
+    assert refused is not None and refused.startswith("value refused: object values")
+    assert refused.endswith("; old")
     assert got[2] == (-9, 2.5, Quality.GOOD, None)
-    assert got[3][:3] == (-9, None, Quality.BAD) and "a list that JSON cannot hold exactly" in got[3][3]
+    assert got[3][:3] == (-9, None, Quality.BAD)
+    refused = got[3][3]
+    assert refused is not None and "a list that JSON cannot hold exactly" in refused
     with h5py.File(path, "r") as f:
         assert json.loads(f["context_m5/run_1/user_metadata"][0]) == big  # too big for an attribute
 
@@ -437,7 +442,7 @@ def test_kill_9_while_writing_leaves_a_file_with_everything_up_to_the_last_flush
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
     try:
         lines = _lines(proc)
-        reported = []
+        reported: list[int] = []
         while len(reported) < 5:  # the start (0), then four flushes with data
             line = lines.get(timeout=30)
             assert line is not None, "the child ended early"
@@ -621,8 +626,8 @@ def test_replayed_batches_already_stored_are_not_stored_again(tmp_path: Path) ->
     path = tmp_path / "r.h5"
     variables = [Variable(1, "a", "int", "r"), Variable(2, "b", "str", "r")]
     ctx = DataCollectionContext(4, variables, metadata={"lot": "A"})
-    ctx._start_date = datetime(2026, 5, 1, tzinfo=UTC)
-    t0 = ctx.start_date
+    t0 = datetime(2026, 5, 1, tzinfo=UTC)
+    ctx._start_date = t0
 
     def batch(k: int) -> CollectedVariables:
         at = t0 + timedelta(seconds=k)

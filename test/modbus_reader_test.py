@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from _cases.modbus_cases import wait_until
+from _util import wait_for
 
 from data_collector import (
     CollectedVariables,
@@ -103,15 +103,15 @@ def test_every_type_and_byte_order_round_trips_against_known_registers() -> None
         r.close()
     assert len(variables) == 72
     for v in variables:
-        value, quality, error = got[v.id]
+        read_value, quality, error = got[v.id]
         assert (quality, error) == (Quality.GOOD, None), v
-        assert value == expected[v.id], (v, value)
-        assert type(value) is type(expected[v.id])
+        assert read_value == expected[v.id], (v, read_value)
+        assert type(read_value) is type(expected[v.id])
 
 
 def test_the_simulator_constants_read_as_documented(sim: ModbusSimulator, reader: ModbusDataReader) -> None:
-    variables = []
-    expected = {}
+    variables: list[Variable] = []
+    expected: dict[int, object] = {}
     for type_name, _code, value, base in CONSTANTS:
         for o, order in enumerate(ORDERS):
             vid = len(variables)
@@ -183,7 +183,7 @@ def test_1000_contiguous_registers_take_8_requests(sim: ModbusSimulator, reader:
 
 def test_mixed_types_in_8_blocks_are_8_requests(sim: ModbusSimulator, reader: ModbusDataReader) -> None:
     kinds = ["uint16", "int32", "float32:CDAB", "uint64"]
-    variables = []
+    variables: list[Variable] = []
     for block in range(8):
         a = 1000 + 100 * block
         for i in range(10):
@@ -367,14 +367,14 @@ def test_a_silent_unit_is_retried_apart_and_rejoins_when_it_answers() -> None:
             assert len(retry_threads()) == 1
             s.set_silent(())
             back = time.monotonic()
-            wait_until(lambda: read(r, variables)[2] == (-12345, Quality.GOOD, None), 5.0, "unit 3 back")
+            wait_for(lambda: read(r, variables)[2] == (-12345, Quality.GOOD, None), 5.0, "unit 3 back")
             assert time.monotonic() - back < 1.0 + 1.0 + 0.5  # the longest wait for its next retry
             for _tick in range(3):
                 assert read(r, variables) == {
                     1: (-12345, Quality.GOOD, None),
                     2: (-12345, Quality.GOOD, None),
                 }
-            wait_until(lambda: not retry_threads(), 5.0, "the retry thread ends when no unit is silent")
+            wait_for(lambda: not retry_threads(), 5.0, "the retry thread ends when no unit is silent")
             assert r.stats.silent_units == 0
         finally:
             r.close()
@@ -385,7 +385,7 @@ def test_close_ends_a_retry_waiting_for_its_answer_at_once() -> None:
         r = ModbusDataReader("127.0.0.1", s.port, timeout_s=3.0, unit_retry_s=0.01, unit_retry_max_s=0.01)
         variables = [hr(1, "hr:100:int16"), hr(2, "hr:100:int16;unit=3")]
         read(r, variables)  # one 3 s timeout; the retry starts 10 ms later and waits up to 3 s
-        wait_until(lambda: s.request_count(unit=3) == 2, 5.0, "a retry in progress")
+        wait_for(lambda: s.request_count(unit=3) == 2, 5.0, "a retry in progress")
         assert len(retry_threads()) == 1
         started = time.monotonic()
         r.close()
@@ -406,7 +406,7 @@ def test_a_device_that_takes_one_connection_retries_silent_units_after_the_live_
             read(r, variables)
             # the retry thread's second connection is closed by the device (twice in a row):
             # the ticks then retry the unit themselves, after the live unit, on its cadence
-            wait_until(lambda: not retry_threads(), 5.0, "the retry thread gives up its connection")
+            wait_for(lambda: not retry_threads(), 5.0, "the retry thread gives up its connection")
             s.clear_requests()
             retried = 0
             ticks = 0
@@ -425,7 +425,7 @@ def test_a_device_that_takes_one_connection_retries_silent_units_after_the_live_
             assert 1 <= retried <= 4 and ticks >= 8, (retried, ticks)
             assert s.request_count(unit=3) == retried
             s.set_silent(())
-            wait_until(lambda: read(r, variables)[2] == (-12345, Quality.GOOD, None), 5.0, "unit 3 back")
+            wait_for(lambda: read(r, variables)[2] == (-12345, Quality.GOOD, None), 5.0, "unit 3 back")
         finally:
             r.close()
 
@@ -447,7 +447,7 @@ def test_refused_connection_backs_off_and_recovers() -> None:
     finally:
         holder.close()
     with ModbusSimulator(port=port):
-        wait_until(lambda: read(r, variables)[1][1] is Quality.GOOD, 5.0, "recovery after backoff")
+        wait_for(lambda: read(r, variables)[1][1] is Quality.GOOD, 5.0, "recovery after backoff")
         assert read(r, variables)[1] == (-12345, Quality.GOOD, None)
     assert r.stats.connect_failures >= 1
     r.close()

@@ -40,7 +40,7 @@ def converge(
     reader: ModbusDataReader, sim: ModbusSimulator, variables: list[Variable], expected: dict[int, object]
 ) -> list[tuple[int, int]]:
     """Run MAX_TICKS + 3 ticks; every value must be GOOD and right in every one of them."""
-    history = []
+    history: list[tuple[int, int]] = []
     for _ in range(MAX_TICKS + 3):
         count, refused, got = tick(reader, sim, variables)
         bad = {vid: v for vid, v in got.items() if v != (expected[vid], Quality.GOOD, None)}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from asyncua import ua
+from asyncua.ua.status_codes import StatusCodes  # asyncua.ua re-exports it implicitly
 
 from data_collector import ConfigurationError, Quality, Variable
 from data_reader._opcua._address import UnknownNamespaceError, parse_address
@@ -84,14 +85,14 @@ def test_validate_variable_rejects_bad_nodeids_and_types() -> None:
 
 
 def test_status_codes_map_to_quality_with_their_names() -> None:
-    assert quality_of(ua.StatusCodes.Good) is Quality.GOOD
-    assert quality_of(ua.StatusCodes.GoodClamped) is Quality.GOOD
-    assert quality_of(ua.StatusCodes.UncertainLastUsableValue) is Quality.UNCERTAIN
-    assert quality_of(ua.StatusCodes.BadNodeIdUnknown) is Quality.BAD
+    assert quality_of(StatusCodes.Good) is Quality.GOOD
+    assert quality_of(StatusCodes.GoodClamped) is Quality.GOOD
+    assert quality_of(StatusCodes.UncertainLastUsableValue) is Quality.UNCERTAIN
+    assert quality_of(StatusCodes.BadNodeIdUnknown) is Quality.BAD
     assert quality_of(0xC0000000) is Quality.BAD  # reserved severity: treated as bad
-    assert status_name(ua.StatusCodes.BadNodeIdUnknown) == "BadNodeIdUnknown"
+    assert status_name(StatusCodes.BadNodeIdUnknown) == "BadNodeIdUnknown"
     # info bits (here: overflow) do not hide the name
-    assert status_name(ua.StatusCodes.UncertainLastUsableValue | 0x480) == "UncertainLastUsableValue"
+    assert status_name(StatusCodes.UncertainLastUsableValue | 0x480) == "UncertainLastUsableValue"
 
 
 @pytest.mark.parametrize(

@@ -112,13 +112,17 @@ def test_live_values_move_between_reads(sim: OpcUaSimulator, mode: str) -> None:
     with _reader(sim, mode) as reader:
         first = _read(reader, [counter])[0]
         assert first.quality is Quality.GOOD
+        start = first.value
+        assert isinstance(start, int), first
         seen: list[int] = []
 
         def moved() -> bool:
             item = _read(reader, [counter])[0]
             assert item.quality is Quality.GOOD, item
-            seen.append(item.value)
-            return item.value >= first.value + 3
+            value = item.value
+            assert isinstance(value, int), item
+            seen.append(value)
+            return value >= start + 3
 
         wait_for(moved, 10, "the counter to advance")
     assert seen == sorted(seen)

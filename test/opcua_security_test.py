@@ -152,7 +152,7 @@ def test_one_frozen_connection_object_serves_several_readers(setup: Setup) -> No
     assert secure.effective_security_mode == "SignAndEncrypt"
     assert PASSWORD not in repr(secure)
     for mode in ("poll", "subscribe"):
-        reader = OpcUaDataReader(setup.sim.endpoint, mode=mode, connection=secure)  # type: ignore[arg-type]
+        reader = OpcUaDataReader(setup.sim.endpoint, mode=mode, connection=secure)
         assert reader.connection is secure
         with reader:
             assert reader.connected

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _util import LOG, CountingReader, RecordingWriter, ms_of, wait_for
+from _util import LOG, CountingReader, RecordingWriter, V, ms_of, wait_for
 
 from data_collector import (
     CollectedVariables,
@@ -28,10 +28,6 @@ from data_collector import (
     WriterError,
 )
 from data_writer.csv_file_data_writer import CsvFileDataWriter, read_samples
-
-
-def V(id: int, interval: int | None = 100, address: str = "counter", vt: str = "int", rt: str = "random"):
-    return Variable(id, address, vt, rt, interval)
 
 
 class OffsetClock:

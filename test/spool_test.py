@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from _keywriter import KeyWriter, events, repeats, rows
-from _util import LOG, CountingReader, RecordingWriter, wait_for
+from _util import LOG, CountingReader, RecordingWriter, V, wait_for
 
 from data_collector import (
     CollectedVariables,
@@ -21,7 +21,6 @@ from data_collector import (
     DataCollectionContext,
     DataCollector,
     Quality,
-    Variable,
 )
 from data_collector._spool import (
     KIND_DATA,
@@ -35,10 +34,6 @@ from data_collector._spool import (
 )
 
 HERE = Path(__file__).parent
-
-
-def V(id: int, interval: int | None = 100, address: str = "counter", vt: str = "int", rt: str = "random"):
-    return Variable(id, address, vt, rt, interval)
 
 
 def identity(stats: Any) -> None:

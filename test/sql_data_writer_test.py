@@ -6,7 +6,6 @@ Every test runs on its own table prefix, dropped afterwards (see ``_cases.sql_ca
 from __future__ import annotations
 
 import logging
-import socket
 import struct
 import threading
 from collections.abc import Iterator
@@ -20,12 +19,14 @@ import sqlalchemy as sa
 from _cases.sql_cases import (
     MARIADB_URL,
     POSTGRES_URL,
+    boom_trigger,
     drop_tables,
+    execute_sql,
     require_database,
     sql_store,
     unique_prefix,
 )
-from _util import LOG, RecordingWriter, wait_for
+from _util import LOG, RecordingWriter, free_port, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -94,12 +95,6 @@ def _count(url: str, prefix: str) -> int:
             return int(conn.exec_driver_sql(f"SELECT COUNT(*) FROM {prefix}samples").scalar_one())
     finally:
         engine.dispose()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 EDGE_VALUES: list[Any] = [
@@ -281,54 +276,9 @@ def test_foreign_table_with_the_prefix_is_refused(db: tuple[str, str]) -> None:
         engine.dispose()
 
 
-def _boom_trigger(url: str, prefix: str) -> list[str]:
-    """A trigger that makes inserting value_text 'boom' fail; returns the clean-up statements."""
-    backend = sa.make_url(url).get_backend_name()
-    table = f"{prefix}samples"
-    if backend == "sqlite":
-        ddl = [
-            f"CREATE TRIGGER {prefix}boom BEFORE INSERT ON {table} WHEN NEW.value_text = 'boom' "
-            "BEGIN SELECT RAISE(ABORT, 'boom refused'); END"
-        ]
-        cleanup: list[str] = []
-    elif backend == "postgresql":
-        ddl = [
-            f"CREATE FUNCTION {prefix}boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "IF NEW.value_text = 'boom' THEN RAISE EXCEPTION 'boom refused'; END IF; RETURN NEW; END $$",
-            f"CREATE TRIGGER {prefix}boom BEFORE INSERT ON {table} "
-            f"FOR EACH ROW EXECUTE FUNCTION {prefix}boom()",
-        ]
-        cleanup = [f"DROP TABLE IF EXISTS {table}", f"DROP FUNCTION IF EXISTS {prefix}boom()"]
-    else:
-        ddl = [
-            f"CREATE TRIGGER {prefix}boom BEFORE INSERT ON {table} FOR EACH ROW BEGIN "
-            "IF NEW.value_text = 'boom' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'boom refused'; "
-            "END IF; END"
-        ]
-        cleanup = []
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            for statement in ddl:
-                conn.exec_driver_sql(statement)
-    finally:
-        engine.dispose()
-    return cleanup
-
-
-def _run_sql(url: str, statements: list[str]) -> None:
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            for statement in statements:
-                conn.exec_driver_sql(statement)
-    finally:
-        engine.dispose()
-
-
 def test_one_transaction_per_batch(writer: SqlDataWriter, db: tuple[str, str]) -> None:
     url, prefix = db
-    cleanup = _boom_trigger(url, prefix)
+    cleanup = boom_trigger(url, prefix)
     try:
         variables = [Variable(i, f"v{i}", "str", "r") for i in range(500)]
         ctx = _ctx(4, variables)
@@ -343,7 +293,7 @@ def test_one_transaction_per_batch(writer: SqlDataWriter, db: tuple[str, str]) -
         rows = writer.read_samples(4)
         assert len(rows) == 1000 and [r.value for r in rows] == ok + ok
     finally:
-        _run_sql(url, cleanup)
+        execute_sql(url, cleanup)
 
 
 def test_reopen_appends_runs_and_samples(db: tuple[str, str]) -> None:
@@ -529,11 +479,11 @@ def test_reconnects_when_the_server_drops_the_connection(
         if kind == "postgresql":
             backend = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
             conn.rollback()
-            _run_sql(url, [f"SELECT pg_terminate_backend({int(backend)})"])
+            execute_sql(url, [f"SELECT pg_terminate_backend({int(backend)})"])
         else:
             backend = conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one()
             conn.rollback()
-            _run_sql(url, [f"KILL CONNECTION {int(backend)}"])
+            execute_sql(url, [f"KILL CONNECTION {int(backend)}"])
         with caplog.at_level(logging.INFO, logger="data_writer.sql"):
             w.write(ctx, _batch(variables, [2], T0 + timedelta(seconds=1)))  # reconnects by itself
         assert "connection to" in caplog.text and "lost" in caplog.text and "reconnecting" in caplog.text
@@ -545,7 +495,7 @@ def test_reconnects_when_the_server_drops_the_connection(
 def test_unreachable_server_error_names_host_not_password(
     kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    port = _free_port()
+    port = free_port()
     scheme = "postgresql+psycopg" if kind == "postgresql" else "mysql+pymysql"
     url = f"{scheme}://plant:s3cr3t-Pw0rd@127.0.0.1:{port}/test"
     w = SqlDataWriter(url, connect_timeout_s=2)
@@ -694,7 +644,7 @@ def test_writer_failure_is_retried_and_logs_hide_the_password(
     try:
         writer = SqlDataWriter(url, table_prefix=prefix)
         writer.open()
-        cleanup = _boom_trigger(plain, prefix)
+        cleanup = boom_trigger(plain, prefix)
         variables = [Variable(1, "boom", "str", "b")]
 
         class Boom(DataReader):
@@ -716,7 +666,7 @@ def test_writer_failure_is_retried_and_logs_hide_the_password(
         assert "Hidden-Pw" not in caplog.text  # ... without the password
         values = [r.value for r in read_samples(plain, 60, table_prefix=prefix)]
         assert "boom" not in values and len(values) >= 5
-        _run_sql(plain, cleanup)
+        execute_sql(plain, cleanup)
     finally:
         drop_tables(plain, prefix)
 

@@ -7,7 +7,6 @@ trigger), a table dropped under the writer, an old schema.
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -17,7 +16,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from _cases.sql_cases import MARIADB_URL, POSTGRES_URL, require_database, sql_store
+from _cases.sql_cases import MARIADB_URL, POSTGRES_URL, boom_trigger, execute_sql, require_database, sql_store
+from _util import free_port
 
 from data_collector import (
     CollectedVariable,
@@ -47,22 +47,6 @@ def _failure(writer: SqlDataWriter, batch: CollectedVariables) -> BaseException:
     return caught.value
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _execute(url: str, statements: list[str]) -> None:
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            for statement in statements:
-                conn.exec_driver_sql(statement)
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
     with sql_store(request.param, tmp_path) as s:
@@ -86,12 +70,13 @@ def test_plain_exceptions() -> None:
 @pytest.mark.parametrize("url", [POSTGRES_URL, MARIADB_URL], ids=["postgresql", "mariadb"])
 def test_connection_refused_is_transient(url: str) -> None:
     require_database(url)
-    nowhere = sa.make_url(url).set(port=_free_port()).render_as_string(hide_password=False)
+    nowhere = sa.make_url(url).set(port=free_port()).render_as_string(hide_password=False)
     writer = SqlDataWriter(nowhere, connect_timeout_s=2)
     with pytest.raises(SqlWriterError) as caught:
         writer.open()
     assert writer.is_transient(caught.value) and caught.value.transient
-    assert writer.is_transient(caught.value.__cause__)  # the driver's own error says the same
+    cause = caught.value.__cause__
+    assert cause is not None and writer.is_transient(cause)  # the driver's own error says the same
     writer.close()
 
 
@@ -112,47 +97,20 @@ def test_sqlite_locked_by_another_connection_is_transient(tmp_path: Path) -> Non
         writer.close()
 
 
-def _boom_trigger(url: str, prefix: str) -> None:
-    """Inserting value_text 'boom' fails in the database itself."""
-    backend = sa.make_url(url).get_backend_name()
-    table = f"{prefix}samples"
-    if backend == "sqlite":
-        ddl = [
-            f"CREATE TRIGGER {prefix}boom BEFORE INSERT ON {table} WHEN NEW.value_text = 'boom' "
-            "BEGIN SELECT RAISE(ABORT, 'boom refused'); END"
-        ]
-    elif backend == "postgresql":
-        ddl = [
-            f"CREATE FUNCTION {prefix}boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "IF NEW.value_text = 'boom' THEN RAISE EXCEPTION 'boom refused'; END IF; RETURN NEW; END $$",
-            f"CREATE TRIGGER {prefix}boom BEFORE INSERT ON {table} "
-            f"FOR EACH ROW EXECUTE FUNCTION {prefix}boom()",
-        ]
-    else:
-        ddl = [
-            f"CREATE TRIGGER {prefix}boom BEFORE INSERT ON {table} FOR EACH ROW BEGIN "
-            "IF NEW.value_text = 'boom' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'boom refused'; "
-            "END IF; END"
-        ]
-    _execute(url, ddl)
-
-
 def test_a_row_the_database_refuses_is_permanent(store: tuple[str, str]) -> None:
     url, prefix = store
     writer = SqlDataWriter(url, table_prefix=prefix)
+    cleanup: list[str] = []
     try:
         writer.write(CTX, _batch(0))
-        _boom_trigger(url, prefix)
+        cleanup = boom_trigger(url, prefix)
         error = _failure(writer, _batch(1, "boom"))
         assert "boom refused" in str(error)
         assert not writer.is_transient(error)
         writer.write(CTX, _batch(2))  # the writer itself is fine
     finally:
         writer.close()
-        if sa.make_url(url).get_backend_name() == "postgresql":
-            _execute(
-                url, [f"DROP TABLE IF EXISTS {prefix}samples", f"DROP FUNCTION IF EXISTS {prefix}boom()"]
-            )
+        execute_sql(url, cleanup)
 
 
 def test_a_table_dropped_under_the_writer_is_permanent(store: tuple[str, str]) -> None:
@@ -161,7 +119,7 @@ def test_a_table_dropped_under_the_writer_is_permanent(store: tuple[str, str]) -
     try:
         writer.write(CTX, _batch(0))
         writer.close()  # no open transaction holds the table
-        _execute(url, [f"DROP TABLE {prefix}samples"])
+        execute_sql(url, [f"DROP TABLE {prefix}samples"])
         writer = SqlDataWriter(url, table_prefix=prefix)
         writer._opened = True  # as if opened before the drop: the next write meets no table
         error = _failure(writer, _batch(1))
@@ -175,7 +133,7 @@ def test_an_old_schema_is_permanent(store: tuple[str, str]) -> None:
     writer = SqlDataWriter(url, table_prefix=prefix)
     writer.open()
     writer.close()
-    _execute(url, [f"UPDATE {prefix}schema_version SET version = 1"])
+    execute_sql(url, [f"UPDATE {prefix}schema_version SET version = 1"])
     old = SqlDataWriter(url, table_prefix=prefix)
     with pytest.raises(ConfigurationError, match="schema version 1") as caught:
         old.open()

@@ -6,8 +6,11 @@
   one frozen object (``OpcUaDataReader(endpoint, connection=...)``; keywords work as well).
 - :mod:`data_reader.opcua.simulator` — ``OpcUaSimulator``, an asyncua server with live variables
   (``python -m data_reader.opcua.simulator --port 4840``).
-- ``_address``, ``_convert``, ``_loop``, ``_link``, ``_ua``: private helpers (NodeId parsing,
-  value conversion, the reader's event-loop thread, the asyncua session).
+- ``_address``, ``_convert``, ``_loop``, ``_ua``: private helpers (NodeId parsing, value
+  conversion, the reader's event-loop thread, asyncua's ``ua`` module typed ``Any``).
+- ``_link`` (the asyncua session: connect, reconnect, read, write), ``_connection`` (how a
+  connection is made and what its failures mean), ``_subscriptions`` (subscribe mode: monitored
+  items, subscriptions and their retries).
 
 Registered as reader type ``opcua`` through the entry point in the project's ``pyproject.toml``.
 """

@@ -60,7 +60,7 @@ from cryptography.x509.oid import ExtensionOID
 
 from data_collector import ConfigurationError
 
-from ._link import SECURITY_MODES, SECURITY_POLICIES, Credentials
+from ._connection import SECURITY_MODES, SECURITY_POLICIES, Credentials
 
 __all__ = ["OpcUaConnection", "PathOrBytes"]
 

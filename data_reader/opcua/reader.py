@@ -123,17 +123,12 @@ from data_collector import (
 )
 
 from ._address import NodeAddress, UnknownNamespaceError, parse_address
+from ._connection import ConnectFailed, LinkOptions, describe_error
 from ._convert import VALUE_TYPES, convert, quality_of, status_name, to_variant
-from ._link import (
-    ConnectFailed,
-    ItemKey,
-    Link,
-    LinkOptions,
-    MonitoredItem,
-    describe_error,
-)
+from ._link import Link
 from ._loop import LoopThread
-from ._ua import ua
+from ._subscriptions import ItemKey, MonitoredItem
+from ._ua import read_value_id, ua
 from .options import OpcUaConnection, PathOrBytes, _check_positive
 
 __all__ = ["OpcUaDataReader"]
@@ -527,10 +522,7 @@ class OpcUaDataReader(DataReader):
             nodeid = parsed.resolve(link.namespaces)
         except UnknownNamespaceError as exc:
             return str(exc)
-        rv = ua.ReadValueId()
-        rv.NodeId = nodeid
-        rv.AttributeId = ua.AttributeIds.Value
-        return rv
+        return read_value_id(nodeid)
 
     @staticmethod
     def _fill(item: CollectedVariable, value: Any, code: int) -> None:

@@ -60,10 +60,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from asyncua.common.callback import CallbackType
 from asyncua.crypto.permission_rules import User, UserRole
@@ -89,6 +89,7 @@ __all__ = [
 ]
 
 _logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 NAMESPACE = "urn:data-collector:simulator"
 AUX_NAMESPACE = "urn:data-collector:simulator:aux"
@@ -384,7 +385,7 @@ class OpcUaSimulator:
         dv = server.read_attribute_value(self._nodeid(name))
         return dv.Value.Value if dv.Value is not None else None
 
-    def _call(self, coro: Any) -> Any:
+    def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
         loop = self._loop
         if loop is None or self._thread is None:
             coro.close()

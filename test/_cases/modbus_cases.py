@@ -19,15 +19,6 @@ from data_collector import CollectedVariable, CollectedVariables, DataCollection
 from data_writer import DataWriter
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, step_s: float = 0.01) -> None:
-    """Poll ``predicate`` until true; fail the test after ``timeout_s`` (bounded in time)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(step_s)
-
-
 class CaptureWriter(DataWriter):
     """Keeps every written item, per context, in arrival order."""
 

@@ -14,12 +14,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from _cases import ReaderCase
 from data_collector import DataReader, Variable
+
+if TYPE_CHECKING:
+    from data_reader.opcua.simulator import OpcUaSimulator
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SIM_URI = "urn:data-collector:simulator"
@@ -179,13 +182,14 @@ def record_sampling_intervals(monkeypatch: pytest.MonkeyPatch) -> None:
             for request, result in zip(params.ItemsToCreate, results, strict=True):
                 data = created.get(result.MonitoredItemId)
                 if data is not None:
-                    data.sampling_ms = round(request.RequestedParameters.SamplingInterval)
+                    # an attribute of our own on asyncua's item, read back by server_items()
+                    vars(data)["sampling_ms"] = round(request.RequestedParameters.SamplingInterval)
         return results
 
     monkeypatch.setattr(SubscriptionService, "create_monitored_items", create_monitored_items)
 
 
-def server_items(sim: Any) -> list[tuple[str, int | None]]:
+def server_items(sim: OpcUaSimulator) -> list[tuple[str, int | None]]:
     """The monitored items on ``sim``'s server now, sorted: (node identifier, sampling ms).
 
     The sampling interval is ``None`` unless :func:`record_sampling_intervals` was active.
@@ -195,16 +199,18 @@ def server_items(sim: Any) -> list[tuple[str, int | None]]:
         server = sim._server
         if server is None:
             return []
-        return sorted(
-            (str(data.read_value_id.NodeId.Identifier), getattr(data, "sampling_ms", None))
-            for sub in server.iserver.subscription_service.subscriptions.values()
-            for data in sub.monitored_item_srv._monitored_items.values()
-        )
+        items: list[tuple[str, int | None]] = []
+        for sub in server.iserver.subscription_service.subscriptions.values():
+            for data in sub.monitored_item_srv._monitored_items.values():
+                watched = data.read_value_id
+                assert watched is not None, data  # set on every item the server creates
+                items.append((str(watched.NodeId.Identifier), vars(data).get("sampling_ms")))
+        return sorted(items)
 
     return sim._call(collect())
 
 
-def server_subscriptions(sim: Any) -> int:
+def server_subscriptions(sim: OpcUaSimulator) -> int:
     """How many subscriptions ``sim``'s server holds now."""
 
     async def count() -> int:

@@ -53,6 +53,47 @@ def drop_tables(url: str, prefix: str) -> None:
         engine.dispose()
 
 
+def execute_sql(url: str, statements: list[str]) -> None:
+    """Run ``statements`` on ``url`` in one transaction (tests only: DDL, faults, clean-up)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
+def boom_trigger(url: str, prefix: str) -> list[str]:
+    """A trigger on ``prefix``'s samples table that makes inserting value_text 'boom' fail in the
+    database itself; returns the statements that clean up what dropping the tables leaves."""
+    backend = sa.make_url(url).get_backend_name()
+    table = f"{prefix}samples"
+    if backend == "sqlite":
+        ddl = [
+            f"CREATE TRIGGER {prefix}boom BEFORE INSERT ON {table} WHEN NEW.value_text = 'boom' "
+            "BEGIN SELECT RAISE(ABORT, 'boom refused'); END"
+        ]
+        cleanup: list[str] = []
+    elif backend == "postgresql":
+        ddl = [
+            f"CREATE FUNCTION {prefix}boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.value_text = 'boom' THEN RAISE EXCEPTION 'boom refused'; END IF; RETURN NEW; END $$",
+            f"CREATE TRIGGER {prefix}boom BEFORE INSERT ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION {prefix}boom()",
+        ]
+        cleanup = [f"DROP TABLE IF EXISTS {table}", f"DROP FUNCTION IF EXISTS {prefix}boom()"]
+    else:
+        ddl = [
+            f"CREATE TRIGGER {prefix}boom BEFORE INSERT ON {table} FOR EACH ROW BEGIN "
+            "IF NEW.value_text = 'boom' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'boom refused'; "
+            "END IF; END"
+        ]
+        cleanup = []
+    execute_sql(url, ddl)
+    return cleanup
+
+
 def url_for(kind: str, tmp: Path) -> str:
     if kind == "sqlite":
         return f"sqlite:///{tmp / 'store.sqlite'}"
