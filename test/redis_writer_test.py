@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -114,7 +114,8 @@ def _exactly_once(stored: list[RedisSample], rows: list[Row]) -> None:
     assert got == expected
     for vid in {r.variable_id for r in rows}:  # in read order per variable
         times = [s.read_at for s in stored if s.variable_id == vid]
-        assert times == sorted(times)
+        assert None not in times
+        assert times == sorted(t for t in times if t is not None)
 
 
 def _variables() -> list[Variable]:
@@ -255,14 +256,16 @@ def test_keys_expire_with_the_data(prefix: str, client: Any) -> None:
 
 
 @pytest.mark.parametrize("stream_per", ["context", "variable"])
-def test_the_size_cap_holds_and_removes_only_the_oldest(prefix: str, client: Any, stream_per: str) -> None:
+def test_the_size_cap_holds_and_removes_only_the_oldest(
+    prefix: str, client: Any, stream_per: Literal["context", "variable"]
+) -> None:
     max_bytes = 200_000
     writer = RedisDataWriter(
         REDIS_URL,
         prefix=prefix,
         stream_per=stream_per,
         max_bytes=max_bytes,
-        size_check_s=0,  # type: ignore[arg-type]
+        size_check_s=0,
     )
     contexts = [
         DataCollectionContext(cid, [Variable(v, "x", "float", "t") for v in (1, 2, 3)]) for cid in (1, 2)
@@ -443,7 +446,7 @@ def test_a_wrong_password_is_permanent(prefix: str) -> None:
     with pytest.raises(RedisWriteError) as info:
         writer.open()
     assert not info.value.transient and "not-the-password-xyz" not in str(info.value), str(info.value)
-    assert parts.hostname in str(info.value)
+    assert parts.hostname is not None and parts.hostname in str(info.value)
 
 
 def test_a_key_of_another_type_is_refused_for_good(prefix: str, client: Any) -> None:
