@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -606,39 +606,63 @@ class DataCollector:
     def _capture(
         self, context: DataCollectionContext, metadata: Mapping[str, Any] | None, extra: dict[str, Any]
     ) -> Iterator[Run]:
-        if not isinstance(context, DataCollectionContext):
-            raise ConfigurationError(f"capture() needs a DataCollectionContext, got {context!r}")
-        if metadata is not None:
-            added = json_metadata(metadata, "capture metadata")
-            if not isinstance(added, dict):
-                raise ConfigurationError(f"capture metadata must be a mapping, got {metadata!r}")
-            clash = [k for k, v in added.items() if k in context.metadata and context.metadata[k] != v]
-            if clash:
-                raise ConfigurationError(
-                    f"capture metadata key {clash[0]!r} is already in the metadata of context {context.id} "
-                    "with another value"
-                )
-            if context.start_date is None or context.id not in self._ctx:
-                context._metadata = types.MappingProxyType({**context.metadata, **added})
-        self._start(context, extra=extra)
+        self._begin_capture(context, metadata, extra)
         run = Run(context)
         try:
             yield run
         except BaseException as exc:
             run.error = exc
-            self._finish(context, "exception", {"type": type(exc).__name__, "message": _short(str(exc))})
+            exception = {"type": type(exc).__name__, "message": _short(str(exc))}
+            self._finish(context, "exception", {"exception": exception})
             raise
         else:
-            self._finish(context, "completed", None)
+            self._finish(context, "completed")
 
-    def _finish(self, context: DataCollectionContext, ended: str, exception: dict[str, Any] | None) -> None:
+    def _begin_capture(
+        self, context: DataCollectionContext, metadata: Mapping[str, Any] | None, extra: dict[str, Any]
+    ) -> None:
+        """Start ``context`` for a capture: ``metadata`` added to its user metadata, ``extra`` to
+        the deduced metadata (the CLI's ``capture`` command: the child process)."""
+        if not isinstance(context, DataCollectionContext):
+            raise ConfigurationError(f"capture() needs a DataCollectionContext, got {context!r}")
+        if metadata is not None:
+            self._add_metadata(context, metadata)
+        self._start(context, extra=extra)
+
+    def _add_metadata(self, context: DataCollectionContext, metadata: Mapping[str, Any]) -> None:
+        """Add ``metadata`` to the user metadata of a context that is not running (a key it
+        already has with another value is a :class:`ConfigurationError`; nothing is changed then)."""
+        added = json_metadata(metadata, "capture metadata")
+        if not isinstance(added, dict):
+            raise ConfigurationError(f"capture metadata must be a mapping, got {metadata!r}")
+        clash = [k for k, v in added.items() if k in context.metadata and context.metadata[k] != v]
+        if clash:
+            raise ConfigurationError(
+                f"capture metadata key {clash[0]!r} is already in the metadata of context {context.id} "
+                "with another value"
+            )
+        if context.start_date is None or context.id not in self._ctx:
+            context._metadata = types.MappingProxyType({**context.metadata, **added})
+
+    def _prepare(self, contexts: Sequence[DataCollectionContext]) -> None:
+        """Check ``contexts`` as :meth:`start` would and open the writers and the readers they
+        need, so that starting them right after begins reading at once (the CLI's ``capture``
+        starts them when its child process has started)."""
+        reader_types: set[str] = set()
+        for i, context in enumerate(contexts):
+            self.check(context, *contexts[:i])
+            reader_types |= self._validate_variables(context)
+        self._open_resources(reader_types)
+
+    def _finish(self, context: DataCollectionContext, ended: str, more: dict[str, Any] | None = None) -> None:
+        """Stop a captured context; ``ended`` and ``more`` complete its deduced metadata."""
         with self._lock:
             record = self._ctx.get(context.id)
             if record is None or record.context is not context or self._closed:
                 return  # stopped meanwhile (duration, close, another thread)
-            if exception is not None:
-                record.extra["exception"] = exception
-                context._deduced = types.MappingProxyType({**context._deduced, "exception": exception})
+            if more:
+                record.extra.update(more)
+                context._deduced = types.MappingProxyType({**context._deduced, **more})
         self._stop(record, time.monotonic() + self._drain_timeout_s, ended=ended)
 
     # -- live data ---------------------------------------------------------------------------------
