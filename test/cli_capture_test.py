@@ -7,10 +7,13 @@ ended, so the stored read times can be compared with the child's life.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -60,7 +63,8 @@ CSV_WRITER = 'type = "csv"\npath = "out/context-{context_id}.csv"'
 HDF5_WRITER = 'type = "hdf5"\npath = "out/runs.h5"\nflush_s = 0.5'
 
 #: The child: writes its times to argv[1] (JSON), works ~1.2 s (or until SIGINT/SIGTERM, then
-#: cleans up for 0.3 s), prints to its stdout and exits with the status argv[2].
+#: cleans up for 0.3 s, counting the signals it gets), prints to its stdout and exits with the
+#: status argv[2].
 CHILD = r"""
 import json, os, signal, sys, time
 
@@ -77,14 +81,12 @@ with open(out + ".tmp", "w") as f:
     json.dump(times, f)
 os.replace(out + ".tmp", out)
 print("child output", flush=True)
-stop = []
+stop = []  # every SIGINT and SIGTERM received, in order
 signal.signal(signal.SIGTERM, lambda *a: stop.append("SIGTERM"))
-try:
-    deadline = time.monotonic() + 1.2
-    while time.monotonic() < deadline and not stop:
-        time.sleep(0.01)
-except KeyboardInterrupt:
-    stop.append("SIGINT")
+signal.signal(signal.SIGINT, lambda *a: stop.append("SIGINT"))
+deadline = time.monotonic() + 1.2
+while time.monotonic() < deadline and not stop:
+    time.sleep(0.01)
 if stop:
     cleanup = time.monotonic() + 0.3  # clean-up after the interruption: still collected
     while time.monotonic() < cleanup:
@@ -201,6 +203,51 @@ def test_an_interrupted_command_is_waited_for_and_hdf5_keeps_the_metadata(tmp_pa
     assert d["script"]["path"] == str(script) and d["script"]["args"] == [str(times_file), "5"]
     samples = read_samples(tmp_path / "out" / "runs.h5", 7)
     check_within([s.read_at for s in samples if s.read_at is not None], times, INTERVAL_S)
+
+
+def test_ctrl_c_at_a_terminal_reaches_the_command_once(tmp_path: Path) -> None:
+    """The terminal sends SIGINT to its foreground process group (data-collector and the command):
+    data-collector must not send the command a second one."""
+    config, script = setup(tmp_path, CSV_WRITER)
+    times_file = tmp_path / "times.json"
+    argv = [*command(), "capture", str(config), "--no-spool", "--context", "7", "--"]
+    argv += [sys.executable, str(script), str(times_file), "4"]
+    pid, master = pty.fork()
+    if pid == 0:  # the child: a session leader whose controlling terminal is the pty
+        os.chdir(tmp_path)
+        os.execvpe(argv[0], argv, environment())
+    output = bytearray()
+    try:
+        deadline = time.monotonic() + 60
+        sent = False
+        while True:
+            ready, _, _ = select.select([master], [], [], 0.05)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the terminal's other side closed
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            if not sent and times_file.exists():
+                time.sleep(0.3)
+                os.write(master, b"\x03")  # Ctrl-C
+                sent = True
+            assert time.monotonic() < deadline, output.decode(errors="replace")
+        _, wait_status = os.waitpid(pid, 0)
+    finally:
+        os.close(master)
+        with contextlib.suppress(ChildProcessError, ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(wait_status) == 4, output.decode(errors="replace")
+    times = json.loads(times_file.read_text())
+    assert times["stopped_by"] == ["SIGINT"], output.decode(errors="replace")  # once, not twice
+    stopped = json.loads((tmp_path / "out" / "context-7.csv.runs.jsonl").read_text().splitlines()[-1])
+    assert stopped["deduced_metadata"]["ended"] == "interrupted"
+    rows = csv_rows(tmp_path / "out" / "context-7.csv")
+    check_within([datetime.fromisoformat(r["read_at"]) for r in rows], times, INTERVAL_S)
 
 
 def test_a_command_killed_by_a_signal_gives_128_plus_n(tmp_path: Path) -> None:
