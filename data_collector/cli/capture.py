@@ -396,7 +396,7 @@ def _capture(
         return EXIT_STARTUP
     how = f"was killed by {more['signal']}" if "signal" in more else f"exited with status {code}"
     if fwd.interrupted:
-        how += f" ({fwd.interrupted} forwarded)"
+        how += f" (after {fwd.interrupted})"
     lines, problems, losses = session.report(f"the command {how}")
     if problems:
         passed = code
