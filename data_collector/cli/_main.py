@@ -152,9 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-opcua", action="store_true", help="leave the OPC UA simulator out")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("export", parents=[common], help="samples of a SQL store to CSV or Parquet")
-    p.add_argument("source", help="a SQLAlchemy URL, an SQLite file, or a .toml with a sql writer")
+    p = sub.add_parser(
+        "export", parents=[common], help="samples of a SQL store or an HDF5 file to CSV or Parquet"
+    )
+    p.add_argument(
+        "source",
+        help="a SQLAlchemy URL, an SQLite file, a .toml with a sql writer, or an HDF5 file of the hdf5 "
+        "writer (.h5/.hdf5, or any name with the HDF5 signature)",
+    )
     p.add_argument("--context", type=_id, action="append", metavar="ID", help="this context (default all)")
+    p.add_argument(
+        "--run", type=_id, action="append", metavar="N", help="HDF5: only run N of each context (repeatable)"
+    )
     p.add_argument("--list", action="store_true", help="list the recorded context runs instead")
     p.add_argument("-o", "--output", default=None, help="output file (.csv or .parquet); default stdout")
     p.add_argument("--format", choices=("csv", "parquet"), default=None, help="default: by the file name")
