@@ -35,6 +35,7 @@ from ._listener import DataCollectionListener
 from ._live import MAX_LATEST, CollectionEvent, LiveData, Subscription
 from ._model import (
     BUILTIN_VALUE_TYPES,
+    MAX_DURATION_S,
     MAX_INTERVAL_MS,
     CollectedVariable,
     CollectedVariables,
@@ -96,6 +97,10 @@ class WriterStats:
     spool_bytes: int = 0
     oldest_spooled_s: float = 0.0
     quarantined_batches: int = 0
+    #: samples the writer took but has not confirmed by a ``flush()`` yet (in ``queue_depth``;
+    #: only writers with ``flush_interval_s``, whose ``samples_written`` count flushed samples)
+    unflushed_samples: int = 0
+    flushes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +278,7 @@ class DataCollector:
                 raise ConfigurationError(f"writers must be DataWriter instances, got {writer!r}")
             if any(w is writer for w in self._writers):
                 raise ConfigurationError(f"writer {writer!r} is given twice")
+            _flush_interval(writer)
             self._writers.append(writer)
         self._listeners: list[DataCollectionListener] = []
         for listener in _as_list(listeners, "listeners"):
@@ -760,6 +766,8 @@ class DataCollector:
                 spool_bytes=spool.bytes if spool is not None else 0,
                 oldest_spooled_s=spool.oldest_age_s() if spool is not None else 0.0,
                 quarantined_batches=spool.quarantined_batches if spool is not None else 0,
+                unflushed_samples=wtask.unflushed_samples,
+                flushes=w.flushes,
             )
         contexts = {
             cid: ContextStats(cid, r.state, r.samples, r.context.start_date, r.ends_at)
@@ -956,6 +964,7 @@ class DataCollector:
                             spool=spool,
                             needs_open=id(writer) in later,
                             on_written=self._written,
+                            flush_interval_s=_flush_interval(writer),
                         )
                     )
                 with self._lock:
@@ -1284,6 +1293,23 @@ def _transient(writer: DataWriter, exc: BaseException) -> bool:
         return bool(writer.is_transient(exc))
     except Exception:
         return False
+
+
+def _flush_interval(writer: DataWriter) -> float | None:
+    """The writer's ``flush_interval_s``: None or a finite number of seconds >= 0 (else refused)."""
+    value = writer.flush_interval_s
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 <= value <= MAX_DURATION_S
+    ):
+        raise ConfigurationError(
+            f"writer {writer!r}: flush_interval_s must be None or a number of seconds >= 0, got {value!r}"
+        )
+    return float(value)
 
 
 def _describe(v: Variable) -> str:
