@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +35,7 @@ from ._listener import DataCollectionListener
 from ._live import MAX_LATEST, CollectionEvent, LiveData, Subscription
 from ._model import (
     BUILTIN_VALUE_TYPES,
+    MAX_DURATION_S,
     MAX_INTERVAL_MS,
     CollectedVariable,
     CollectedVariables,
@@ -96,6 +97,10 @@ class WriterStats:
     spool_bytes: int = 0
     oldest_spooled_s: float = 0.0
     quarantined_batches: int = 0
+    #: samples the writer took but has not confirmed by a ``flush()`` yet (in ``queue_depth``;
+    #: only writers with ``flush_interval_s``, whose ``samples_written`` count flushed samples)
+    unflushed_samples: int = 0
+    flushes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +278,7 @@ class DataCollector:
                 raise ConfigurationError(f"writers must be DataWriter instances, got {writer!r}")
             if any(w is writer for w in self._writers):
                 raise ConfigurationError(f"writer {writer!r} is given twice")
+            _flush_interval(writer)
             self._writers.append(writer)
         self._listeners: list[DataCollectionListener] = []
         for listener in _as_list(listeners, "listeners"):
@@ -606,39 +612,63 @@ class DataCollector:
     def _capture(
         self, context: DataCollectionContext, metadata: Mapping[str, Any] | None, extra: dict[str, Any]
     ) -> Iterator[Run]:
-        if not isinstance(context, DataCollectionContext):
-            raise ConfigurationError(f"capture() needs a DataCollectionContext, got {context!r}")
-        if metadata is not None:
-            added = json_metadata(metadata, "capture metadata")
-            if not isinstance(added, dict):
-                raise ConfigurationError(f"capture metadata must be a mapping, got {metadata!r}")
-            clash = [k for k, v in added.items() if k in context.metadata and context.metadata[k] != v]
-            if clash:
-                raise ConfigurationError(
-                    f"capture metadata key {clash[0]!r} is already in the metadata of context {context.id} "
-                    "with another value"
-                )
-            if context.start_date is None or context.id not in self._ctx:
-                context._metadata = types.MappingProxyType({**context.metadata, **added})
-        self._start(context, extra=extra)
+        self._begin_capture(context, metadata, extra)
         run = Run(context)
         try:
             yield run
         except BaseException as exc:
             run.error = exc
-            self._finish(context, "exception", {"type": type(exc).__name__, "message": _short(str(exc))})
+            exception = {"type": type(exc).__name__, "message": _short(str(exc))}
+            self._finish(context, "exception", {"exception": exception})
             raise
         else:
-            self._finish(context, "completed", None)
+            self._finish(context, "completed")
 
-    def _finish(self, context: DataCollectionContext, ended: str, exception: dict[str, Any] | None) -> None:
+    def _begin_capture(
+        self, context: DataCollectionContext, metadata: Mapping[str, Any] | None, extra: dict[str, Any]
+    ) -> None:
+        """Start ``context`` for a capture: ``metadata`` added to its user metadata, ``extra`` to
+        the deduced metadata (the CLI's ``capture`` command: the child process)."""
+        if not isinstance(context, DataCollectionContext):
+            raise ConfigurationError(f"capture() needs a DataCollectionContext, got {context!r}")
+        if metadata is not None:
+            self._add_metadata(context, metadata)
+        self._start(context, extra=extra)
+
+    def _add_metadata(self, context: DataCollectionContext, metadata: Mapping[str, Any]) -> None:
+        """Add ``metadata`` to the user metadata of a context that is not running (a key it
+        already has with another value is a :class:`ConfigurationError`; nothing is changed then)."""
+        added = json_metadata(metadata, "capture metadata")
+        if not isinstance(added, dict):
+            raise ConfigurationError(f"capture metadata must be a mapping, got {metadata!r}")
+        clash = [k for k, v in added.items() if k in context.metadata and context.metadata[k] != v]
+        if clash:
+            raise ConfigurationError(
+                f"capture metadata key {clash[0]!r} is already in the metadata of context {context.id} "
+                "with another value"
+            )
+        if context.start_date is None or context.id not in self._ctx:
+            context._metadata = types.MappingProxyType({**context.metadata, **added})
+
+    def _prepare(self, contexts: Sequence[DataCollectionContext]) -> None:
+        """Check ``contexts`` as :meth:`start` would and open the writers and the readers they
+        need, so that starting them right after begins reading at once (the CLI's ``capture``
+        starts them when its child process has started)."""
+        reader_types: set[str] = set()
+        for i, context in enumerate(contexts):
+            self.check(context, *contexts[:i])
+            reader_types |= self._validate_variables(context)
+        self._open_resources(reader_types)
+
+    def _finish(self, context: DataCollectionContext, ended: str, more: dict[str, Any] | None = None) -> None:
+        """Stop a captured context; ``ended`` and ``more`` complete its deduced metadata."""
         with self._lock:
             record = self._ctx.get(context.id)
             if record is None or record.context is not context or self._closed:
                 return  # stopped meanwhile (duration, close, another thread)
-            if exception is not None:
-                record.extra["exception"] = exception
-                context._deduced = types.MappingProxyType({**context._deduced, "exception": exception})
+            if more:
+                record.extra.update(more)
+                context._deduced = types.MappingProxyType({**context._deduced, **more})
         self._stop(record, time.monotonic() + self._drain_timeout_s, ended=ended)
 
     # -- live data ---------------------------------------------------------------------------------
@@ -736,6 +766,8 @@ class DataCollector:
                 spool_bytes=spool.bytes if spool is not None else 0,
                 oldest_spooled_s=spool.oldest_age_s() if spool is not None else 0.0,
                 quarantined_batches=spool.quarantined_batches if spool is not None else 0,
+                unflushed_samples=wtask.unflushed_samples,
+                flushes=w.flushes,
             )
         contexts = {
             cid: ContextStats(cid, r.state, r.samples, r.context.start_date, r.ends_at)
@@ -932,6 +964,7 @@ class DataCollector:
                             spool=spool,
                             needs_open=id(writer) in later,
                             on_written=self._written,
+                            flush_interval_s=_flush_interval(writer),
                         )
                     )
                 with self._lock:
@@ -1260,6 +1293,23 @@ def _transient(writer: DataWriter, exc: BaseException) -> bool:
         return bool(writer.is_transient(exc))
     except Exception:
         return False
+
+
+def _flush_interval(writer: DataWriter) -> float | None:
+    """The writer's ``flush_interval_s``: None or a finite number of seconds >= 0 (else refused)."""
+    value = writer.flush_interval_s
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 <= value <= MAX_DURATION_S
+    ):
+        raise ConfigurationError(
+            f"writer {writer!r}: flush_interval_s must be None or a number of seconds >= 0, got {value!r}"
+        )
+    return float(value)
 
 
 def _describe(v: Variable) -> str:

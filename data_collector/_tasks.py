@@ -7,7 +7,12 @@ passed without a read of its own into BAD samples stamped at that boundary ("no 
 Writer task: one lane (FIFO) per context, served round-robin; consecutive batches of a lane are
 handed to the writer as one ``write()`` when the writer is behind; a transient error puts the
 lane into capped backoff while the other lanes go on; a permanent error counts the batch as lost
-at once. Every sample handed to a writer task ends as written, lost, dropped or unwritten.
+at once. Every sample handed to a writer task ends as written, lost, dropped or unwritten. For a
+writer with ``flush_interval_s`` (its calls are stored only by its ``flush()``), the calls that
+returned wait in an *unflushed* list and count as written (leave the spool, set the stop events)
+only when a later ``flush()`` returned; the task calls ``flush()`` when the interval has passed
+since the first of them, when no work has come for a moment, after a ``context_stopped`` and
+before the writer's ``close()``, and retries a flush that failed transiently (only the flush).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ._model import CollectedVariables, DataCollectionContext, Quality, Variable
 from ._reader import DataReader
@@ -38,6 +43,10 @@ from ._spool import (
 from ._writer import DataWriter
 
 __all__ = ["Clock", "ReaderTask", "SystemClock", "WriterTask"]
+
+#: A writer with ``flush_interval_s`` is flushed when no call came for this long (or its interval).
+IDLE_FLUSH_S = 0.25
+_FLUSH: Literal["flush"] = "flush"
 
 _NS_PER_MS = 1_000_000
 _LATENESS_WINDOW = 10_000
@@ -524,6 +533,7 @@ class _WriterCounters:
     unwritten_samples: int = 0
     replayed_samples: int = 0
     max_queue_depth: int = 0
+    flushes: int = 0
 
 
 def _concat(batches: list[CollectedVariables]) -> CollectedVariables:
@@ -553,7 +563,8 @@ class WriterTask:
     samples of one context are handed to one ``write()``. With ``spool``, a spooler thread
     appends every entry to the spool (synced every ``spool.sync_s``) before the writer gets it,
     and an entry leaves the spool when its writer call returned; what the spool held at start is
-    replayed first.
+    replayed first. With ``flush_interval_s`` (the writer's, checked by the collector), calls
+    count as written only after a later ``flush()`` returned (see the module documentation).
     """
 
     def __init__(
@@ -567,8 +578,21 @@ class WriterTask:
         spool: Spool | None = None,
         needs_open: bool = False,
         on_written: Callable[[int, int, str], None] | None = None,
+        flush_interval_s: float | None = None,
     ) -> None:
         self.writer = writer
+        self._flush_s = flush_interval_s
+        self._idle_s = min(IDLE_FLUSH_S, flush_interval_s) if flush_interval_s is not None else 0.0
+        self._unflushed: list[_Entry] = []  # calls that returned, in order, not yet flushed
+        self._unflushed_samples = 0
+        self._unflushed_since = 0.0  # monotonic: when the first of them returned
+        self._last_call = 0.0  # monotonic: when the last writer call returned
+        self._flush_soon = False  # a context stopped: flush before anything else
+        self._flush_attempts = 0
+        self._flush_retry_at = 0.0
+        self._flush_delay = 0.0
+        self._flush_failing_since = 0.0
+        self._flush_last_log = 0.0
         self._on_written = on_written
         self.name = name
         self._log = logger
@@ -601,8 +625,13 @@ class WriterTask:
 
     @property
     def queue_depth(self) -> int:
-        """Samples queued or being written."""
+        """Samples queued or being written (with ``flush_interval_s``: or not flushed yet)."""
         return self._depth
+
+    @property
+    def unflushed_samples(self) -> int:
+        """Samples the writer took that no ``flush()`` confirmed yet (part of :attr:`queue_depth`)."""
+        return self._unflushed_samples
 
     # -- replay ------------------------------------------------------------------------------------
     def _replay(self, spool: Spool) -> None:
@@ -823,9 +852,11 @@ class WriterTask:
                 for entry in lane.entries:
                     if entry.done is not None:
                         entry.done.set()
-            for entry in self._incoming:
+            for entry in [*self._incoming, *self._unflushed]:
                 if entry.done is not None:
                     entry.done.set()
+            self._unflushed.clear()
+            self._unflushed_samples = 0
             self._lanes.clear()
             self._ready.clear()
             self._cond.notify_all()
@@ -842,8 +873,9 @@ class WriterTask:
                 self._log.exception("writer %s: closing the spool failed", self.name)
 
     # -- the loop (own thread) -------------------------------------------------------------------
-    def _next(self) -> tuple[int, _Lane, _Entry] | None:
-        """The next piece of work (merging a lane's queued batches), or None to end the thread."""
+    def _next(self) -> tuple[int, _Lane, _Entry] | Literal["flush"] | None:
+        """The next piece of work (merging a lane's queued batches), ``"flush"`` when the writer is
+        to be flushed, or None to end the thread."""
         with self._cond:
             while True:
                 if self._abandoned:
@@ -853,6 +885,11 @@ class WriterTask:
                 for retry_at, key in sorted(waiting):
                     if retry_at <= now and key not in self._ready:
                         self._ready.appendleft(key)
+                can_flush = bool(self._unflushed) and (
+                    not self._flush_attempts or now >= self._flush_retry_at
+                )
+                if can_flush and (self._flush_soon or now - self._unflushed_since >= (self._flush_s or 0.0)):
+                    return _FLUSH
                 while self._ready:
                     key = self._ready.popleft()
                     lane = self._lanes.get(key)
@@ -861,14 +898,24 @@ class WriterTask:
                     if lane.attempts and lane.retry_at > now:
                         continue
                     return key, lane, self._take(lane)
-                if (
+                finished = (
                     self._closing
                     and self._spooler_done
                     and not self._incoming
                     and not any(lane.entries for lane in self._lanes.values())
-                ):
+                )
+                if can_flush and (finished or now - self._last_call >= self._idle_s):
+                    return _FLUSH  # nothing else to do (or the end): flush what the writer holds
+                if finished and not self._unflushed:
                     return None
-                timeout = min((r for r, _ in waiting), default=None)
+                deadlines = [r for r, _ in waiting]
+                if self._unflushed:
+                    if self._flush_attempts:
+                        deadlines.append(self._flush_retry_at)
+                    else:
+                        deadlines.append(self._unflushed_since + (self._flush_s or 0.0))
+                        deadlines.append(self._last_call + self._idle_s)
+                timeout = min(deadlines, default=None)
                 self._cond.wait(None if timeout is None else max(0.0, timeout - now))
 
     def _take(self, lane: _Lane) -> _Entry:  # under self._cond
@@ -903,6 +950,10 @@ class WriterTask:
             work = self._next()
             if work is None:
                 break
+            if isinstance(work, str):
+                if not self._flush():
+                    return  # close gave up on us
+                continue
             key, lane, entry = work
             if entry.recs and self.spool is not None and self._skip_dropped(key, lane, entry):
                 continue
@@ -1015,13 +1066,7 @@ class WriterTask:
                 else:
                     writer.context_stopped(context)
         except Exception as exc:
-            try:
-                transient = bool(writer.is_transient(exc))
-            except Exception:
-                self._log.exception(
-                    "writer %s: is_transient raised; the error is taken as permanent", self.name
-                )
-                transient = False
+            transient = _is_transient(writer, exc, self._log, self.name)
             return (False if transient else None), exc
         return True, None
 
@@ -1066,6 +1111,9 @@ class WriterTask:
             self._cond.notify_all()
             return
         lane.entries.popleft()
+        if outcome and self._flush_s is not None:
+            self._defer(key, lane, entry, now)
+            return
         if entry.recs and self.spool is not None:
             for rec in entry.recs:
                 self.spool.ack(rec)
@@ -1113,8 +1161,152 @@ class WriterTask:
             del self._lanes[key]
             self._keys.pop(id(entry.context), None)
 
+    def _defer(self, key: int, lane: _Lane, entry: _Entry, now: float) -> None:  # under self._cond
+        """A call of a writer with ``flush_interval_s`` returned: it counts once a flush confirms it."""
+        if not self._unflushed:
+            self._unflushed_since = now
+        self._unflushed.append(entry)
+        self._last_call = now
+        if entry.kind == _DATA:
+            self._unflushed_samples += entry.samples
+            if entry.batch is not None:
+                self._in_memory -= entry.samples
+                entry.batch = None  # the writer holds it now: only its spool records are kept
+        elif entry.kind == _STOPPED:
+            self._flush_soon = True  # stop() waits for it: flush before anything else
+        if lane.attempts:
+            self.counters.retried_ok += 1
+            self._log.warning(
+                "writer %s: %s of context %d taken after %d attempts over %.1f s",
+                self.name,
+                self._what(entry),
+                entry.context.id,
+                lane.attempts + 1,
+                now - lane.failing_since,
+            )
+        lane.attempts = 0
+        lane.delay = 0.0
+        if lane.entries:
+            self._ready.append(key)
+        elif entry.kind == _STOPPED:
+            del self._lanes[key]
+            self._keys.pop(id(entry.context), None)
+
+    def _flush(self) -> bool:
+        """Flush the writer; settle the calls it confirms (or, on a permanent error, loses).
+
+        A transient error is retried later (only the flush: the writer keeps what it holds).
+        False when the task was abandoned meanwhile.
+        """
+        with self._cond:
+            entries = list(self._unflushed)  # only this thread adds to it
+        exc: BaseException | None = None
+        try:
+            with self.writer.lock:
+                self.writer.flush()
+            outcome: bool | None = True
+        except Exception as error:
+            exc = error
+            outcome = False if _is_transient(self.writer, error, self._log, self.name) else None
+        if outcome is None and self.spool is not None:
+            for entry in entries:
+                if entry.recs:
+                    self._quarantine(entry, exc)
+        with self._cond:
+            if self._abandoned:
+                return False
+            c = self.counters
+            now = time.monotonic()
+            if outcome is False:
+                c.write_errors += 1
+                self._flush_attempts += 1
+                if self._flush_attempts == 1:
+                    self._flush_failing_since = self._flush_last_log = now
+                    self._flush_delay = 0.05
+                    self._log.warning(
+                        "writer %s: flush() failed (%s: %s); %d samples it holds are kept in the spool "
+                        "and flush() is retried with backoff up to %.1f s",
+                        self.name,
+                        type(exc).__name__,
+                        exc,
+                        self._unflushed_samples,
+                        self._retry_max_s,
+                    )
+                else:
+                    self._flush_delay = min(self._flush_delay * 2, self._retry_max_s)
+                    if now - self._flush_last_log >= 60.0:
+                        self._flush_last_log = now
+                        self._log.error(
+                            "writer %s: flush() still failing after %d attempts over %.0f s (%s: %s); "
+                            "%d samples not confirmed",
+                            self.name,
+                            self._flush_attempts,
+                            now - self._flush_failing_since,
+                            type(exc).__name__,
+                            exc,
+                            self._unflushed_samples,
+                        )
+                self._flush_retry_at = now + self._flush_delay
+                self._cond.notify_all()
+                return True
+            del self._unflushed[: len(entries)]
+            self._unflushed_samples = sum(e.samples for e in self._unflushed if e.kind == _DATA)
+            self._flush_soon = False
+            if outcome:
+                c.flushes += 1
+                if self._flush_attempts:
+                    c.retried_ok += 1
+                    self._log.warning(
+                        "writer %s: flushed after %d attempts over %.1f s",
+                        self.name,
+                        self._flush_attempts + 1,
+                        now - self._flush_failing_since,
+                    )
+            else:
+                c.write_errors += 1
+                lost = sum(e.samples for e in entries if e.kind == _DATA)
+                self._log.error(
+                    "writer %s: flush() failed with an error retrying cannot fix: %d samples it held are "
+                    "LOST%s: %s: %s",
+                    self.name,
+                    lost,
+                    " (kept in the spool's quarantine)" if self.spool is not None else "",
+                    type(exc).__name__,
+                    exc,
+                    exc_info=exc,
+                )
+            self._flush_attempts = 0
+            self._flush_delay = 0.0
+            for entry in entries:
+                if entry.recs and self.spool is not None:
+                    for rec in entry.recs:
+                        self.spool.ack(rec)
+                if entry.kind == _DATA:
+                    if outcome:
+                        c.batches += 1
+                        c.samples_written += entry.samples
+                        if self._on_written is not None:
+                            self._on_written(entry.context.id, entry.samples, self.name)
+                    else:
+                        c.lost_batches += 1
+                        c.lost_samples += entry.samples
+                    self._depth -= entry.samples
+                if entry.done is not None:
+                    entry.done.set()
+            self._cond.notify_all()
+        return True
+
     @staticmethod
     def _what(entry: _Entry) -> str:
         if entry.kind == _DATA:
             return f"a batch of {entry.samples} samples"
         return "context_started" if entry.kind == _STARTED else "context_stopped"
+
+
+def _is_transient(writer: DataWriter, exc: BaseException, log: logging.Logger, name: str) -> bool:
+    """``writer.is_transient(exc)``; an error it raises itself makes ``exc`` permanent (logged)."""
+    try:
+        return bool(writer.is_transient(exc))
+    except Exception:
+        log.exception("writer %s: is_transient raised; the error is taken as permanent", name)
+        return False

@@ -31,11 +31,34 @@ class DataWriter(abc.ABC):
     reopening appends. The collector calls :meth:`close` from the writer's own thread after the
     last write; a writer still busy in :meth:`write` when ``DataCollector.close()`` gives up is
     never called again (not even :meth:`close`).
+
+    Durability. By default a batch counts as stored when :meth:`write` returns: the collector
+    then counts it as written and removes it from its spool. A writer that buffers (appends to a
+    file in large chunks, sends in bursts) sets :attr:`flush_interval_s` to a number of seconds
+    and implements :meth:`flush`: its calls then count as stored only once a later
+    :meth:`flush` returned. The collector calls :meth:`flush` from the writer's thread, under
+    :attr:`lock`: at most ``flush_interval_s`` after the first call not flushed yet (0: after
+    every call), when no batch has come for a moment (0.25 s, or ``flush_interval_s`` if
+    shorter), after each :meth:`context_stopped` (so ``stop()`` returns with the run stored),
+    and before :meth:`close`. Until then the batches stay in the spool, so a crash loses none of
+    them: the next collector replays them (a writer that may have stored some of them before the
+    crash skips those, as the HDF5 writer does). When :meth:`flush` raises, :meth:`is_transient`
+    decides, as for a write: a transient error is retried (only :meth:`flush`, with the same
+    backoff as writes) and the writer must keep what it holds so that a later :meth:`flush`
+    stores it exactly once (the collector does not write those batches again, which would store
+    them twice); a permanent error means the writer gave up what it held since its last
+    successful flush: those batches count as lost (quarantined with a spool).
     """
 
     #: False for a writer whose batches should not go through the collector's spool (e.g. a
     #: live view): it gets them from memory only, and needs no name of its own.
     spooled: ClassVar[bool] = True
+
+    #: ``None``: :meth:`write` and the hooks have stored what they were given when they return.
+    #: A number of seconds (>= 0): they may keep it in memory until :meth:`flush`, which the
+    #: collector calls at most this long after the first call not flushed yet (see above).
+    #: Read once, when the collector opens the writer.
+    flush_interval_s: float | None = None
 
     def __init__(self, *, name: str | None = None) -> None:
         self._dc_lock = threading.RLock()
@@ -69,6 +92,9 @@ class DataWriter(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and release resources. Called once when the collector closes."""
+
+    def flush(self) -> None:  # noqa: B027 - optional hook
+        """Store durably everything taken since the last flush (with :attr:`flush_interval_s`)."""
 
     def context_started(self, context: DataCollectionContext) -> None:  # noqa: B027
         """A context started: ``context.start_date`` and ``metadata`` are set."""

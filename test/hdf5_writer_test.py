@@ -368,29 +368,28 @@ def test_files_of_others_are_refused_permanently_and_left_untouched(tmp_path: Pa
     assert [s.value for s in read_samples(empty)] == [1.0]
 
 
-def test_flush_thread_makes_data_readable_by_another_process_without_further_writes(tmp_path: Path) -> None:
+def test_the_collector_flushes_when_idle_so_another_process_reads_without_further_writes(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "live.h5"
-    ctx = DataCollectionContext(2, [Variable(1, "a", "int", "r")])
-    w = Hdf5DataWriter(path, flush_s=0.2)
-    try:
-        w.context_started(ctx)
-        at = datetime.now(UTC)
-        w.write(ctx, CollectedVariables([CollectedVariable(ctx.variables[0], 42, at)]))
-        assert w.pending_samples == 1
-        wait_for(lambda: w.samples_flushed == 1, 5, "the writer's thread to flush")
-        assert w.pending_samples == 0
+    w = Hdf5DataWriter(path, flush_s=600)  # only the collector's flush when idle can write it
+    assert w.flush_interval_s == 600
+    ctx = DataCollectionContext(2, [Variable(1, "counter", "int", "random", 1000)])
+    with DataCollector(LOG, [RandomDataReader()], [w]) as c:
+        c.start(ctx)
+        wait_for(lambda: w.samples_flushed >= 1, 5, "the collector to flush the idle writer")
+        stats = c.stats().writers[w.name]
+        assert stats.flushes >= 1 and stats.samples_written == w.samples_flushed == w.samples_written
         code = (
             "import sys; from data_writer.hdf5 import read_samples; "
-            "print([s.value for s in read_samples(sys.argv[1])])"
+            "print([s.value for s in read_samples(sys.argv[1])][:1])"
         )
         env = {**os.environ, "PYTHONPATH": str(ROOT), "HDF5_USE_FILE_LOCKING": "FALSE"}
         out = subprocess.run(
             [sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env, timeout=60
         )
         assert out.returncode == 0, out.stderr
-        assert out.stdout.strip() == "[42]"
-    finally:
-        w.close()
+        assert out.stdout.strip() == "[1]"
 
 
 KILL_CHILD = r"""
@@ -672,58 +671,85 @@ from data_collector import DataCollectionContext, DataCollector, Variable
 from data_reader.random import RandomDataReader
 from data_writer.hdf5 import Hdf5DataWriter
 logging.basicConfig(level=logging.WARNING)
-writer = Hdf5DataWriter({path!r}, flush_s=0)
+writer = Hdf5DataWriter({path!r}, flush_s={flush_s})
 c = DataCollector(logging.getLogger("child"), [RandomDataReader(min_interval_ms=10)], [writer],
-                  spool_dir={spool!r}, spool_sync_s=0.3)
+                  spool_dir={spool!r}, spool_sync_s={sync_s})
 variables = [Variable(i, "counter", "int", "random", 20) for i in range(1, 11)]
 c.start(DataCollectionContext(1, variables, min_interval_ms=10, metadata={{"lot": "K"}}))
-last = -1
+last, next_print = -1, 0.0
 deadline = time.monotonic() + 60
 while time.monotonic() < deadline:
-    flushed = writer.samples_flushed
-    if flushed != last:
-        print(flushed, flush=True)
-        last = flushed
+    flushed, now = writer.samples_flushed, time.monotonic()
+    if flushed != last or now >= next_print:  # samples on disk, samples read
+        print(flushed, c.stats().readers["random"].samples, flush=True)
+        last, next_print = flushed, now + 0.02
     time.sleep(0.001)
 """
 
 
-def test_kill_9_with_a_spool_then_restart_stores_every_sample_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("when", ["between-flushes", "just-after-a-flush"])
+def test_kill_9_with_a_spool_then_restart_stores_every_sample_once(tmp_path: Path, when: str) -> None:
+    """The collector confirms batches to its spool only after the writer flushed them: a kill
+    between flushes loses nothing that was spooled (the next collector writes it), and a kill
+    right after a flush (the confirmations not yet synced) stores nothing twice."""
     path, spool = tmp_path / "s.h5", tmp_path / "spool"
+    flush_s = 1.0
+    # between flushes: the spool is synced often; just after one: rarely, so the confirmations of
+    # the flush are not on disk at the kill and its batches come again
+    sync_s = 0.2 if when == "between-flushes" else 3.0
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    code = SPOOL_CHILD.format(path=str(path), spool=str(spool))
+    code = SPOOL_CHILD.format(path=str(path), spool=str(spool), flush_s=flush_s, sync_s=sync_s)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    seen: list[tuple[float, int, int]] = []  # (when the line came, samples flushed, samples read)
     try:
         lines = _lines(proc)
-        while True:  # bounded by the timeout of each get and the child's own 60 s
+
+        def next_line() -> tuple[int, int]:
             line = lines.get(timeout=30)
             assert line is not None, "the child ended early"
-            if int(line) >= 500:
-                break
-        # kill just after a flush: the next one starts with the next batch, 20 ms later (a crash
-        # *during* a flush is outside what the writer guarantees); the spool confirms every 0.3 s,
-        # so the last batches were written but not confirmed and come again
-        assert lines.get(timeout=30) is not None
+            flushed, read = (int(x) for x in line.split())
+            seen.append((time.monotonic(), flushed, read))
+            return flushed, read
+
+        flushes = 0
+        last = 0
+        while flushes < 5:  # bounded by the timeout of each line and the child's own 60 s
+            flushed, _ = next_line()
+            if flushed != last:
+                flushes += 1
+                last = flushed
+        if when == "between-flushes":
+            kill_at = seen[-1][0] + 0.7 * flush_s  # the next flush comes 1 s after the last one
+            while time.monotonic() < kill_at:
+                flushed, _ = next_line()
+                assert flushed == last, "a flush came early"
         os.kill(proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
         proc.wait(10)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    before = len(read_samples(path))
-    writer = Hdf5DataWriter(path, flush_s=0)
+    # what had been read this long before the kill was synced to the spool by then
+    read_before = max(read for at, _, read in seen if at <= killed - sync_s - 0.3)
+    flushed_before = len(read_samples(path))
+    writer = Hdf5DataWriter(path, flush_s=flush_s)
     with DataCollector(LOG, [RandomDataReader(min_interval_ms=10)], [writer], spool_dir=spool) as c:
         c.start(DataCollectionContext(2, [Variable(99, "counter", "int", "random", 50)], min_interval_ms=10))
         wait_for(lambda: c.stats().writers[writer.name].replayed_samples > 0, 10, "a replay")
         wait_for(lambda: c.stats().writers[writer.name].queue_depth == 0, 30, "the replay to be written")
-    assert writer.replayed_skipped > 0  # written before the kill, not yet confirmed: not stored twice
+        replayed = c.stats().writers[writer.name].replayed_samples
     stored = read_samples(path, 1)
-    assert len(stored) >= before
     keys = Counter((s.variable_id, s.read_at) for s in stored)
     assert max(keys.values()) == 1, "a sample stored twice"
     for vid in range(1, 11):
         good = [s.value for s in stored if s.variable_id == vid and s.quality is Quality.GOOD]
-        assert good == list(range(1, len(good) + 1)), vid  # no gap: nothing confirmed was lost
+        assert good == list(range(1, len(good) + 1)), vid  # no gap, no double
+    assert len(stored) >= read_before > 0, (len(stored), read_before)  # nothing spooled was lost
+    if when == "between-flushes":  # the batches since the last flush were only in the spool
+        assert writer.replayed_skipped == 0 and len(stored) >= flushed_before + replayed > flushed_before
+    else:  # the batches of the last flush were in the file and came again: skipped
+        assert writer.replayed_skipped > 0
     (run,) = list_runs(path, 1)
     assert run.metadata == {"lot": "K"} and run.deduced_metadata.get("replayed_from_spool") is True
     assert run.ended.startswith("abnormal") and run.end is not None

@@ -1,7 +1,7 @@
 """The ``data-collector`` command: run, validate and commission collections from a TOML file.
 
-One module per command (:mod:`.run`, :mod:`.validate`, :mod:`.read`, :mod:`.demo`, :mod:`.export`,
-:mod:`.spool`, :mod:`.tail`, :mod:`.plugins`, :mod:`.simulator`); :mod:`._session` holds the
+One module per command (:mod:`.run`, :mod:`.capture`, :mod:`.validate`, :mod:`.read`, :mod:`.demo`,
+:mod:`.export`, :mod:`.spool`, :mod:`.tail`, :mod:`.plugins`, :mod:`.simulator`); :mod:`._session` holds the
 collecting session and live view of ``run`` and ``demo``, :mod:`._common` the shared output helpers
 and exit statuses, :mod:`._main` the parser and :func:`main`. ``data_collector._cli`` is an alias of
 this package's :func:`main` (installs made before the package existed point their console script
@@ -24,6 +24,12 @@ Serves plant engineers at a terminal: everything the library does, driven by a c
         spools); what was not written when the command ends (a crash, kill -9, a store still down
         at Ctrl-C) stays in the spool and the next run on that spool writes it first ("replayed").
         One run at a time per spool (a lock file in it; a second run exits 3).
+    data-collector capture CONFIG [--context ID] [--metadata KEY=VALUE] [--strict] -- COMMAND ARGS...
+        collect exactly while COMMAND runs (a child process, no shell): the contexts start when it
+        has started and stop when it has exited; its command line, script (absolute path,
+        SHA-256, arguments), exit status and how it ended go into the runs' deduced metadata.
+        Exits with COMMAND's status (collection problems are reported, and turn a 0 into 1 with
+        ``--strict``); SIGTERM, and SIGINT not already sent by the terminal, are forwarded to it.
     data-collector validate CONFIG [--spool-dir DIR | --no-spool]
         check everything that can be checked without connecting; list every problem with its key
         path (with a spool, also writers that share a name: each needs a spool folder of its own).
@@ -39,9 +45,11 @@ Serves plant engineers at a terminal: everything the library does, driven by a c
     data-collector demo [--seconds 20] [--out ./data-collector-demo] [--modbus-port 0] [--opcua-port 0]
         start the embedded Modbus and OPC UA simulators, collect into SQLite and CSV, show live
         values, then say where the data is and how to look at it.
-    data-collector export SOURCE [--context ID] [--list] [-o FILE.csv|FILE.parquet]
+    data-collector export SOURCE [--context ID] [--run N] [--list] [-o FILE.csv|FILE.parquet]
         samples of a SQL store (a SQLAlchemy URL, an SQLite file, or a configuration file with a
-        ``sql`` writer) to CSV (standard output by default) or Parquet (needs pyarrow).
+        ``sql`` writer) or of an HDF5 file of the ``hdf5`` writer (``.h5``/``.hdf5`` or the HDF5
+        signature; ``--run`` picks runs) to CSV (standard output by default) or Parquet (needs
+        pyarrow), with the same columns for both.
     data-collector tail REDIS_URL [--prefix dc] [--context ID] [--variable ID] [--from-start]
                         [--count N] [--seconds S]
         follow the streams of the ``redis`` writer live (XREAD BLOCK), one plain line per sample;
@@ -54,8 +62,9 @@ Serves plant engineers at a terminal: everything the library does, driven by a c
 Exit status: 0 success; 1 the command ran but values were read BAD (``read``), or (``run``) a
 sample was BAD, missed, lost, dropped or left unwritten (the summary's last line says which;
 samples an earlier run left in the spool and this one wrote are fine), or (``spool``) batches
-are quarantined; 2 configuration or usage error (a bad ``--port`` of ``simulator`` included;
-``spool --drop`` without ``--yes``); 3 startup error (a reader or writer failed to open for good,
+are quarantined (``capture`` exits with its command's status, see its ``--help``); 2
+configuration or usage error (a bad ``--port`` of ``simulator`` included; ``spool --drop``
+without ``--yes``); 3 startup error (a reader or writer failed to open for good,
 a simulator could not listen, the spool is in use by another run).
 
 Example::

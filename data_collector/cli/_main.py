@@ -25,6 +25,7 @@ from ._common import (
     _setup_logging,
     _version,
 )
+from .capture import CAPTURE_HELP, _cmd_capture
 from .demo import _cmd_demo
 from .export import _cmd_export
 from .plugins import _cmd_plugins
@@ -76,6 +77,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser(
+        "capture",
+        parents=[common, spooling],
+        help="collect exactly while a command runs; exit with its status",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="%(prog)s CONFIG [--context ID ...] [--metadata KEY=VALUE ...] [options] -- COMMAND ARGS...",
+        description=CAPTURE_HELP,
+    )
+    p.add_argument("config", help="the TOML configuration file")
+    p.add_argument(
+        "--context",
+        type=_id,
+        action="append",
+        metavar="ID",
+        help="capture this context (repeatable; default all)",
+    )
+    p.add_argument(
+        "--metadata",
+        action="append",
+        metavar="KEY=VALUE",
+        help="add to the runs' user metadata: KEY=VALUE (a string) or KEY:=JSON (21.5, true, [1,2]...); "
+        "repeatable",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 instead of 0 when the command succeeded but collection was not clean",
+    )
+    p.add_argument(
+        "command",
+        nargs="*",
+        help="the command and its arguments (after --, so that their options are not taken as ours)",
+    )
+    p.set_defaults(func=_cmd_capture)
+
+    p = sub.add_parser(
         "validate", parents=[common, spooling], help="check a configuration without connecting"
     )
     p.add_argument("config", help="the TOML configuration file")
@@ -118,9 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-opcua", action="store_true", help="leave the OPC UA simulator out")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("export", parents=[common], help="samples of a SQL store to CSV or Parquet")
-    p.add_argument("source", help="a SQLAlchemy URL, an SQLite file, or a .toml with a sql writer")
+    p = sub.add_parser(
+        "export", parents=[common], help="samples of a SQL store or an HDF5 file to CSV or Parquet"
+    )
+    p.add_argument(
+        "source",
+        help="a SQLAlchemy URL, an SQLite file, a .toml with a sql writer, or an HDF5 file of the hdf5 "
+        "writer (.h5/.hdf5, or any name with the HDF5 signature)",
+    )
     p.add_argument("--context", type=_id, action="append", metavar="ID", help="this context (default all)")
+    p.add_argument(
+        "--run", type=_id, action="append", metavar="N", help="HDF5: only run N of each context (repeatable)"
+    )
     p.add_argument("--list", action="store_true", help="list the recorded context runs instead")
     p.add_argument("-o", "--output", default=None, help="output file (.csv or .parquet); default stdout")
     p.add_argument("--format", choices=("csv", "parquet"), default=None, help="default: by the file name")
@@ -160,13 +205,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``capture ... -- COMMAND ARGS``: the arguments before ``--`` and the command after it
+    (taken apart before parsing, so that the command's own options are never ours)."""
+    first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if first is None or argv[first] != "capture" or "--" not in argv[first + 1 :]:
+        return argv, None
+    cut = argv.index("--", first + 1)
+    return argv[:cut], argv[cut + 1 :]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``data-collector`` command with ``argv`` (default: ``sys.argv[1:]``); the exit status."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
             stream.reconfigure(errors="replace")  # type: ignore[union-attr]
     out, err = sys.stdout, sys.stderr
-    args = build_parser().parse_args(argv)
+    head, command = _split_command(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(head)
+    if command is not None:
+        args.command = command
     if args.command != "simulator":
         _setup_logging(args.verbose, args.quiet, err)
     func: Callable[[argparse.Namespace, IO[str], IO[str]], int] = args.func

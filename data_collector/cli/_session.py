@@ -144,13 +144,14 @@ class _Session:
         self.stats: CollectorStats | None = None
         self._history: dict[int, collections.deque[tuple[float, int]]] = {}
 
-    def start(self) -> int:
-        """Build the collector and start every context; an exit status other than 0 on failure."""
+    def start(self, begin: Callable[[DataCollector], None] | None = None) -> int:
+        """Build the collector and start every context (or call ``begin`` with it instead); an
+        exit status other than 0 on failure, said on stderr."""
         try:
             self.collector = self.config.collector(
                 _log, extra_writers=[self.monitor], spool_dir=self.spool_dir
             )
-            self.config.start(self.collector)
+            (begin or self.config.start)(self.collector)
         except ConfigFileError as exc:  # writers with one name and a spool
             self._print_err(f"{exc}\n(or run with --no-spool)" if self.spool_dir is not None else str(exc))
             self._close()
@@ -310,6 +311,16 @@ class _Session:
 
         The last line, when the status is 1, says why (``exit status 1: ...``).
         """
+        lines, problems, _losses = self.report(reason)
+        if not problems:
+            return lines, EXIT_OK
+        lines.append(f"exit status {EXIT_FAILED}: samples {', '.join(problems)}")
+        return lines, EXIT_FAILED
+
+    def report(self, reason: str) -> tuple[list[str], list[str], int]:
+        """Final lines, the problems (``"3 BAD"``, ``"120 lost"``...; none when everything read
+        was GOOD and written) and how many samples collection itself lost (lost, dropped,
+        unwritten: read but not in the store)."""
         samples, bad, _latest = self.monitor.snapshot()
         lines = [f"{reason} after {_duration(self.elapsed)}"]
         for context in self.config.contexts:
@@ -366,10 +377,7 @@ class _Session:
             )
             if n
         ]
-        if not problems:
-            return lines, EXIT_OK
-        lines.append(f"exit status {EXIT_FAILED}: samples {', '.join(problems)}")
-        return lines, EXIT_FAILED
+        return lines, problems, lost + dropped + unwritten
 
 
 def default_spool_dir(config_path: str | os.PathLike[str]) -> Path:
@@ -385,6 +393,26 @@ def _spool_dir(args: argparse.Namespace, config: Configuration) -> Path | None:
     if args.spool_dir is not None:
         return Path(args.spool_dir)
     return config.spool_dir or default_spool_dir(args.config)
+
+
+def lock_spool(spool_dir: Path | None, err: IO[str]) -> tuple[SpoolLock | None, int]:
+    """Take the lock of ``spool_dir`` (none without a spool): ``(lock, EXIT_OK)``, or ``(None,
+    status)`` with the reason said on ``err`` when the folder is unusable or another run holds it."""
+    if spool_dir is None:
+        return None, EXIT_OK
+    lock = SpoolLock(spool_dir)
+    try:
+        acquired = lock.acquire()
+    except OSError as exc:
+        err.write(f"error: spool folder {spool_dir}: {exc.strerror or exc}\n")
+        return None, EXIT_CONFIG
+    if not acquired:
+        err.write(
+            f"error: the spool {spool_dir} is in use by another data-collector (pid {lock.holder()}): "
+            "give this run a spool of its own (--spool-dir DIR) or none (--no-spool)\n"
+        )
+        return None, EXIT_STARTUP
+    return lock, EXIT_OK
 
 
 class SpoolLock:

@@ -1,4 +1,11 @@
-"""``data-collector export SOURCE``: samples of a SQL store to CSV or Parquet."""
+"""``data-collector export SOURCE``: samples of a SQL store or an HDF5 file to CSV or Parquet.
+
+A source is an HDF5 file of the ``hdf5`` writer when its name ends in ``.h5`` / ``.hdf5`` or it
+starts with the HDF5 signature (read with :mod:`data_writer.hdf5`, extra ``hdf5``); otherwise a
+SQL store: a SQLAlchemy URL, an SQLite file, or a configuration file with a ``sql`` writer. Both
+give the same columns (:data:`EXPORT_COLUMNS`; Parquet adds ``value_float``), in the order
+context, (run,) time, variable.
+"""
 
 from __future__ import annotations
 
@@ -52,6 +59,72 @@ def _export_source(args: argparse.Namespace) -> tuple[Any, str, str, Callable[[]
     return f"sqlite:///{path}", args.table_prefix, str(path), lambda: None
 
 
+#: The signature every HDF5 file has at offset 0, 512, 1024, 2048... (after a user block).
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5(source: str) -> bool:
+    """Whether ``source`` names an HDF5 file: by its suffix, or by the HDF5 signature."""
+    path = Path(source)
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        return True
+    if "://" in source:
+        return False
+    try:
+        with open(path, "rb") as f:
+            size = path.stat().st_size
+            offset = 0
+            while offset + len(HDF5_SIGNATURE) <= size:
+                f.seek(offset)
+                if f.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+                    return True
+                offset = 512 if offset == 0 else offset * 2
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def _hdf5_samples(args: argparse.Namespace, out: IO[str]) -> tuple[list[Any], list[int]] | None:
+    """The samples of an HDF5 file (and the context ids exported), or None after ``--list``."""
+    try:
+        hdf5: Any = importlib.import_module("data_writer.hdf5")
+    except ImportError as exc:
+        raise ConfigurationError(
+            f'exporting an HDF5 file needs PyTables: pip install "data-collector[hdf5]" ({exc})'
+        ) from None
+    path = args.source
+    if not Path(path).is_file():
+        raise ConfigurationError(f"no such file: {path!r}")
+    runs = hdf5.list_runs(path)
+    if args.list:
+        rows = [
+            (
+                r.context_id,
+                r.run,
+                r.start.isoformat(timespec="seconds") if r.start else "",
+                r.end.isoformat(timespec="seconds") if r.end else "",
+                r.ended,
+                r.samples,
+                format_value(json.dumps(r.metadata, ensure_ascii=False, default=str), 60),
+            )
+            for r in runs
+        ]
+        headers = ["context", "run", "start", "end", "ended", "samples", "metadata"]
+        out.write("\n".join(table(headers, rows, right=[0, 1, 5])) + "\n")
+        return None
+    ids = list(dict.fromkeys(args.context or [r.context_id for r in runs]))
+    numbers: list[int | None] = list(dict.fromkeys(args.run)) if args.run else [None]
+    start = _parse_time(args.start, "--start")
+    end = _parse_time(args.end, "--end")
+    samples: list[Any] = []
+    for cid in ids:
+        for n in numbers:
+            samples += hdf5.read_samples(
+                path, cid, n, variable_ids=args.variables or None, start=start, end=end
+            )
+    return samples, ids
+
+
 def _parse_time(text: str | None, option: str) -> datetime | None:
     if text is None:
         return None
@@ -73,7 +146,7 @@ def export_rows(rows: Iterable[Any]) -> Iterator[tuple[Any, ...]]:
             r.address,
             r.value_type,
             r.reader_type,
-            r.read_at.isoformat(timespec="microseconds"),
+            "" if r.read_at is None else r.read_at.isoformat(timespec="microseconds"),
             csv_text(r.value),
             r.quality.value,
             r.error or "",
@@ -81,6 +154,14 @@ def export_rows(rows: Iterable[Any]) -> Iterator[tuple[Any, ...]]:
 
 
 def _cmd_export(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    if is_hdf5(args.source):
+        found = _hdf5_samples(args, out)
+        if found is None:
+            return EXIT_OK
+        samples, ids = found
+        return _output(args, samples, ids, args.source, out, err)
+    if args.run:
+        raise ConfigurationError("--run selects runs of an HDF5 file; a SQL store has one run per context id")
     try:
         from data_writer.sql_data_writer import read_contexts, read_samples
     except ImportError as exc:
@@ -112,6 +193,13 @@ def _cmd_export(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             )
     finally:
         cleanup()
+    return _output(args, samples, ids, label, out, err)
+
+
+def _output(
+    args: argparse.Namespace, samples: Sequence[Any], ids: list[int], label: str, out: IO[str], err: IO[str]
+) -> int:
+    """Write ``samples`` as CSV (to ``-o`` or standard output) or Parquet."""
     fmt = args.format or ("parquet" if str(args.output).endswith(".parquet") else "csv")
     if fmt == "parquet":
         if args.output in (None, "-"):

@@ -8,26 +8,16 @@ from pathlib import Path
 from typing import IO
 
 from .._config import Configuration, load_config
-from ._common import EXIT_CONFIG, EXIT_OK, EXIT_STARTUP, _duration, _is_tty
-from ._session import SpoolLock, _Session, _spool_dir, _Stopper
+from ._common import EXIT_OK, _duration, _is_tty
+from ._session import _Session, _spool_dir, _Stopper, lock_spool
 
 
 def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     config = load_config(args.config)
     spool_dir = _spool_dir(args, config)
-    lock = SpoolLock(spool_dir) if spool_dir is not None else None
-    if lock is not None:
-        try:
-            acquired = lock.acquire()
-        except OSError as exc:
-            err.write(f"error: spool folder {spool_dir}: {exc.strerror or exc}\n")
-            return EXIT_CONFIG
-        if not acquired:
-            err.write(
-                f"error: the spool {spool_dir} is in use by another data-collector (pid {lock.holder()}): "
-                "give this run a spool of its own (--spool-dir DIR) or none (--no-spool)\n"
-            )
-            return EXIT_STARTUP
+    lock, status = lock_spool(spool_dir, err)
+    if status != EXIT_OK:
+        return status
     try:
         return _run(args, config, spool_dir, out, err)
     finally:

@@ -13,8 +13,9 @@ HDFView browse the file (zlib compression by default, which every HDF5 tool read
 :func:`list_runs` lists the runs. Extra ``hdf5`` (PyTables, pandas). Full layout, guarantees
 and option table: ``data_writer/hdf5/README.md``.
 
-Options of ``Hdf5DataWriter(path, *, ...)``: ``flush_s=2.0`` (buffered rows reach the file at
-least this often; 0 = at every write), ``complib="zlib"``, ``complevel=1``, ``shuffle=True``,
+Options of ``Hdf5DataWriter(path, *, ...)``: ``flush_s=2.0`` (its ``flush_interval_s``: the
+collector flushes buffered rows to the file at least this often and confirms them to its spool
+only then; 0 = at every write), ``complib="zlib"``, ``complevel=1``, ``shuffle=True``,
 ``chunk_rows=8192``, ``max_buffer_rows=2_000_000``, ``replay_tail_rows=1_000_000``, ``name``.
 
 Example::

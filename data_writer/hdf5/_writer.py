@@ -2,10 +2,12 @@
 
 Between two flushes the file is not touched at all: every batch is converted to rows at once
 (so a value that cannot be stored is refused at the call that delivered it) and kept in memory;
-a flush (every ``flush_s`` seconds from the oldest buffered sample, from a thread of the writer,
-and at ``context_stopped``, ``flush()`` and ``close()``) appends the rows to their tables and
-flushes the HDF5 file, after which everything is on disk in a consistent state. See the package
-documentation (``data_writer/hdf5/README.md``) for the layout and the guarantees.
+a flush (``flush()``, which the collector calls every ``flush_s`` seconds as the writer's
+``flush_interval_s`` says, and ``context_stopped``, ``close()``, a full buffer, or every write
+with ``flush_s = 0``) appends the rows to their tables and flushes the HDF5 file, after which
+everything is on disk in a consistent state. The collector confirms batches to its spool only
+after a ``flush()`` returned, so a crash between flushes loses nothing that was spooled. See the
+package documentation (``data_writer/hdf5/README.md``) for the layout and the guarantees.
 """
 
 from __future__ import annotations
@@ -237,7 +239,8 @@ class Hdf5DataWriter(DataWriter):
     """Writes samples to HDF5 files through PyTables; see the package documentation.
 
     ``path`` may hold ``{context_id}`` and ``{start:%Y%m%d-%H%M%S}`` (the run's start, UTC) to
-    write one file per context or per run. Options: ``flush_s`` (2.0; 0 flushes at every write),
+    write one file per context or per run. Options: ``flush_s`` (2.0: the collector calls
+    :meth:`flush` this often; 0 flushes at every write),
     ``complib`` ("zlib"), ``complevel`` (1), ``shuffle`` (True), ``chunk_rows`` (8192),
     ``max_buffer_rows`` (2,000,000), ``replay_tail_rows`` (1,000,000), ``name``.
     """
@@ -300,15 +303,12 @@ class Hdf5DataWriter(DataWriter):
         self._pending = 0
         # Three locks, always taken in this order: ``lock`` (the collector's, around every call),
         # ``_io`` (every HDF5 operation and the file and run registries), ``_buf`` (the buffered
-        # rows and their counters). The writer's flush thread takes only ``_io`` and ``_buf``, so
-        # batches are converted and buffered while it compresses and writes.
+        # rows and their counters).
         self._io = threading.RLock()
         self._buf = threading.Lock()
         self._flush_error: Hdf5WriteError | None = None
-        self._wake = threading.Condition(threading.Lock())
-        self._due: float | None = None
-        self._stopping = False
-        self._flusher: threading.Thread | None = None
+        #: samples given up after a flush failed with an error retrying cannot fix (see flush())
+        self.samples_discarded = 0
         #: samples taken by :meth:`write` (buffered or on disk) since this writer was created
         self.samples_written = 0
         #: samples on disk after a flush, since this writer was created
@@ -338,6 +338,12 @@ class Hdf5DataWriter(DataWriter):
         return self._flush_s
 
     @property
+    def flush_interval_s(self) -> float:  # type: ignore[override]
+        """``flush_s``: the collector calls :meth:`flush` at least this often and confirms
+        batches to its spool only after a flush stored them."""
+        return self._flush_s
+
+    @property
     def pending_samples(self) -> int:
         """Samples taken by :meth:`write` and not yet flushed to disk."""
         return self._pending
@@ -359,10 +365,8 @@ class Hdf5DataWriter(DataWriter):
 
     def close(self) -> None:
         """Flush everything buffered and close every file."""
-        with self.lock:
-            self._stop_flusher()
-            with self._io:
-                self._close_files()
+        with self.lock, self._io:
+            self._close_files()
 
     def _close_files(self) -> None:
         errors: list[Hdf5WriteError] = []
@@ -472,12 +476,20 @@ class Hdf5DataWriter(DataWriter):
             self.write_seconds += time.perf_counter() - started
             if refused:
                 self._log_refused(context, refused)
-            self._after_buffering()
+            if self._flush_s == 0:
+                self._flush_all(raise_errors=False)  # a failure keeps the rows for flush()
 
     def flush(self) -> None:
-        """Write everything buffered to disk now (raises :class:`Hdf5WriteError` on failure)."""
+        """Write everything buffered to disk now; raises :class:`Hdf5WriteError` on failure.
+
+        After a transient failure (disk full, I/O error...) the rows stay buffered and the next
+        flush writes them exactly once (cutting back what a failed HDF5 write left behind). After
+        a permanent one (the file was replaced by one that is not ours, a table of another row
+        type) the rows of that file are given up (counted in :attr:`samples_discarded`), as the
+        collector then counts those batches as lost.
+        """
         with self.lock:
-            self._flush_all(raise_errors=True)
+            self._flush_all(raise_errors=True, discard_on_permanent=True)
 
     # -- runs -------------------------------------------------------------------------------------
     def _run_for(self, context: DataCollectionContext) -> _Run:
@@ -653,7 +665,7 @@ class Hdf5DataWriter(DataWriter):
 
     def _register_variables(self, run: _Run, batch: CollectedVariables, ids: Any) -> None:
         """Record the variables of ``batch`` that the run's ``variables`` table lacks."""
-        with self._io:  # the flush thread may be binding the run again after a failure
+        with self._io:
             known = run.var_ids
             if known.issuperset(ids.tolist()):
                 return
@@ -915,29 +927,25 @@ class Hdf5DataWriter(DataWriter):
                 transient=True,
             )
 
-    def _flush_all(self, *, raise_errors: bool) -> None:
+    def _flush_all(self, *, raise_errors: bool, discard_on_permanent: bool = False) -> None:
         first: Hdf5WriteError | None = None
-        started = time.monotonic()
         with self._io:
             for f in list(self._files.values()):
                 try:
                     self._flush_io(f)
                 except Hdf5WriteError as exc:
                     first = first or exc
-        with self._wake:
-            # rows buffered during this flush are at most flush_s old at the next one; a failed
-            # flush is tried again after a pause
-            after = started if first is None else time.monotonic()
-            self._due = None if not self._pending else after + max(self._flush_s, 0.5)
+                    if discard_on_permanent and not exc.transient:
+                        self._discard(f, exc)
         if first is not None:
             if raise_errors:
                 self._flush_error = None
                 raise first
             if self._flush_error is None or _gist(self._flush_error) != _gist(first):
                 _log.error(
-                    "%s: flush failed, retried every %.1f s (logged again when the reason changes): %s",
+                    "%s: flush failed; the rows stay buffered for the next flush (logged again when "
+                    "the reason changes): %s",
                     self.name,
-                    max(self._flush_s, 0.5),
                     first,
                 )
             self._flush_error = first
@@ -945,57 +953,17 @@ class Hdf5DataWriter(DataWriter):
             _log.warning("%s: flushing works again", self.name)
             self._flush_error = None
 
-    def _after_buffering(self) -> None:
-        if self._flush_s == 0:
-            self._flush_all(raise_errors=False)
-            if not self._pending:
-                return  # else the thread retries what failed
-        else:
-            with self._wake:
-                if self._due is None:
-                    self._due = time.monotonic() + self._flush_s
-                    self._wake.notify()
-        thread = self._flusher
-        if thread is None or not thread.is_alive():
-            self._stopping = False
-            thread = threading.Thread(target=self._flush_loop, name="dc-hdf5-flush", daemon=True)
-            self._flusher = thread
-            thread.start()
-
-    def _flush_loop(self) -> None:
-        while True:
-            with self._wake:
-                while not self._stopping:
-                    due = self._due
-                    now = time.monotonic()
-                    if due is not None and now >= due:
-                        break
-                    self._wake.wait(None if due is None else due - now)
-                if self._stopping:
-                    return
-            while not self._io.acquire(timeout=0.1):
-                if self._stopping:
-                    return
-            try:
-                if not self._stopping:
-                    self._flush_all(raise_errors=False)
-            except Exception:  # never let the thread die with data buffered
-                _log.exception("%s: flush failed", self.name)
-                with self._wake:
-                    self._due = time.monotonic() + max(self._flush_s, 0.5)
-            finally:
-                self._io.release()
-
-    def _stop_flusher(self) -> None:
-        thread = self._flusher
-        with self._wake:
-            self._stopping = True
-            self._wake.notify_all()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=10)
-        self._flusher = None
-        with self._wake:
-            self._due = None
+    def _discard(self, f: _File, exc: Hdf5WriteError) -> None:
+        """Give up the buffered rows of ``f`` after a permanent failure (holding ``_io``)."""
+        samples = 0
+        with self._buf:
+            for run in f.runs.values():
+                samples += run.pending_samples
+                run.pending.clear()
+                run.pending_samples = 0
+            self._pending -= samples
+        self.samples_discarded += samples
+        _log.error("%s: %d buffered samples for %s are given up: %s", self.name, samples, f.path, exc)
 
     def _log_refused(self, context: DataCollectionContext, refused: list[tuple[Variable, str]]) -> None:
         self.values_refused += len(refused)
