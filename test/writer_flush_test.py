@@ -89,8 +89,8 @@ def once(rows: list[Row]) -> Counter[tuple[int, int, Any]]:
 def test_written_only_after_a_flush_which_comes_on_the_interval(tmp_path: Path, spooled: bool) -> None:
     writer = BufferingWriter(0.4)
     rec = RecordingWriter()
-    spool = {"spool_dir": tmp_path / "spool"} if spooled else {}
-    with DataCollector(LOG, [CountingReader()], [writer, rec], **spool) as c:
+    spool = tmp_path / "spool" if spooled else None
+    with DataCollector(LOG, [CountingReader()], [writer, rec], spool_dir=spool) as c:
         c.start(DataCollectionContext(1, [V(1), V(2)], min_interval_ms=10))
         checks = 0
         deadline = time.monotonic() + 3.0
@@ -133,8 +133,8 @@ def test_a_transient_flush_failure_is_retried_and_nothing_is_lost_or_doubled(
 ) -> None:
     writer = BufferingWriter(0.1)
     rec = RecordingWriter()
-    spool = {"spool_dir": tmp_path / "spool"} if spooled else {}
-    with DataCollector(LOG, [CountingReader()], [writer, rec], write_retry_s=0.2, **spool) as c:
+    spool = tmp_path / "spool" if spooled else None
+    with DataCollector(LOG, [CountingReader()], [writer, rec], write_retry_s=0.2, spool_dir=spool) as c:
         c.start(DataCollectionContext(1, [V(1), V(2)], min_interval_ms=10))
         wait_for(lambda: len(writer.stored) > 20, 5, "first flushes")
         writer.fail = OSError
