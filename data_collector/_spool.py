@@ -322,6 +322,8 @@ class Spool:
         if seg is not None and seg.size + size <= self.segment_bytes:
             return seg
         self._close_active()
+        if seg is not None and not seg.pending:  # acknowledged while it was active: done with it
+            self._delete(seg)
         first = self._next_seq
         path = self.folder / f"{first:016d}.seg"
         seg = _Segment(first, path, path.with_suffix(".ack"))

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,32 @@ def test_permanent_error_goes_to_the_quarantine(tmp_path: Path) -> None:
         wait_for(lambda: len(again.of(1)) >= 1, 10, "the quarantined batch written")
     assert inspect_spool(tmp_path / "spool")[0].samples == 0
     assert drop_spool(tmp_path / "spool") >= 0
+
+
+def test_acknowledged_segments_leave_the_disk_when_the_spool_moves_on(tmp_path: Path) -> None:
+    """A segment whose records were all acknowledged while it was being written is deleted when the
+    next one starts: the spool holds what is pending plus at most the active segment, never its cap."""
+    ctx = DataCollectionContext(7, [V(1)])
+    batch = CollectedVariables.of(ctx.variables)
+    batch.values[:] = [1]
+    batch.read_ats[:] = [datetime.now(UTC)]
+    spool = Spool(tmp_path / "w", max_bytes=1 << 30, sync_s=1.0)
+    spool.segment_bytes = 64 * 1024
+    key = spool.append_context(ctx)
+    payload = encode_batch(batch)
+    for _ in range(2000):  # ~20 segments' worth, each record acknowledged as soon as it is written
+        spool.ack(spool.append(KIND_DATA, key, payload, 1))
+    assert spool.samples == 0
+    assert spool.bytes <= spool.segment_bytes, spool.bytes
+    assert len(list((tmp_path / "w").glob("*.seg"))) == 1
+    pending = spool.append(KIND_DATA, key, payload, 1)  # a record still pending keeps its segment
+    for _ in range(1000):
+        spool.ack(spool.append(KIND_DATA, key, payload, 1))
+    assert spool.bytes <= 2 * spool.segment_bytes, spool.bytes
+    assert len(list((tmp_path / "w").glob("*.seg"))) == 2
+    spool.ack(pending)
+    assert len(list((tmp_path / "w").glob("*.seg"))) == 1
+    spool.close()
 
 
 def test_a_full_spool_drops_the_oldest_loudly_and_counts_it(tmp_path: Path) -> None:
