@@ -293,7 +293,9 @@ class Link:
             if client is not self._client:
                 return
             if not self._closing:
-                self._last_error = f"connection lost: {rc}"
+                self._last_error = "connection lost" + (
+                    "" if rc.getName() == "Unspecified error" else f": {rc}"
+                )
             self._lost = True
             self._online = False
             self._cond.notify_all()

@@ -300,6 +300,7 @@ class MqttDataWriter(DataWriter):
         )
         self._what = what
         self._link: Link | None = None
+        self._past_connections = 0  # of links already closed
 
     # -- identity --------------------------------------------------------------------------------
     @property
@@ -329,7 +330,8 @@ class MqttDataWriter(DataWriter):
     @property
     def connections(self) -> int:
         """How many connections the broker accepted so far (1 after ``open()``, +1 per reconnect)."""
-        return 0 if self._link is None else self._link.connections
+        link = self._link
+        return self._past_connections + (0 if link is None else link.connections)
 
     @property
     def connected(self) -> bool:
@@ -355,6 +357,7 @@ class MqttDataWriter(DataWriter):
             link, self._link = self._link, None
             if link is None:
                 return
+            self._past_connections += link.connections
             link.stop(self._spb.last_words if self._spb is not None else None)
 
     def is_transient(self, exc: BaseException) -> bool:
