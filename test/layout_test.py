@@ -213,6 +213,7 @@ PACKAGES = [
     "data_reader.random",
     "data_writer.csv",
     "data_writer.noop",
+    "data_writer.mqtt",
 ]
 
 

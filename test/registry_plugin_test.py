@@ -163,6 +163,7 @@ SHIPPED = {
         "csv": "data_writer.csv:CsvFileDataWriter",
         "sql": "data_writer.sql_data_writer:SqlDataWriter",
         "hdf5": "data_writer.hdf5:Hdf5DataWriter",
+        "mqtt": "data_writer.mqtt:MqttDataWriter",
     },
 }
 
