@@ -397,14 +397,24 @@ class SparkplugNode:
             born = self._born_ms
             fill = self._fill
             add = payload.metrics.add
+            good = Quality.GOOD
+            double, boolean = DataType.Double, DataType.Boolean
             for metric, value, ts, quality, error in chunk:
-                m = add()
-                m.alias = metric.alias
-                m.timestamp = ts
+                m = add(alias=metric.alias, timestamp=ts)
                 if ts < born:
                     m.is_historical = True
-                fill(m, metric.datatype, value, quality, error)
-                if metric.last is None or ts >= metric.last[1]:
+                kind = type(value)
+                datatype = metric.datatype
+                if quality is not good or error is not None:
+                    fill(m, datatype, value, quality, error)
+                elif kind is float and datatype is double:  # the common cases, without the checks
+                    m.double_value = value
+                elif kind is bool and datatype is boolean:
+                    m.boolean_value = value
+                else:
+                    fill(m, datatype, value, quality, error)
+                last = metric.last
+                if last is None or ts >= last[1]:
                     metric.last = (value, ts, quality, error)
             payload.timestamp = int(time.time() * 1000)
             payload.seq = self._next_seq()

@@ -179,7 +179,7 @@ class MqttDataWriter(DataWriter):
         timeout_s: float = 10.0,
         connect_timeout_s: float = 5.0,
         reconnect_max_s: float = 30.0,
-        max_inflight: int = 1000,
+        max_inflight: int = 100,
         max_batch_samples: int = 10_000,
         name: str | None = None,
     ) -> None:
