@@ -9,8 +9,8 @@
   broker as JSON or Sparkplug B, acknowledged before a batch counts as written.
 
 Plugin folders (``noop/``, ``csv/``, ``hdf5/``, ``mqtt/``) hold their code, a ``README.md`` and a
-``sample.toml`` that ``data-collector validate`` accepts. The old module paths (``data_writer.csv_file_data_writer``,
-``data_writer.noop_data_writer``) re-export the new ones.
+``sample.toml`` that ``data-collector validate`` accepts. The old module paths
+(``data_writer.csv_file_data_writer``, ``data_writer.noop_data_writer``) re-export the new ones.
 """
 
 from data_collector import DataWriter
