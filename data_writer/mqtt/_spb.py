@@ -198,7 +198,6 @@ class SparkplugNode:
 
     def poked(self, link: Link, client: mqtt.Client) -> None:
         if self._rebirth.is_set():
-            self._rebirth.clear()
             self._publish_births(link, client)
 
     def message(self, topic: str, payload: bytes) -> None:
@@ -224,6 +223,7 @@ class SparkplugNode:
     def _publish_births(self, link: Link, client: mqtt.Client) -> None:
         """NBIRTH (seq 0) and every device's DBIRTH, QoS 0 as the specification requires."""
         with link.pub_lock:
+            self._rebirth.clear()  # births answer every rebirth request made so far
             now = int(time.time() * 1000)
             self._born_ms = now
             self._seq = 0
