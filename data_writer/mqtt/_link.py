@@ -389,15 +389,22 @@ class Link:
         except MqttWriteError as exc:
             self._failed(client, str(exc))
             raise
+        except Exception as exc:
+            self._failed(client, f"{type(exc).__name__}: {exc}")
+            raise MqttWriteError(
+                f"setting up the session with {where} failed: {type(exc).__name__}: {exc}", transient=True
+            ) from exc
         with self._cond:
-            if self._lost or self._client is not client:
-                reason = self._last_error
+            lost = self._lost or self._client is not client
+            reason = self._last_error
+            if not lost:
+                self._online = True
+                self._last_error = ""
+                self.connections += 1
                 self._cond.notify_all()
-                raise MqttWriteError(f"the connection to {where} was lost at once ({reason})", transient=True)
-            self._online = True
-            self._last_error = ""
-            self.connections += 1
-            self._cond.notify_all()
+        if lost:
+            self._failed(client, reason)
+            raise MqttWriteError(f"the connection to {where} was lost at once ({reason})", transient=True)
 
     def _failed(self, client: mqtt.Client, reason: str) -> None:
         with self._cond:
