@@ -5,10 +5,12 @@
 - :mod:`data_writer.sql_data_writer` — ``SqlDataWriter(url)`` (SQLAlchemy, extra ``sql``).
 - :mod:`data_writer.hdf5` — ``Hdf5DataWriter(path)`` (PyTables, extra ``hdf5``): runs as groups
   with their metadata, samples in chunked, compressed tables; ``read_frame`` reads them.
+- :mod:`data_writer.mqtt` — ``MqttDataWriter`` (paho-mqtt, extra ``mqtt``): publishes to an MQTT
+  broker as JSON or Sparkplug B, acknowledged before a batch counts as written.
 
-Plugin folders (``noop/``, ``csv/``, ``hdf5/``) hold their code, a ``README.md`` and a ``sample.toml`` that
-``data-collector validate`` accepts. The old module paths (``data_writer.csv_file_data_writer``,
-``data_writer.noop_data_writer``) re-export the new ones.
+Plugin folders (``noop/``, ``csv/``, ``hdf5/``, ``mqtt/``) hold their code, a ``README.md`` and a
+``sample.toml`` that ``data-collector validate`` accepts. The old module paths
+(``data_writer.csv_file_data_writer``, ``data_writer.noop_data_writer``) re-export the new ones.
 """
 
 from data_collector import DataWriter

@@ -215,6 +215,7 @@ PACKAGES = [
     "data_writer.csv",
     "data_writer.noop",
     "data_writer.redis",
+    "data_writer.mqtt",
 ]
 
 
