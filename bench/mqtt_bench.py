@@ -284,8 +284,8 @@ def main() -> None:
         floor: list[float] = []
         for _ in range(args.rounds):
             ours.append(run_ours(host, port, case, prefix, ctx, data))
-            raw.append(run_raw(host, port, case["qos"], data, encode, messages))
-            floor.append(run_raw(host, port, case["qos"], data, None, messages))
+            raw.append(run_raw(host, port, int(case["qos"]), data, encode, messages))
+            floor.append(run_raw(host, port, int(case["qos"]), data, None, messages))
         o, r, f = statistics.median(ours), statistics.median(raw), statistics.median(floor)
         n_messages = sum(len(b) for b in messages)
         results.append(
