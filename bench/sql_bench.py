@@ -45,8 +45,8 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data_collector import CollectedVariable, CollectedVariables, DataCollectionContext, Variable
-from data_writer._sql._schema import epoch_us
-from data_writer.sql_data_writer import SCHEMA_VERSION, SqlDataWriter
+from data_writer.sql import SCHEMA_VERSION, SqlDataWriter
+from data_writer.sql._schema import epoch_us
 
 BATCH = 1000
 N_VARIABLES = 100  # 10 ticks of 100 variables per batch

@@ -40,7 +40,7 @@ from data_collector import (
     Variable,
     WriterError,
 )
-from data_writer.sql_data_writer import (
+from data_writer.sql import (
     SCHEMA_VERSION,
     SqlDataWriter,
     read_contexts,

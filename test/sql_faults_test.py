@@ -21,7 +21,7 @@ from _faultproxy import FaultProxy
 from _util import LOG, CountingReader, RecordingWriter, wait_for
 
 from data_collector import DataCollectionContext, DataCollector, Variable
-from data_writer.sql_data_writer import SqlDataWriter, read_samples
+from data_writer.sql import SqlDataWriter, read_samples
 
 KINDS = {"postgresql": POSTGRES_URL, "mariadb": MARIADB_URL}
 # the statement that ends a batch's transaction, as it crosses the wire

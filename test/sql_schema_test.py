@@ -28,14 +28,14 @@ from data_collector import (
     Quality,
     Variable,
 )
-from data_writer._sql._schema import build_tables, definition_hash
-from data_writer.sql_data_writer import (
+from data_writer.sql import (
     MigrationResult,
     SqlDataWriter,
     migrate_store,
     read_contexts,
     read_samples,
 )
+from data_writer.sql._schema import build_tables, definition_hash
 
 T0 = datetime(2024, 4, 2, 12, 0, 0, 250000, tzinfo=UTC)
 

@@ -82,7 +82,7 @@ def export_rows(rows: Iterable[Any]) -> Iterator[tuple[Any, ...]]:
 
 def _cmd_export(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     try:
-        from data_writer.sql_data_writer import read_contexts, read_samples
+        from data_writer.sql import read_contexts, read_samples
     except ImportError as exc:
         err.write(f'error: export needs SQLAlchemy: pip install "data-collector[sql]" ({exc})\n')
         return EXIT_CONFIG

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from data_collector import DataWriter
-from data_writer.sql_data_writer import SqlDataWriter, read_contexts, read_samples
+from data_writer.sql import SqlDataWriter, read_contexts, read_samples
 
 from . import StoredSample, WriterCase, WriterHarness, require_service
 
