@@ -251,7 +251,7 @@ def test_schema_tables_index_and_version(writer: SqlDataWriter, db: tuple[str, s
                     f"SELECT sql FROM sqlite_master WHERE name = '{prefix}samples'"
                 ).scalar_one()
                 assert "WITHOUT ROWID" in ddl
-        assert versions == [SCHEMA_VERSION] == [2]
+        assert versions == [SCHEMA_VERSION] == [3]
         # A store written by a later version is refused, naming the version.
         with engine.begin() as conn:
             conn.exec_driver_sql(

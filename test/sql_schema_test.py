@@ -1,4 +1,5 @@
-"""Schema version 2 of the SQL writer: reading a few variables of many, and migrating version 1 stores.
+"""Schema versions 2 and 3 of the SQL writer: reading a few variables of many, and migrating
+version 1 stores (version 2 stores: ``sql_metadata_test.py``).
 
 On real SQLite, PostgreSQL and MariaDB: the loose index scan (one seek per distinct read time)
 answers "these variables over this range" exactly like a scan would; a version 1 store is refused
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from _cases.sql_cases import sql_store
+from _cases.sql_cases import sql_store, v2_contexts_table
 from sqlalchemy import event
 from sqlalchemy.dialects import mysql
 
@@ -126,6 +127,7 @@ def _make_v1_store(url: str, prefix: str) -> list[tuple[int, datetime, Any, Qual
     engine = sa.create_engine(url)
     v2 = build_tables(prefix, engine.dialect)
     v1 = _v1_samples(prefix)
+    contexts = v2_contexts_table(prefix)  # versions 1 and 2 had no deduced metadata
     naive = engine.dialect.name != "postgresql"
 
     def t(dt: datetime) -> datetime:
@@ -140,11 +142,12 @@ def _make_v1_store(url: str, prefix: str) -> list[tuple[int, datetime, Any, Qual
     ]
     try:
         with engine.begin() as conn:
-            v2.metadata.create_all(conn, tables=[v2.schema_version, v2.contexts, v2.variables])
+            v2.metadata.create_all(conn, tables=[v2.schema_version, v2.variables])
+            contexts.create(conn)
             v1.create(conn)
             conn.execute(v2.schema_version.insert().values(version=1, applied_at=t(T0)))
             conn.execute(
-                v2.contexts.insert().values(context_id=3, start_date=t(T0), end_date=None, metadata={"a": 1})
+                contexts.insert().values(context_id=3, start_date=t(T0), end_date=None, metadata={"a": 1})
             )
             keys = {}
             for vid, address in ((1, "x"), (2, "y")):
@@ -201,13 +204,15 @@ def test_version_1_store_is_refused_then_migrated(store: tuple[str, str]) -> Non
         read_samples(url, 3, table_prefix=prefix)  # reading too says what to do
 
     result = migrate_store(url, table_prefix=prefix)
-    assert result == MigrationResult(1, 2, 5, 1)  # five samples, one duplicate dropped
+    assert result == MigrationResult(1, 3, 5, 1)  # five samples, one duplicate dropped
     rows = read_samples(url, 3, table_prefix=prefix)
     expected.sort(key=lambda e: (e[1], e[0]))
     assert [(r.variable_id, r.read_at, r.quality) for r in rows] == [(e[0], e[1], e[3]) for e in expected]
     for row, e in zip(rows, expected, strict=True):
         assert _same(row.value, e[2]), (row, e)
-    assert [r.metadata for r in read_contexts(url, 3, table_prefix=prefix)] == [{"a": 1}]
+    assert [(r.metadata, r.deduced_metadata) for r in read_contexts(url, 3, table_prefix=prefix)] == [
+        ({"a": 1}, {})
+    ]
 
     # The writer appends to the migrated samples and recognises them as stored.
     again = SqlDataWriter(url, table_prefix=prefix)
@@ -221,7 +226,7 @@ def test_version_1_store_is_refused_then_migrated(store: tuple[str, str]) -> Non
     finally:
         again.close()
     assert len(read_samples(url, 3, table_prefix=prefix)) == 6
-    assert migrate_store(url, table_prefix=prefix) == MigrationResult(2, 2, 6, 0)  # nothing left to do
+    assert migrate_store(url, table_prefix=prefix) == MigrationResult(3, 3, 6, 0)  # nothing left to do
     engine = sa.create_engine(url)
     try:
         assert not sa.inspect(engine).has_table(f"{prefix}samples_v1")

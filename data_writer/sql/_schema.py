@@ -3,15 +3,23 @@
 Four tables, named with the writer's ``table_prefix`` (``dc_`` by default)::
 
     <p>schema_version  version (PK), applied_at
-    <p>contexts        id (PK, one row per run), context_id, start_date, end_date, metadata (JSON)
+    <p>contexts        id (PK, one row per run), context_id, start_date, end_date,
+                       metadata (JSON: the user's), deduced_metadata (JSON: the collector's)
     <p>variables       id (PK), variable_id, address, value_type, reader_type, definition_hash
                        unique (variable_id, definition_hash): one row per distinct definition
     <p>samples         context_id, read_at, variable_key (-> <p>variables.id), value_kind,
                        value_num, value_int, value_text, quality, error
                        primary key (context_id, read_at, variable_key): the sample's identity
 
-Schema version 2 (version 1 had a surrogate ``id`` and a non-unique index on
-``(context_id, variable_key, read_at)``). The primary key makes every write idempotent: a sample
+Schema version 3. Version 2 had no ``contexts.deduced_metadata``: a writer that opens a version 2
+store adds that column (nullable, nothing else changes) and records version 3, by itself; the
+read-back functions read a version 2 store as it is (its runs without deduced metadata). Version 1
+had a surrogate ``id`` and a non-unique index on ``(context_id, variable_key, read_at)`` in
+``samples``: it is refused with a message naming :func:`data_writer.sql.migrate_store`, which
+moves it to this version. A store of a later version than this code's is refused ("upgrade
+data-collector"), so an older data-collector never writes into a store it does not know.
+
+The primary key makes every write idempotent: a sample
 delivered twice (a retry after a lost COMMIT acknowledgement, a replay after a crash) is stored
 once. It is time-first on purpose: samples arrive in time order, so inserts append at the end of
 the key (measured on SQLite with 10,000 variables and one transaction per 10,000-sample tick:
@@ -28,8 +36,7 @@ Times are UTC, microseconds: ``TIMESTAMP WITH TIME ZONE`` on PostgreSQL, ``DATET
 UTC on MariaDB/MySQL; on SQLite ``samples.read_at`` is an INTEGER of microseconds since
 1970-01-01 UTC (``datetime(read_at / 1000000, 'unixepoch')`` shows it) and the times of the other
 tables are ISO text ``YYYY-MM-DD HH:MM:SS.ffffff``. Tables are created when absent and never
-dropped or altered destructively by the writer; :func:`data_writer.sql.migrate_store`
-moves a version 1 store to version 2.
+dropped or altered destructively by the writer.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ from sqlalchemy.dialects import mysql, postgresql
 from data_collector import ConfigurationError
 
 __all__ = [
+    "AUTO_UPGRADE_FROM",
+    "DEDUCED_COLUMN",
     "EPOCH",
     "SAMPLE_COLUMNS",
     "SAMPLE_KEY",
@@ -59,7 +68,14 @@ __all__ = [
 ]
 
 #: The schema this code writes; recorded in ``<prefix>schema_version``.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+#: Versions the writer brings to :data:`SCHEMA_VERSION` by itself when it opens the store (an
+#: additive, nullable column), and the read-back functions read as they are.
+AUTO_UPGRADE_FROM = frozenset({2})
+
+#: The column of ``<prefix>contexts`` that version 3 added: the collector's deduced metadata.
+DEDUCED_COLUMN = "deduced_metadata"
 
 #: The identity of a sample: the primary key of ``<prefix>samples``, in key order.
 SAMPLE_KEY = ("context_id", "read_at", "variable_key")
@@ -169,6 +185,7 @@ def build_tables(prefix: str, dialect: sa.Dialect) -> Tables:
         sa.Column("start_date", time_type, nullable=True),
         sa.Column("end_date", time_type, nullable=True),
         sa.Column("metadata", json_type, nullable=True),
+        sa.Column(DEDUCED_COLUMN, json_type, nullable=True),
         sa.Index(f"{prefix}contexts_context", "context_id"),
         **options,
     )

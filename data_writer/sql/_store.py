@@ -36,6 +36,8 @@ from data_collector import ConfigurationError, DataCollectionContext, Quality, V
 
 from ._codec import INT64_MAX, INT64_MIN, SampleTuple, decode_value, to_utc
 from ._schema import (
+    AUTO_UPGRADE_FROM,
+    DEDUCED_COLUMN,
     EPOCH,
     SAMPLE_COLUMNS,
     SAMPLE_KEY,
@@ -89,12 +91,23 @@ class MigrationResult(NamedTuple):
 
 
 class ContextRun(NamedTuple):
-    """One run of a context: when it started and ended (aware UTC, ``None`` if unknown) and its metadata."""
+    """One run of a context: when it started and ended (aware UTC, ``None`` if unknown), the
+    user's ``metadata`` and the collector's ``deduced_metadata`` (collector, readers, writers,
+    host, versions, start, end, ``ended``...; ``{}`` for runs a store of schema version 2 recorded)."""
 
     context_id: int
     start: datetime | None
     end: datetime | None
     metadata: dict[str, Any]
+    deduced_metadata: dict[str, Any]
+
+    @property
+    def ended(self) -> str | None:
+        """How the run ended (``"stopped"``, ``"duration"``, ``"closed"``, ``"completed"``,
+        ``"exception: ..."``, ``"abnormal: ..."`` for a run replayed from the spool after a crash),
+        ``None`` while it runs or when not recorded."""
+        ended = self.deduced_metadata.get("ended")
+        return None if ended is None else str(ended)
 
 
 def jsonable(value: Any, depth: int = 0) -> Any:
@@ -119,6 +132,23 @@ def jsonable(value: Any, depth: int = 0) -> Any:
 
 def _json_dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _json_dict(value: Any) -> dict[str, Any]:
+    """A stored JSON object as a dict (some drivers return JSON as text; NULL is ``{}``)."""
+    if isinstance(value, str | bytes):
+        value = json.loads(value)
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def deduced_of(context: DataCollectionContext, *, end: datetime | None = None) -> dict[str, Any]:
+    """The deduced metadata of ``context`` as JSON data, with ``start`` (and ``end``) when known."""
+    deduced: dict[str, Any] = jsonable(dict(context.deduced_metadata))
+    if context.start_date is not None:
+        deduced.setdefault("start", to_utc(context.start_date).isoformat())
+    if end is not None:
+        deduced.setdefault("end", to_utc(end).isoformat())
+    return deduced
 
 
 def _is_sqlite_memory(url: URL) -> bool:
@@ -285,6 +315,9 @@ class SqlStore:
             self.insert_path = f"{driver} executemany"
         self._insert: Callable[[Connection, list[SampleTuple]], int] | None = None
         self._copy_statement: str | None = None
+        #: whether ``<prefix>contexts`` has the deduced metadata column (not in a version 2 store
+        #: that is only read)
+        self.deduced_column = True
 
     # -- schema ---------------------------------------------------------------------------------
     @property
@@ -303,8 +336,9 @@ class SqlStore:
             version = conn.execute(sa.select(sa.func.max(version_table.c.version))).scalar()
         return None if version is None else int(version)
 
-    def create_schema(self, conn: Connection) -> None:
-        """Create the tables that are absent, record or check the schema version."""
+    def create_schema(self, conn: Connection) -> int | None:
+        """Create the tables that are absent, record or check the schema version; bring a store of
+        a version in :data:`AUTO_UPGRADE_FROM` to this one. The version upgraded from, if any."""
         tables = self.tables
         version = self.stored_version(conn)
         self.check_version(version)
@@ -324,20 +358,59 @@ class SqlStore:
                 with contextlib.suppress(IntegrityError):  # else recorded by a concurrent writer
                     self._record_version(conn)
             else:
-                self.check_version(int(version))
+                version = int(version)
+                self.check_version(version)
+        upgraded = None
+        if version in AUTO_UPGRADE_FROM:
+            self._upgrade(conn)
+            upgraded = version
+        self.deduced_column = True
         self.check_schema(conn)
+        return upgraded
+
+    def _upgrade(self, conn: Connection) -> None:
+        """Version 2 to 3: add ``contexts.deduced_metadata`` (nullable), record version 3.
+
+        Safe when several writers open the store at once: a column or version another one added
+        meanwhile is taken as done.
+        """
+        try:
+            with conn.begin():
+                if not self._has_deduced_column(conn):
+                    conn.exec_driver_sql(self._add_deduced_column_ddl())
+        except sa.exc.DBAPIError:
+            with conn.begin():
+                if not self._has_deduced_column(conn):
+                    raise
+        with contextlib.suppress(IntegrityError):  # else recorded by a concurrent writer
+            self._record_version(conn)
+
+    def _has_deduced_column(self, conn: Connection) -> bool:
+        columns = sa.inspect(conn).get_columns(self.tables.contexts.name)
+        return any(c["name"] == DEDUCED_COLUMN for c in columns)
+
+    def _add_deduced_column_ddl(self) -> str:
+        dialect = self.engine.dialect
+        table = dialect.identifier_preparer.format_table(self.tables.contexts)
+        column = sa.schema.CreateColumn(self.tables.contexts.c[DEDUCED_COLUMN]).compile(dialect=dialect)
+        return f"ALTER TABLE {table} ADD COLUMN {column}"
 
     def _record_version(self, conn: Connection) -> None:
         with conn.begin():
-            conn.execute(
-                self.tables.schema_version.insert().values(
-                    version=SCHEMA_VERSION, applied_at=self.to_core_time(datetime.now(UTC))
-                )
+            self._insert_version(conn)
+
+    def _insert_version(self, conn: Connection) -> None:
+        conn.execute(
+            self.tables.schema_version.insert().values(
+                version=SCHEMA_VERSION, applied_at=self.to_core_time(datetime.now(UTC))
             )
+        )
 
     def check_version(self, version: int | None) -> None:
+        """:class:`ConfigurationError` unless this code can write (or read) a store of ``version``:
+        this version, a version it upgrades by itself, or none yet."""
         where = f"tables {self.prefix}* in {safe_url(self.engine.url)}"
-        if version is None or version == SCHEMA_VERSION:
+        if version is None or version == SCHEMA_VERSION or version in AUTO_UPGRADE_FROM:
             return
         if version > SCHEMA_VERSION:
             raise ConfigurationError(
@@ -354,70 +427,75 @@ class SqlStore:
         )
 
     def migrate(self, conn: Connection) -> MigrationResult:
-        """Bring a version 1 store to this version: samples copied into the keyed table.
+        """Bring a store of an older version to this one, in place.
 
-        Version 1 samples move to ``<prefix>samples`` with its primary key (a sample stored twice
-        by version 1, e.g. after a lost COMMIT acknowledgement, is kept once); the old table is
-        renamed ``<prefix>samples_v1`` first and dropped at the end. On SQLite and PostgreSQL it is
-        one transaction; on MariaDB/MySQL (whose DDL commits by itself) running it again after an
-        interruption finishes the job.
+        Version 1 to 2: its samples move to ``<prefix>samples`` with the primary key (a sample
+        stored twice by version 1, e.g. after a lost COMMIT acknowledgement, is kept once); the old
+        table is renamed ``<prefix>samples_v1`` first and dropped at the end. Version 2 to 3: the
+        ``contexts.deduced_metadata`` column is added (the writer does this one by itself too).
+        On SQLite and PostgreSQL it is one transaction; on MariaDB/MySQL (whose DDL commits by
+        itself) running it again after an interruption finishes the job.
         """
         version = self.stored_version(conn)
         if version is None:
             raise ConfigurationError(
                 f"no data-collector tables with prefix {self.prefix!r} in {safe_url(self.engine.url)}"
             )
+        tables = self.tables
         if version >= SCHEMA_VERSION:
             self.check_version(version)
             with conn.begin():
-                count = conn.execute(sa.select(sa.func.count()).select_from(self.tables.samples)).scalar()
+                count = conn.execute(sa.select(sa.func.count()).select_from(tables.samples)).scalar()
             return MigrationResult(version, version, int(count or 0), 0)
-        tables = self.tables
         preparer = self.engine.dialect.identifier_preparer
         new = preparer.format_table(tables.samples)
         old_name = f"{self.prefix}samples_v1"
         old = preparer.quote(old_name)
         with conn.begin():
             inspector = sa.inspect(conn)
-            if not inspector.has_table(old_name):
-                conn.exec_driver_sql(f"ALTER TABLE {new} RENAME TO {old}")
-            tables.samples.create(conn, checkfirst=True)
-            data = ["value_kind", "value_num", "value_int", "value_text", "quality", "error"]
-            read_at = "read_at"
-            if self.backend == "sqlite":  # ISO text -> microseconds since the epoch
-                read_at = (
-                    "(CAST(strftime('%s', substr(read_at, 1, 19)) AS INTEGER) * 1000000 "
-                    "+ CAST(substr(read_at || '.000000', 21, 6) AS INTEGER))"
-                )
-            names = ", ".join(preparer.quote(c) for c in ("context_id", "read_at", "variable_key", *data))
-            values = ", ".join(["context_id", read_at, "variable_key", *data])
-            select = f"SELECT {values} FROM {old} WHERE 1 = 1 ORDER BY id"
-            if self.is_mysql:
-                statement = (
-                    f"INSERT INTO {new} ({names}) {select} "
-                    "ON DUPLICATE KEY UPDATE context_id = VALUES(context_id)"
-                )
-            else:
-                key = ", ".join(preparer.quote(c) for c in SAMPLE_KEY)
-                statement = f"INSERT INTO {new} ({names}) {select} ON CONFLICT ({key}) DO NOTHING"
-            conn.exec_driver_sql(statement)
-            before = int(conn.exec_driver_sql(f"SELECT COUNT(*) FROM {old}").scalar() or 0)
-            after = int(conn.exec_driver_sql(f"SELECT COUNT(*) FROM {new}").scalar() or 0)
-            conn.execute(
-                tables.schema_version.insert().values(
-                    version=SCHEMA_VERSION, applied_at=self.to_core_time(datetime.now(UTC))
-                )
+            before = None
+            if version < 2:
+                if not inspector.has_table(old_name):
+                    conn.exec_driver_sql(f"ALTER TABLE {new} RENAME TO {old}")
+                tables.samples.create(conn, checkfirst=True)
+                conn.exec_driver_sql(self._copy_v1_samples_sql(new, old))
+                before = int(conn.exec_driver_sql(f"SELECT COUNT(*) FROM {old}").scalar() or 0)
+            if not self._has_deduced_column(conn):
+                conn.exec_driver_sql(self._add_deduced_column_ddl())
+            after = int(conn.execute(sa.select(sa.func.count()).select_from(tables.samples)).scalar() or 0)
+            self._insert_version(conn)
+            if before is not None:
+                conn.exec_driver_sql(f"DROP TABLE {old}")
+        dropped = 0 if before is None else max(0, before - after)
+        return MigrationResult(version, SCHEMA_VERSION, after, dropped)
+
+    def _copy_v1_samples_sql(self, new: str, old: str) -> str:
+        """The statement copying version 1 samples (table ``old``) into the keyed table ``new``."""
+        preparer = self.engine.dialect.identifier_preparer
+        data = ["value_kind", "value_num", "value_int", "value_text", "quality", "error"]
+        read_at = "read_at"
+        if self.backend == "sqlite":  # ISO text -> microseconds since the epoch
+            read_at = (
+                "(CAST(strftime('%s', substr(read_at, 1, 19)) AS INTEGER) * 1000000 "
+                "+ CAST(substr(read_at || '.000000', 21, 6) AS INTEGER))"
             )
-            conn.exec_driver_sql(f"DROP TABLE {old}")
-        return MigrationResult(version, SCHEMA_VERSION, after, max(0, before - after))
+        names = ", ".join(preparer.quote(c) for c in ("context_id", "read_at", "variable_key", *data))
+        values = ", ".join(["context_id", read_at, "variable_key", *data])
+        select = f"SELECT {values} FROM {old} WHERE 1 = 1 ORDER BY id"
+        if self.is_mysql:
+            update = "ON DUPLICATE KEY UPDATE context_id = VALUES(context_id)"
+            return f"INSERT INTO {new} ({names}) {select} {update}"
+        key = ", ".join(preparer.quote(c) for c in SAMPLE_KEY)
+        return f"INSERT INTO {new} ({names}) {select} ON CONFLICT ({key}) DO NOTHING"
 
     def check_schema(self, conn: Connection) -> None:
         """:class:`ConfigurationError` unless the tables have the columns this code uses."""
         tables = self.tables
         for table in (tables.contexts, tables.variables, tables.samples):
+            columns = [c for c in table.c if self.deduced_column or c.name != DEDUCED_COLUMN]
             try:
                 with conn.begin():
-                    conn.execute(sa.select(*table.c).where(sa.false()).limit(1)).all()
+                    conn.execute(sa.select(*columns).where(sa.false()).limit(1)).all()
             except sa.exc.DBAPIError as exc:
                 raise ConfigurationError(
                     f"SqlDataWriter: table {table.name} in {safe_url(self.engine.url)} is missing or not a "
@@ -482,59 +560,78 @@ class SqlStore:
 
     # -- contexts -----------------------------------------------------------------------------
     def insert_run(self, conn: Connection, context: DataCollectionContext) -> int:
-        """Record a run of ``context``; the run already recorded with the same start if there is one
-        (a retry after a lost COMMIT acknowledgement records it once)."""
+        """Record a run of ``context`` (start, user and deduced metadata); the run already recorded
+        with the same start if there is one (a retry after a lost COMMIT acknowledgement, a start
+        replayed from the spool), its deduced metadata completed with what ``context`` adds."""
         table = self.tables.contexts
         start = context.start_date
+        deduced = deduced_of(context)
         with conn.begin():
-            if start is not None:
-                found = conn.execute(
-                    sa.select(table.c.id)
-                    .where(table.c.context_id == context.id, table.c.start_date == self.to_core_time(start))
-                    .order_by(table.c.id.desc())
-                    .limit(1)
-                ).scalar()
-                if found is not None:
-                    return int(found)
-            result = conn.execute(
-                table.insert().values(
-                    context_id=context.id,
-                    start_date=self.to_core_time(start) if start is not None else None,
-                    end_date=None,
-                    metadata=jsonable(dict(context.metadata)),
-                )
+            found = self._find_run(conn, context, open_only=False) if start is not None else None
+            if found is not None:
+                run_id, stored = found
+                merged = {**stored, **deduced}
+                if merged != stored:
+                    conn.execute(table.update().where(table.c.id == run_id).values({DEDUCED_COLUMN: merged}))
+                return run_id
+            return self._insert_run_row(conn, context, None, deduced)
+
+    def end_run(self, conn: Connection, run_id: int | None, context: DataCollectionContext) -> int:
+        """Record the end of a run: its end time, and its deduced metadata completed (``end``,
+        ``ended``). The run is ``run_id``, else the one recorded with the same start (else the
+        open run of the context); a run never recorded is recorded now."""
+        table = self.tables.contexts
+        end = context.end_date if context.end_date is not None else datetime.now(UTC)
+        deduced = deduced_of(context, end=end)
+        with conn.begin():
+            found: tuple[int, dict[str, Any]] | None
+            if run_id is not None:
+                stored = conn.execute(sa.select(table.c[DEDUCED_COLUMN]).where(table.c.id == run_id)).first()
+                found = None if stored is None else (run_id, _json_dict(stored[0]))
+            else:
+                found = self._find_run(conn, context, open_only=context.start_date is None)
+            if found is None:
+                return self._insert_run_row(conn, context, end, deduced)
+            run_id, before = found
+            conn.execute(
+                table.update()
+                .where(table.c.id == run_id)
+                .values({"end_date": self.to_core_time(end), DEDUCED_COLUMN: {**before, **deduced}})
             )
+            return run_id
+
+    def _find_run(
+        self, conn: Connection, context: DataCollectionContext, *, open_only: bool
+    ) -> tuple[int, dict[str, Any]] | None:
+        """The latest recorded run of ``context`` with its start (or, ``open_only``, not ended):
+        its id and deduced metadata."""
+        table = self.tables.contexts
+        query = sa.select(table.c.id, table.c[DEDUCED_COLUMN]).where(table.c.context_id == context.id)
+        if context.start_date is not None:
+            query = query.where(table.c.start_date == self.to_core_time(context.start_date))
+        if open_only:
+            query = query.where(table.c.end_date.is_(None))
+        row = conn.execute(query.order_by(table.c.id.desc()).limit(1)).first()
+        return None if row is None else (int(row[0]), _json_dict(row[1]))
+
+    def _insert_run_row(
+        self, conn: Connection, context: DataCollectionContext, end: datetime | None, deduced: dict[str, Any]
+    ) -> int:
+        start = context.start_date
+        result = conn.execute(
+            self.tables.contexts.insert().values(
+                {
+                    "context_id": context.id,
+                    "start_date": self.to_core_time(start) if start is not None else None,
+                    "end_date": self.to_core_time(end) if end is not None else None,
+                    "metadata": jsonable(dict(context.metadata)),
+                    DEDUCED_COLUMN: deduced,
+                }
+            )
+        )
         pk = result.inserted_primary_key
         assert pk is not None
         return int(pk[0])
-
-    def end_run(self, conn: Connection, run_id: int | None, context: DataCollectionContext) -> int:
-        """Record the end of a run (the given one, else the open run with the same start)."""
-        table = self.tables.contexts
-        end = context.end_date if context.end_date is not None else datetime.now(UTC)
-        with conn.begin():
-            if run_id is None:
-                query = sa.select(table.c.id).where(
-                    table.c.context_id == context.id, table.c.end_date.is_(None)
-                )
-                if context.start_date is not None:
-                    query = query.where(table.c.start_date == self.to_core_time(context.start_date))
-                run_id = conn.execute(query.order_by(table.c.id.desc()).limit(1)).scalar()
-            if run_id is None:
-                start = context.start_date
-                result = conn.execute(
-                    table.insert().values(
-                        context_id=context.id,
-                        start_date=self.to_core_time(start) if start is not None else None,
-                        end_date=self.to_core_time(end),
-                        metadata=jsonable(dict(context.metadata)),
-                    )
-                )
-                pk = result.inserted_primary_key
-                assert pk is not None
-                return int(pk[0])
-            conn.execute(table.update().where(table.c.id == run_id).values(end_date=self.to_core_time(end)))
-            return run_id
 
     # -- samples -------------------------------------------------------------------------------
     def insert_samples(self, conn: Connection, rows: list[SampleTuple]) -> int:
@@ -810,22 +907,20 @@ class SqlStore:
 
     def select_runs(self, conn: Connection, context_id: int | None) -> list[ContextRun]:
         table = self.tables.contexts
-        query = sa.select(table.c.context_id, table.c.start_date, table.c.end_date, table.c.metadata)
+        deduced = table.c[DEDUCED_COLUMN] if self.deduced_column else sa.null()
+        query = sa.select(table.c.context_id, table.c.start_date, table.c.end_date, table.c.metadata, deduced)
         if context_id is not None:
             query = query.where(table.c.context_id == context_id)
         query = query.order_by(table.c.id)
         with conn.begin():
             rows = conn.execute(query).all()
-        runs = []
-        for cid, start, end, metadata in rows:
-            if isinstance(metadata, str):  # a driver that returns JSON as text
-                metadata = json.loads(metadata)
-            runs.append(
-                ContextRun(
-                    int(cid),
-                    from_db_time(start) if start is not None else None,
-                    from_db_time(end) if end is not None else None,
-                    dict(metadata or {}),
-                )
+        return [
+            ContextRun(
+                int(cid),
+                from_db_time(start) if start is not None else None,
+                from_db_time(end) if end is not None else None,
+                _json_dict(metadata),
+                _json_dict(found),
             )
-        return runs
+            for cid, start, end, metadata, found in rows
+        ]

@@ -26,7 +26,7 @@ from data_collector import ConfigurationError
 
 from ._codec import INT64_MAX, INT64_MIN
 from ._errors import cause, translate
-from ._schema import check_prefix
+from ._schema import AUTO_UPGRADE_FROM, check_prefix
 from ._store import ContextRun, MigrationResult, SampleRow, SqlStore, make_engine
 from ._url import parse_url, safe_url
 
@@ -119,7 +119,9 @@ def _read(url: str | URL | Engine, table_prefix: str, op: Callable[[SqlStore, Co
     engine_url = store.engine.url
     try:
         with store.engine.connect() as conn:
-            store.check_version(store.stored_version(conn))  # an older store: say how to migrate it
+            version = store.stored_version(conn)
+            store.check_version(version)  # an older store: say how to migrate it
+            store.deduced_column = version not in AUTO_UPGRADE_FROM  # read a version 2 store as it is
             try:
                 store.check_schema(conn)
             except ConfigurationError:
@@ -189,9 +191,11 @@ def migrate_store(url: str | URL | Engine, *, table_prefix: str = "dc_") -> Migr
 
     Version 1 to 2: the samples are copied into the new ``<prefix>samples`` keyed by (context,
     read time, variable), a sample that version 1 stored more than once is kept once, and the old
-    table is dropped. Run it once with no writer on the store; it returns what it did (nothing
-    when the store is current). On SQLite and PostgreSQL it is one transaction; on MariaDB/MySQL
-    run it again if it was interrupted.
+    table is dropped. Version 2 to 3: the column ``deduced_metadata`` is added to
+    ``<prefix>contexts`` (a writer opening a version 2 store does this by itself). Run it once with
+    no writer on the store; it returns what it did (``from_version == to_version`` when the store
+    is current). On SQLite and PostgreSQL it is one transaction; on MariaDB/MySQL run it again if
+    it was interrupted.
     """
     store, owned = _open_store(url, table_prefix)
     engine_url = store.engine.url

@@ -36,7 +36,7 @@ from data_collector import (
 
 from ._codec import MissingVariables, SampleTuple, encode_rows
 from ._errors import SqlWriterError, cause, is_transient_error, translate
-from ._schema import check_prefix
+from ._schema import SCHEMA_VERSION, check_prefix
 from ._store import ContextRun, SampleRow, SqlStore, make_engine
 from ._url import parse_url, safe_url
 from .read import _check_context_id, _check_query, samples_to_frame
@@ -146,7 +146,18 @@ class SqlDataWriter(DataWriter):
             if self._opened:
                 return
             self._make_sqlite_directory()
-            self._run("creating the tables", self._store.create_schema)
+            upgraded = self._run("creating the tables", self._store.create_schema)
+            if upgraded is not None:
+                _log.warning(
+                    "%s: tables %s* in %s upgraded from schema version %d to %d (%s)",
+                    self.name,
+                    self._prefix,
+                    self._safe_url,
+                    upgraded,
+                    SCHEMA_VERSION,
+                    "added the column deduced_metadata to the contexts table; "
+                    "older data-collector versions now refuse these tables",
+                )
             self._opened = True
 
     def _make_sqlite_directory(self) -> None:
@@ -173,7 +184,7 @@ class SqlDataWriter(DataWriter):
 
     # -- writing ----------------------------------------------------------------------------------
     def context_started(self, context: DataCollectionContext) -> None:
-        """Record a new run of ``context`` (start and metadata) and its variables."""
+        """Record a new run of ``context`` (start, user and deduced metadata) and its variables."""
         with self.lock:
             _check_context_id(context.id)
             for v in context.variables:
@@ -187,7 +198,8 @@ class SqlDataWriter(DataWriter):
             self._runs[context.id] = self._run(f"recording the start of context {context.id}", record)
 
     def context_stopped(self, context: DataCollectionContext) -> None:
-        """Record the end of the current run of ``context``."""
+        """Record the end of the current run of ``context`` (end time; ``end`` and ``ended`` in its
+        deduced metadata)."""
         with self.lock:
             _check_context_id(context.id)
             self.open()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql
 
 from data_collector import DataWriter
 from data_writer.sql import SqlDataWriter, read_contexts, read_samples
@@ -122,3 +123,24 @@ def proxy_target(url: str) -> tuple[str, int]:
 def url_through(url: str, port: int) -> str:
     """``url`` pointed at a proxy on 127.0.0.1:``port`` (same user, password and database)."""
     return sa.make_url(url).set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
+
+
+def v2_contexts_table(prefix: str) -> sa.Table:
+    """The contexts table as versions 1 and 2 created it (no deduced_metadata)."""
+    time_type: Any = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+    json_type: Any = sa.JSON(none_as_null=True).with_variant(
+        postgresql.JSONB(none_as_null=True), "postgresql"
+    )
+    return sa.Table(
+        f"{prefix}contexts",
+        sa.MetaData(),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+        sa.Column("context_id", sa.BigInteger, nullable=False),
+        sa.Column("start_date", time_type),
+        sa.Column("end_date", time_type),
+        sa.Column("metadata", json_type),
+        sa.Index(f"{prefix}contexts_context", "context_id"),
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+    )
