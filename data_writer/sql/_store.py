@@ -170,14 +170,42 @@ def _check_pragmas(pragmas: Mapping[str, str | int]) -> dict[str, str]:
 _DEFAULT_DRIVERS = {"sqlite": "pysqlite", "postgresql": "psycopg2", "mysql": "mysqldb", "mariadb": "mysqldb"}
 
 
+def io_timeout_args(url: URL, driver: str, io_timeout_s: float) -> dict[str, Any]:
+    """Driver settings that bound how long a connection may stall (those the URL sets itself win).
+
+    PostgreSQL (libpq): TCP keepalives (a silent peer is found out within about two thirds of
+    ``io_timeout_s`` while the connection is idle) and ``tcp_user_timeout`` (data the peer does not
+    acknowledge within ``io_timeout_s`` drops the connection); an operation the peer acknowledges
+    but never answers is the writer's watchdog's (``_watchdog``). MariaDB/MySQL (PyMySQL,
+    mysqlclient): ``read_timeout`` and ``write_timeout`` on every socket operation.
+    """
+    backend = url.get_backend_name()
+    args: dict[str, Any] = {}
+    if backend == "postgresql" and driver in ("psycopg", "psycopg2"):
+        args = {
+            "keepalives": 1,
+            "keepalives_idle": max(1, math.ceil(io_timeout_s / 3)),
+            "keepalives_interval": max(1, math.ceil(io_timeout_s / 9)),
+            "keepalives_count": 3,
+            "tcp_user_timeout": max(1, math.ceil(io_timeout_s * 1000)),
+        }
+    elif backend in ("mysql", "mariadb") and driver in ("pymysql", "mysqldb"):
+        # PyMySQL takes float seconds, mysqlclient whole seconds
+        timeout: float = io_timeout_s if driver == "pymysql" else max(1, math.ceil(io_timeout_s))
+        args = {"read_timeout": timeout, "write_timeout": timeout}
+    return {k: v for k, v in args.items() if k not in url.query}
+
+
 def make_engine(
     url: URL,
     *,
     connect_timeout_s: float,
     sqlite_pragmas: Mapping[str, str | int] | None,
     engine_options: Mapping[str, Any] | None,
+    io_timeout_s: float | None = None,
 ) -> Engine:
-    """A SQLAlchemy engine for ``url`` with the per-driver settings the writer relies on."""
+    """A SQLAlchemy engine for ``url`` with the per-driver settings the writer relies on
+    (``io_timeout_s``: see :func:`io_timeout_args`; ``None``: none)."""
     backend = url.get_backend_name()
     # The driver named in the URL, else SQLAlchemy's default (without loading the dialect yet).
     driver = url.drivername.partition("+")[2] or _DEFAULT_DRIVERS.get(backend, "")
@@ -202,11 +230,15 @@ def make_engine(
     elif sqlite_pragmas:
         raise ConfigurationError(f"SqlDataWriter: sqlite_pragmas given for a {backend} database")
     elif backend == "postgresql" and driver in ("psycopg", "psycopg2"):
-        connect_args["connect_timeout"] = timeout_int
+        if "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = timeout_int
     elif backend in ("mysql", "mariadb") and driver in ("pymysql", "mysqldb"):
-        connect_args["connect_timeout"] = timeout_int
+        if "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = timeout_int
         if "charset" not in url.query:
             connect_args["charset"] = "utf8mb4"
+    if io_timeout_s is not None:
+        connect_args.update(io_timeout_args(url, driver, io_timeout_s))
     user = dict(engine_options or {})
     connect_args.update(user.pop("connect_args", None) or {})
     options.update(user)

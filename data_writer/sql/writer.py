@@ -7,9 +7,12 @@ samples' primary key (context, read time, variable) makes every write idempotent
 retried or replayed from a spool is never stored twice (:attr:`SqlDataWriter.duplicates_skipped`
 counts the samples skipped). A failed batch leaves nothing behind and raises
 :class:`SqlWriterError`, whose ``transient`` flag (also :meth:`SqlDataWriter.is_transient`) tells
-the collector whether to retry. Runs of a context go to ``<prefix>contexts`` with the user's
-metadata and the collector's deduced metadata, kept apart. Options, URL syntax per database and
-the table layout: ``data_writer/sql/README.md``; reading back: :mod:`data_writer.sql.read`.
+the collector whether to retry; an operation a PostgreSQL or MariaDB server leaves unanswered for
+``io_timeout_s`` (30 s) fails that way, as transient, instead of blocking (driver timeouts, and
+for libpq a watchdog: :mod:`data_writer.sql._watchdog`). Runs of a context go to
+``<prefix>contexts`` with the user's metadata and the collector's deduced metadata, kept apart.
+Options, URL syntax per database and the table layout: ``data_writer/sql/README.md``; reading
+back: :mod:`data_writer.sql.read`.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from ._errors import SqlWriterError, cause, is_transient_error, translate
 from ._schema import SCHEMA_VERSION, check_prefix
 from ._store import ContextRun, SampleRow, SqlStore, make_engine
 from ._url import parse_url, safe_url
+from ._watchdog import Watch, Watchdog
 from .read import _check_context_id, _check_query, samples_to_frame
 
 __all__ = ["SqlDataWriter", "SqlWriterError"]
@@ -60,6 +64,7 @@ class SqlDataWriter(DataWriter):
         connect_timeout_s: float = 10.0,
         sqlite_pragmas: Mapping[str, str | int] | None = None,
         engine_options: Mapping[str, Any] | None = None,
+        io_timeout_s: float | None = 30.0,
         name: str | None = None,
     ) -> None:
         super().__init__()
@@ -83,15 +88,31 @@ class SqlDataWriter(DataWriter):
             raise ConfigurationError(
                 f"SqlDataWriter: engine_options must be a mapping, got {engine_options!r}"
             )
+        if io_timeout_s is not None and (
+            isinstance(io_timeout_s, bool)
+            or not isinstance(io_timeout_s, int | float)
+            or not math.isfinite(io_timeout_s)
+            or io_timeout_s < 0
+        ):
+            raise ConfigurationError(
+                "SqlDataWriter: io_timeout_s must be a number >= 0 (0 or None: no limit), "
+                f"got {io_timeout_s!r}"
+            )
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise ConfigurationError(f"SqlDataWriter: name must be a non-empty str, got {name!r}")
         self._name = name
+        self._io_timeout_s = float(io_timeout_s) if io_timeout_s else None
         self._engine: Engine = make_engine(
             self._url,
             connect_timeout_s=float(connect_timeout_s),
             sqlite_pragmas=sqlite_pragmas,
             engine_options=engine_options,
+            io_timeout_s=self._io_timeout_s,
         )
+        # libpq has no read timeout: a watchdog bounds each operation (see _watchdog)
+        self._watchdog: Watchdog | None = None
+        if self._io_timeout_s is not None and self._engine.dialect.name == "postgresql":
+            self._watchdog = Watchdog(f"dc-sql-watchdog-{self.name}", self._io_timeout_s)
         self._store = SqlStore(self._engine, self._prefix)
         self._driver_errors: tuple[type[BaseException], ...] = (
             sa.exc.SQLAlchemyError,
@@ -130,6 +151,12 @@ class SqlDataWriter(DataWriter):
     def engine(self) -> Engine:
         """The SQLAlchemy engine (for queries of your own)."""
         return self._engine
+
+    @property
+    def io_timeout_s(self) -> float | None:
+        """How long one database operation may go unanswered before the connection is dropped
+        and the operation fails as transient (``None``: no limit)."""
+        return self._io_timeout_s
 
     @property
     def insert_path(self) -> str:
@@ -180,6 +207,8 @@ class SqlDataWriter(DataWriter):
         with self.lock:
             self._drop_connection()
             self._engine.dispose()
+            if self._watchdog is not None:
+                self._watchdog.close()
             self._opened = False
 
     # -- writing ----------------------------------------------------------------------------------
@@ -367,17 +396,34 @@ class SqlDataWriter(DataWriter):
             conn.close()
 
     def _run(self, what: str, op: Callable[[Connection], _T]) -> _T:
-        """Run ``op`` on the writer's connection; reconnect once if a reused connection went away."""
+        """Run ``op`` on the writer's connection; reconnect once if a reused connection went away.
+
+        An operation that goes unanswered for ``io_timeout_s`` fails as transient, at once (no
+        reconnect within the same call: the collector retries with backoff).
+        """
         for attempt in (1, 2):
             conn, fresh = self._connection()
+            watch = Watch()
             try:
-                return op(conn)
+                with self._watched(conn) as watch:
+                    result = op(conn)
+                if watch.fired:  # answered just as the deadline passed: the socket is shut down
+                    self._drop_connection()
+                return result
             except DataCollectionError:
-                if conn.in_transaction():
+                if conn.in_transaction() or watch.fired:
                     self._drop_connection()
                 raise
             except self._driver_errors as exc:
                 self._drop_connection()
+                if watch.fired or _timed_out(exc):
+                    self._raise(
+                        what,
+                        exc,
+                        f"no answer from the database within {self._io_timeout_s:g} s (io_timeout_s), "
+                        "connection dropped: ",
+                        transient=True,
+                    )
                 if attempt == 1 and not fresh and self._is_disconnect(exc):
                     _log.info("%s: connection to %s lost (%s); reconnecting", self.name, self._safe_url, what)
                     continue
@@ -386,6 +432,19 @@ class SqlDataWriter(DataWriter):
                 self._drop_connection()
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _watched(self, conn: Connection) -> contextlib.AbstractContextManager[Watch]:
+        """The watchdog's watch over one operation on ``conn`` (nothing to do without a watchdog)."""
+        if self._watchdog is not None:
+            fileno = getattr(conn.connection.dbapi_connection, "fileno", None)
+            if callable(fileno):
+                try:
+                    fd = fileno()
+                except Exception:  # a closed connection: the operation fails by itself
+                    fd = -1
+                if isinstance(fd, int) and fd >= 0:
+                    return self._watchdog.watch(fd)
+        return contextlib.nullcontext(Watch())
 
     def _is_disconnect(self, exc: BaseException) -> bool:
         if isinstance(exc, sa.exc.DBAPIError):
@@ -405,3 +464,19 @@ class SqlDataWriter(DataWriter):
         if transient is None:
             transient = is_transient_error(exc, self._engine.dialect)
         raise translate(self._url, what, exc, prefix, transient) from cause(self._url, exc)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a driver's socket timeout (PyMySQL read/write_timeout)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, TimeoutError):
+            return True
+        orig = getattr(seen, "orig", None)
+        if isinstance(orig, BaseException) and orig is not seen:
+            seen = orig
+            continue
+        seen = seen.__cause__ or seen.__context__
+    return False
