@@ -122,6 +122,7 @@ class SqlDataWriter(DataWriter):
         self._conn: Connection | None = None
         self._opened = False
         self._key_by_id: dict[int, int] = {}  # id(Variable) -> variables.id
+        self._key_cache: list[Any] = []  # the ids and keys of the last batch (see encode_rows)
         self._pinned: list[Variable] = []
         self._definitions: dict[tuple[int, str, str, str], int] = {}
         self._runs: dict[int, int] = {}
@@ -254,7 +255,13 @@ class SqlDataWriter(DataWriter):
             def encode() -> list[SampleTuple]:
                 refused.clear()
                 return encode_rows(
-                    context.id, variables, self._key_by_id, store.to_db_time, store.forbid_nul, refused
+                    context.id,
+                    variables,
+                    self._key_by_id,
+                    store.to_db_time,
+                    store.forbid_nul,
+                    refused,
+                    self._key_cache,
                 )
 
             def insert(conn: Connection) -> int:
@@ -296,6 +303,7 @@ class SqlDataWriter(DataWriter):
         if len(self._pinned) > _MAX_PINNED:  # objects made afresh for every batch: start over
             self._pinned.clear()
             self._key_by_id.clear()
+            self._key_cache.clear()
         todo = {id(v): v for v in variables if id(v) not in self._key_by_id}
         definitions = {vid: self._store.definition(v) for vid, v in todo.items()}
         unknown = [d for d in set(definitions.values()) if d not in self._definitions]
