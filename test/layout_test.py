@@ -233,7 +233,7 @@ def test_all_is_exactly_the_public_names(name: str) -> None:
     assert len(package.__all__) == len(set(package.__all__))
 
 
-COMMANDS = ("run", "validate", "read", "demo", "export", "plugins", "simulator", "spool")
+COMMANDS = ("run", "validate", "read", "demo", "export", "migrate", "plugins", "simulator", "spool")
 
 
 def test_the_cli_is_a_package_with_one_module_per_command() -> None:

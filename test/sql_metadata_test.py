@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from _cases.sql_cases import sql_store, v2_contexts_table
+from _cases.sql_cases import make_v2_store, sql_store
 from _util import LOG, CountingReader, wait_for
 
 from data_collector import (
@@ -40,7 +40,6 @@ from data_writer.sql import (
     read_contexts,
     read_samples,
 )
-from data_writer.sql._schema import build_tables, definition_hash
 
 HERE = Path(__file__).resolve().parent
 KINDS = ["sqlite", "postgresql", "mariadb"]
@@ -203,57 +202,9 @@ def test_a_run_killed_with_its_process_ends_abnormal_after_the_replay(
 
 
 # -- schema version 2 stores --------------------------------------------------------------------------
-def make_v2_store(url: str, prefix: str) -> None:
-    """A store as schema version 2 left it: one ended run of context 3 with two samples."""
-    engine = sa.create_engine(url)
-    current = build_tables(prefix, engine.dialect)
-    contexts = v2_contexts_table(prefix)
-    naive = engine.dialect.name != "postgresql"
-
-    def t(dt: datetime) -> datetime:
-        return dt.replace(tzinfo=None) if naive else dt
-
-    try:
-        with engine.begin() as conn:
-            current.metadata.create_all(
-                conn, tables=[current.schema_version, current.variables, current.samples]
-            )
-            contexts.create(conn)
-            conn.execute(current.schema_version.insert().values(version=2, applied_at=t(T0)))
-            conn.execute(
-                contexts.insert().values(
-                    context_id=3, start_date=t(T0), end_date=t(T0 + timedelta(seconds=9)), metadata={"lot": 7}
-                )
-            )
-            key = conn.execute(
-                current.variables.insert().values(
-                    variable_id=1,
-                    address="counter",
-                    value_type="int",
-                    reader_type="random",
-                    definition_hash=definition_hash("counter", "int", "random"),
-                )
-            ).inserted_primary_key
-            assert key is not None
-            for i in range(2):
-                at = T0 + timedelta(seconds=i)
-                conn.execute(
-                    current.samples.insert().values(
-                        context_id=3,
-                        read_at=at if engine.dialect.name in ("sqlite", "postgresql") else t(at),
-                        variable_key=int(key[0]),
-                        value_kind="int",
-                        value_int=i,
-                        quality="GOOD",
-                    )
-                )
-    finally:
-        engine.dispose()
-
-
 def test_a_version_2_store_is_read_as_it_is(store: tuple[str, str]) -> None:
     url, prefix = store
-    make_v2_store(url, prefix)
+    make_v2_store(url, prefix, T0)
     (run,) = read_contexts(url, 3, table_prefix=prefix)
     assert run.metadata == {"lot": 7} and run.deduced_metadata == {} and run.ended is None
     assert run.start == T0 and run.end == T0 + timedelta(seconds=9)
@@ -266,7 +217,7 @@ def test_a_writer_upgrades_a_version_2_store_by_itself(
     store: tuple[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     url, prefix = store
-    make_v2_store(url, prefix)
+    make_v2_store(url, prefix, T0)
     writers = [SqlDataWriter(url, table_prefix=prefix) for _ in range(3)]
     errors: list[BaseException] = []
     barrier = threading.Barrier(len(writers))
@@ -307,7 +258,7 @@ def test_a_writer_upgrades_a_version_2_store_by_itself(
 
 def test_migrate_store_brings_version_2_to_3(store: tuple[str, str]) -> None:
     url, prefix = store
-    make_v2_store(url, prefix)
+    make_v2_store(url, prefix, T0)
     assert migrate_store(url, table_prefix=prefix) == MigrationResult(2, SCHEMA_VERSION, 2, 0)
     assert _versions(url, prefix) == [2, 3]
     (run,) = read_contexts(url, 3, table_prefix=prefix)

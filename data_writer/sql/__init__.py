@@ -4,8 +4,9 @@ read-back API.
 - :class:`SqlDataWriter` (:mod:`data_writer.sql.writer`): one transaction per batch on the driver's
   fastest bulk path, every sample stored exactly once (retries and spool replays are skipped),
   runs of a context with user and deduced metadata.
-- :func:`read_samples`, :func:`read_samples_frame`, :func:`read_contexts`, :func:`migrate_store`
-  (:mod:`data_writer.sql.read`): reading a store back and migrating an older one.
+- :func:`read_samples`, :func:`read_samples_frame`, :func:`read_contexts`, :func:`migrate_store`,
+  :func:`stored_schema_version` (:mod:`data_writer.sql.read`): reading a store back and migrating
+  an older one (``data-collector migrate SOURCE`` does it from the command line).
 
 Install the extra for your database: ``data-collector[sql]`` (SQLite), ``[postgresql]`` or
 ``[mariadb]``. URL syntax per database, option table, table layout and an example in this
@@ -16,7 +17,14 @@ type ``sql`` through the entry point in the project's ``pyproject.toml``.
 from ._errors import SqlWriterError
 from ._schema import SCHEMA_VERSION
 from ._store import ContextRun, MigrationResult, SampleRow
-from .read import FRAME_COLUMNS, migrate_store, read_contexts, read_samples, read_samples_frame
+from .read import (
+    FRAME_COLUMNS,
+    migrate_store,
+    read_contexts,
+    read_samples,
+    read_samples_frame,
+    stored_schema_version,
+)
 from .writer import SqlDataWriter
 
 # Their public home is this package.
@@ -34,4 +42,5 @@ __all__ = [
     "read_contexts",
     "read_samples",
     "read_samples_frame",
+    "stored_schema_version",
 ]

@@ -453,9 +453,9 @@ class SqlStore:
             f"SqlDataWriter: {where} have schema version {version}; this data-collector writes version "
             f"{SCHEMA_VERSION} (every sample stored exactly once, keyed by context, read time and "
             f"variable). Migrate the store once, with no writer running on it: "
-            f'python -c "from data_writer.sql import migrate_store; '
-            f"print(migrate_store('<url>', table_prefix='{self.prefix}'))\" (copies the samples into the "
-            f"new table, dropping repeated ones), or use another table_prefix"
+            f"data-collector migrate '<url>' --table-prefix {self.prefix} (or in Python: "
+            f"data_writer.sql.migrate_store('<url>', table_prefix='{self.prefix}')), which copies the "
+            f"samples into the new table, dropping repeated ones; or use another table_prefix"
         )
 
     def migrate(self, conn: Connection) -> MigrationResult:

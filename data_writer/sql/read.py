@@ -4,7 +4,9 @@
   of some variables and within a time range);
 - :func:`read_samples_frame`: the same as a pandas DataFrame (needs pandas);
 - :func:`read_contexts`: the recorded runs of a context (start, end, user and deduced metadata);
-- :func:`migrate_store`: bring the tables of an older version to this version's schema.
+- :func:`migrate_store`: bring the tables of an older version to this version's schema
+  (``data-collector migrate`` on the command line); :func:`stored_schema_version` tells which
+  version a store has.
 
 Each takes a SQLAlchemy URL (or an :class:`~sqlalchemy.engine.Engine`) and the ``table_prefix``
 the writer used; errors are :class:`~data_collector.ConfigurationError` (no such store, an old
@@ -37,6 +39,7 @@ __all__ = [
     "read_samples",
     "read_samples_frame",
     "samples_to_frame",
+    "stored_schema_version",
 ]
 
 _T = TypeVar("_T")
@@ -204,6 +207,24 @@ def migrate_store(url: str | URL | Engine, *, table_prefix: str = "dc_") -> Migr
             return store.migrate(conn)
     except (sa.exc.SQLAlchemyError, OSError) as exc:
         raise translate(engine_url, "migrating", exc) from cause(engine_url, exc)
+    finally:
+        if owned:
+            store.engine.dispose()
+
+
+def stored_schema_version(url: str | URL | Engine, *, table_prefix: str = "dc_") -> int | None:
+    """The schema version the tables of ``table_prefix`` record (``None``: no such tables).
+
+    Compare it with :data:`~data_writer.sql.SCHEMA_VERSION`: older stores need
+    :func:`migrate_store` (version 1) or are upgraded by the next writer (version 2).
+    """
+    store, owned = _open_store(url, table_prefix)
+    engine_url = store.engine.url
+    try:
+        with store.engine.connect() as conn:
+            return store.stored_version(conn)
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        raise translate(engine_url, "reading the schema version", exc) from cause(engine_url, exc)
     finally:
         if owned:
             store.engine.dispose()
