@@ -22,6 +22,7 @@ import itertools
 import json
 import math
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -35,6 +36,7 @@ from sqlalchemy.pool import StaticPool
 from data_collector import ConfigurationError, DataCollectionContext, Quality, Variable
 
 from ._codec import INT64_MAX, INT64_MIN, SampleTuple, decode_value, to_utc
+from ._errors import is_transient_error
 from ._schema import (
     AUTO_UPGRADE_FROM,
     DEDUCED_COLUMN,
@@ -53,6 +55,9 @@ __all__ = ["ContextRun", "MigrationResult", "SampleRow", "SqlStore", "jsonable",
 
 #: Rows per INSERT statement on SQLite (see SqlStore._insert_executemany).
 _SQLITE_ROWS_PER_STATEMENT = 100
+
+#: Tries of the version 2 to 3 upgrade against concurrent writers (see SqlStore._upgrade).
+_UPGRADE_ATTEMPTS = 6
 
 #: Rows probed at the start of a time range to choose how to find a few variables in it.
 _PROBE_ROWS = 4096
@@ -404,18 +409,40 @@ class SqlStore:
         """Version 2 to 3: add ``contexts.deduced_metadata`` (nullable), record version 3.
 
         Safe when several writers open the store at once: a column or version another one added
-        meanwhile is taken as done.
+        meanwhile is taken as done, and a lock conflict with one of them (SQLite answers "database
+        is locked" at once to a reader turning writer while another writes) is tried again, a few
+        times over about a second.
         """
-        try:
+
+        def add_column() -> None:
             with conn.begin():
                 if not self._has_deduced_column(conn):
                     conn.exec_driver_sql(self._add_deduced_column_ddl())
-        except sa.exc.DBAPIError:
+
+        def column_added() -> bool:
             with conn.begin():
-                if not self._has_deduced_column(conn):
+                return self._has_deduced_column(conn)
+
+        def record_version() -> None:
+            with contextlib.suppress(IntegrityError):  # else recorded by a concurrent writer
+                self._record_version(conn)
+
+        self._despite_concurrent_writers(add_column, column_added)
+        self._despite_concurrent_writers(record_version, lambda: self.stored_version(conn) == SCHEMA_VERSION)
+
+    def _despite_concurrent_writers(self, step: Callable[[], None], done: Callable[[], bool]) -> None:
+        """Run ``step``; when it fails, fine if ``done()`` (another writer did it), else try again
+        after a short pause while the failure is transient (a lock), a few times."""
+        for attempt in range(1, _UPGRADE_ATTEMPTS + 1):
+            try:
+                step()
+                return
+            except sa.exc.DBAPIError as exc:
+                if done():
+                    return
+                if attempt == _UPGRADE_ATTEMPTS or not is_transient_error(exc, self.engine.dialect):
                     raise
-        with contextlib.suppress(IntegrityError):  # else recorded by a concurrent writer
-            self._record_version(conn)
+            time.sleep(0.05 * attempt)  # another writer's DDL or insert: short
 
     def _has_deduced_column(self, conn: Connection) -> bool:
         columns = sa.inspect(conn).get_columns(self.tables.contexts.name)
