@@ -57,8 +57,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data_collector import CollectedVariables, DataCollectionContext, DataCollector, Variable
 from data_reader.random_data_reader import RandomDataReader
-from data_writer._sql._schema import SAMPLE_COLUMNS, epoch_us
-from data_writer.sql_data_writer import SqlDataWriter
+from data_writer.sql import SqlDataWriter
+from data_writer.sql._schema import SAMPLE_COLUMNS, epoch_us
 
 LOG = logging.getLogger("soak")
 CONTEXT = 1

@@ -14,7 +14,7 @@ mixed float/int/bool/str samples per batch), one transaction per batch:
 - ``raw+conv``: the raw driver plus the minimal tuple building a hand-written writer would do.
 
 Every insert gets fresh samples (ours, raw and raw+conv write to three contexts, each round to
-new read times), into the writer's own schema (version 2: primary key (context, read time,
+new read times), into the writer's own schema (version 3: primary key (context, read time,
 variable)); ours also skips samples already stored, which costs it nothing on SQLite (``ON
 CONFLICT DO NOTHING``) and nothing until a duplicate shows up on PostgreSQL/MariaDB (optimistic
 insert). Rounds alternate ours / raw / raw+conv so that table growth and machine load hit all
@@ -46,8 +46,8 @@ from _shared import connect_psycopg, connect_pymysql, reachable
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data_collector import CollectedVariable, CollectedVariables, DataCollectionContext, Variable
-from data_writer._sql._schema import epoch_us
-from data_writer.sql_data_writer import SCHEMA_VERSION, SqlDataWriter
+from data_writer.sql import SCHEMA_VERSION, SqlDataWriter
+from data_writer.sql._schema import epoch_us
 
 BATCH = 1000
 N_VARIABLES = 100  # 10 ticks of 100 variables per batch

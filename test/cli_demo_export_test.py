@@ -198,7 +198,7 @@ def test_export_csv_round_trips(store: tuple[str, list[Any]], tmp_path: Path) ->
     listing = cli(["export", "store.sqlite", "--list"], tmp_path)
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.splitlines()
-    assert lines[0].split() == ["context", "start", "end", "metadata"]
+    assert lines[0].split() == ["context", "start", "end", "ended", "metadata"]
     assert [line.split()[0] for line in lines[1:]] == ["1", "2"]
     assert '{"batch": "B-2"}' in lines[2]
     missing = cli(["export", "nothing.sqlite"], tmp_path)

@@ -125,6 +125,9 @@ def test_kill_9_then_restart_writes_every_boundary_into_sqlite_once(tmp_path: Pa
 
     runs = read_contexts(url, 5)
     assert len(runs) == 2 and all(r.end is not None for r in runs), runs  # the killed run is closed
+    killed, restarted = runs  # the deduced metadata says how each one ended
+    assert killed.ended is not None and killed.ended.startswith("abnormal:"), killed.deduced_metadata
+    assert killed.deduced_metadata["replayed_from_spool"] is True and restarted.ended == "closed"
     start_ms = ms(runs[0].start)
     rows = [r for r in read_samples(url, 5) if r.read_at.timestamp() < restarted_at]
     assert rows

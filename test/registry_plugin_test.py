@@ -144,7 +144,7 @@ def test_built_in_names() -> None:
     assert {"random", "modbus", "opcua"} <= set(available_readers())
     assert {"noop", "csv", "sql"} <= set(available_writers())
     info = {p.name: p for p in plugins("writer")}["sql"]
-    assert (info.source, info.target) == ("entry point", "data_writer.sql_data_writer:SqlDataWriter")
+    assert (info.source, info.target) == ("entry point", "data_writer.sql:SqlDataWriter")
     assert info.distribution is not None and info.distribution.startswith("data-collector ")
     with pytest.raises(ConfigurationError, match=r"unknown reader type 'randon'; known: .*random"):
         reader_class("randon")
@@ -161,7 +161,7 @@ SHIPPED = {
     "data_collector.writers": {
         "noop": "data_writer.noop:NoopDataWriter",
         "csv": "data_writer.csv:CsvFileDataWriter",
-        "sql": "data_writer.sql_data_writer:SqlDataWriter",
+        "sql": "data_writer.sql:SqlDataWriter",
         "hdf5": "data_writer.hdf5:Hdf5DataWriter",
         "redis": "data_writer.redis:RedisDataWriter",
         "mqtt": "data_writer.mqtt:MqttDataWriter",

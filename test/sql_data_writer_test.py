@@ -41,7 +41,7 @@ from data_collector import (
     Variable,
     WriterError,
 )
-from data_writer.sql_data_writer import (
+from data_writer.sql import (
     SCHEMA_VERSION,
     SqlDataWriter,
     read_contexts,
@@ -146,6 +146,27 @@ def test_every_value_round_trips_exactly(writer: SqlDataWriter) -> None:
     assert writer.values_refused == 0
 
 
+def test_each_value_stays_with_its_variable_whatever_the_order_of_the_batches(writer: SqlDataWriter) -> None:
+    # The writer reuses the keys of the last batch when the next has the same variables in the
+    # same order (a reader's next tick); any other batch must get its own keys.
+    variables = [Variable(i, f"v{i}", "int", "r") for i in range(1, 6)]
+    orders = [variables, variables, variables[::-1], variables[:2], variables[1:] + variables[:1], variables]
+    look_alikes = [Variable(v.id, v.address, v.value_type, v.reader_type) for v in variables]  # new objects
+    orders.append(look_alikes)
+    ctx = _ctx(12, variables)
+    for tick, order in enumerate(orders):
+        at = T0 + timedelta(seconds=tick)
+        writer.write(ctx, CollectedVariables(CollectedVariable(v, tick * 100 + v.id, at) for v in order))
+    rows = writer.read_samples(12)
+    expected = sorted(
+        (T0 + timedelta(seconds=tick), v.id, tick * 100 + v.id)
+        for tick, order in enumerate(orders)
+        for v in order
+    )
+    assert [(r.read_at, r.variable_id, r.value) for r in rows] == expected
+    assert all(r.address == f"v{r.variable_id}" for r in rows)
+
+
 def test_unstorable_values_are_refused_with_an_error_and_the_batch_kept(
     writer: SqlDataWriter, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -246,7 +267,7 @@ def test_schema_tables_index_and_version(writer: SqlDataWriter, db: tuple[str, s
                     f"SELECT sql FROM sqlite_master WHERE name = '{prefix}samples'"
                 ).scalar_one()
                 assert "WITHOUT ROWID" in ddl
-        assert versions == [SCHEMA_VERSION] == [2]
+        assert versions == [SCHEMA_VERSION] == [3]
         # A store written by a later version is refused, naming the version.
         with engine.begin() as conn:
             conn.exec_driver_sql(

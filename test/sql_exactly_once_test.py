@@ -26,7 +26,7 @@ from _cases.sql_cases import proxy_target, sql_store, url_through
 from _faultproxy import FaultProxy
 
 from data_collector import CollectedVariable, CollectedVariables, DataCollectionContext, Variable
-from data_writer.sql_data_writer import SqlDataWriter, read_samples
+from data_writer.sql import SCHEMA_VERSION, SqlDataWriter, read_samples
 
 T0 = datetime(2024, 3, 1, 6, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parent.parent
@@ -140,7 +140,7 @@ from datetime import UTC, datetime, timedelta
 sys.path.insert(0, sys.argv[2])
 from sql_exactly_once_test import _batch, _variables
 from data_collector import DataCollectionContext
-from data_writer.sql_data_writer import SqlDataWriter
+from data_writer.sql import SqlDataWriter
 
 variables = _variables(50)
 ctx = DataCollectionContext(7, variables)
@@ -335,6 +335,6 @@ def test_database_down_at_open_is_transient(proxied: tuple[str, str, FaultProxy]
     try:
         with engine.connect() as conn:
             version = conn.exec_driver_sql(f"SELECT MAX(version) FROM {prefix}schema_version").scalar()
-        assert version == 2
+        assert version == SCHEMA_VERSION
     finally:
         engine.dispose()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,16 @@ from _cases.sql_cases import MARIADB_URL, POSTGRES_URL, drop_tables, require_dat
 from _faultproxy import FaultProxy
 from _util import LOG, CountingReader, RecordingWriter, wait_for
 
-from data_collector import DataCollectionContext, DataCollector, Variable
-from data_writer.sql_data_writer import SqlDataWriter, read_samples
+from data_collector import (
+    CollectedVariable,
+    CollectedVariables,
+    ConfigurationError,
+    DataCollectionContext,
+    DataCollector,
+    Variable,
+    WriterError,
+)
+from data_writer.sql import SqlDataWriter, read_samples
 
 KINDS = {"postgresql": POSTGRES_URL, "mariadb": MARIADB_URL}
 # the statement that ends a batch's transaction, as it crosses the wire
@@ -63,8 +71,10 @@ def _assert_exactly_once(url: str, prefix: str, context_id: int, produced: Recor
     assert set(stored) == set(expected)
 
 
-def _collector(proxied: str, prefix: str, tmp: Path, produced: RecordingWriter, **kw: Any) -> DataCollector:
-    writer = SqlDataWriter(proxied, table_prefix=prefix)
+def _collector(
+    proxied: str, prefix: str, tmp: Path, produced: RecordingWriter, io_timeout_s: float = 30.0, **kw: Any
+) -> DataCollector:
+    writer = SqlDataWriter(proxied, table_prefix=prefix, io_timeout_s=io_timeout_s)
     kw.setdefault("write_retry_s", 0.5)
     return DataCollector(LOG, [CountingReader()], [writer, produced], spool_dir=tmp / "spool", **kw)
 
@@ -159,3 +169,98 @@ def test_stop_during_an_outage_then_restart_on_the_same_spool(db: Any, tmp_path:
         wait_for(lambda: _drained(c2), 60, "the spool written")
         assert c2.stats().writers["SqlDataWriter"].replayed_samples >= 100
     _assert_exactly_once(url, prefix, 1, produced)
+
+
+# -- stalled connections: io_timeout_s ------------------------------------------------------------
+def _batch(variables: list[Variable], tick: int) -> CollectedVariables:
+    at = datetime(2024, 7, 1, 12, 0, tzinfo=UTC) + timedelta(milliseconds=100 * tick)
+    return CollectedVariables(CollectedVariable(v, tick * 10 + v.id, at) for v in variables)
+
+
+def test_a_stall_longer_than_io_timeout_fails_the_write_within_a_bound(db: Any) -> None:
+    _kind, url, proxied, prefix, proxy = db
+    variables = [V(i) for i in range(1, 21)]
+    ctx = DataCollectionContext(2, variables)
+    writer = SqlDataWriter(proxied, table_prefix=prefix, io_timeout_s=1.0)
+    try:
+        writer.write(ctx, _batch(variables, 0))
+        proxy.stall()  # until restore(): the server never hears the request, the writer never an answer
+        started = time.monotonic()
+        with pytest.raises(WriterError) as caught:
+            writer.write(ctx, _batch(variables, 1))
+        elapsed = time.monotonic() - started
+        assert 0.9 <= elapsed < 4.0, elapsed  # io_timeout_s, not the length of the stall
+        assert writer.is_transient(caught.value), caught.value
+        assert "within 1 s (io_timeout_s)" in str(caught.value)
+        assert proxy.stats().active >= 1  # still stalled: the writer gave up, the link did not break
+        proxy.restore()
+        writer.write(ctx, _batch(variables, 1))  # the collector's retry of the same batch
+        writer.close()  # closing ends the watchdog; writing again starts it anew
+        writer.write(ctx, _batch(variables, 2))
+        writer.write(ctx, _batch(variables, 1))  # once more: already stored, skipped
+        assert writer.duplicates_skipped == 20
+    finally:
+        writer.close()
+    stored = _keys(url, prefix, 2)
+    assert len(stored) == 60 and set(stored.values()) == {1}
+
+
+def test_a_stalled_database_costs_the_collector_io_timeout_and_nothing_else(db: Any, tmp_path: Path) -> None:
+    _kind, url, proxied, prefix, proxy = db
+    produced = RecordingWriter()
+    with _collector(proxied, prefix, tmp_path, produced, io_timeout_s=1.0) as c:
+        c.start(DataCollectionContext(1, [V(1), V(2)], min_interval_ms=10))
+        wait_for(lambda: c.stats().writers["SqlDataWriter"].samples_written >= 20, 15, "first rows")
+        errors = c.stats().writers["SqlDataWriter"].write_errors
+        proxy.stall()  # indefinitely: before io_timeout_s, a write waited for as long as this lasted
+        stalled_at = time.monotonic()
+        wait_for(lambda: c.stats().writers["SqlDataWriter"].write_errors > errors, 6, "the stall detected")
+        assert time.monotonic() - stalled_at < 5.0
+        wait_for(lambda: time.monotonic() - stalled_at >= 5.0, 7, "a longer stall")
+        proxy.restore()
+        wait_for(lambda: _drained(c), 60, "the backlog written after the stall")
+        c.stop(1)
+        s = c.stats().writers["SqlDataWriter"]
+    assert s.lost_samples == s.dropped_samples == s.unwritten_samples == 0
+    _assert_exactly_once(url, prefix, 1, produced)
+
+
+def test_url_parameters_win_over_the_io_timeout_settings(db: Any) -> None:
+    kind, url, proxied, prefix, proxy = db
+    if kind == "postgresql":
+        writer = SqlDataWriter(f"{url}?keepalives_idle=7", table_prefix=prefix, io_timeout_s=2.0)
+        try:
+            with writer.engine.connect() as conn:
+                params = conn.connection.dbapi_connection.info.get_parameters()  # type: ignore[union-attr]
+        finally:
+            writer.close()
+        assert params["keepalives"] == "1" and params["keepalives_idle"] == "7"  # the URL's
+        assert params["keepalives_count"] == "3" and params["tcp_user_timeout"] == "2000"  # the writer's
+        return
+    # MariaDB: the URL's read_timeout (3 s) bounds the stalled write, not io_timeout_s (1 s)
+    variables = [V(1)]
+    ctx = DataCollectionContext(3, variables)
+    writer = SqlDataWriter(f"{proxied}?read_timeout=3", table_prefix=prefix, io_timeout_s=1.0)
+    try:
+        writer.write(ctx, _batch(variables, 0))
+        proxy.stall()
+        started = time.monotonic()
+        with pytest.raises(WriterError) as caught:
+            writer.write(ctx, _batch(variables, 1))
+        assert 2.8 <= time.monotonic() - started < 6.0
+        assert writer.is_transient(caught.value)
+        proxy.restore()
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("bad", [-1, "30", True, float("nan"), float("inf")])
+def test_io_timeout_must_be_a_number(bad: Any) -> None:
+    with pytest.raises(ConfigurationError, match="io_timeout_s"):
+        SqlDataWriter("sqlite://", io_timeout_s=bad)
+
+
+def test_io_timeout_zero_or_none_means_no_limit() -> None:
+    assert SqlDataWriter("sqlite://").io_timeout_s == 30.0
+    assert SqlDataWriter("sqlite://", io_timeout_s=0).io_timeout_s is None
+    assert SqlDataWriter("sqlite://", io_timeout_s=None).io_timeout_s is None

@@ -1,4 +1,5 @@
-"""Schema version 2 of the SQL writer: reading a few variables of many, and migrating version 1 stores.
+"""Schema versions 2 and 3 of the SQL writer: reading a few variables of many, and migrating
+version 1 stores (version 2 stores: ``sql_metadata_test.py``).
 
 On real SQLite, PostgreSQL and MariaDB: the loose index scan (one seek per distinct read time)
 answers "these variables over this range" exactly like a scan would; a version 1 store is refused
@@ -16,20 +17,17 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from _cases.sql_cases import sql_store
+from _cases.sql_cases import make_v1_store, sql_store
 from sqlalchemy import event
-from sqlalchemy.dialects import mysql
 
 from data_collector import (
     CollectedVariable,
     CollectedVariables,
     ConfigurationError,
     DataCollectionContext,
-    Quality,
     Variable,
 )
-from data_writer._sql._schema import build_tables, definition_hash
-from data_writer.sql_data_writer import (
+from data_writer.sql import (
     MigrationResult,
     SqlDataWriter,
     migrate_store,
@@ -97,93 +95,6 @@ def test_a_few_variables_of_many_over_a_time_range(store: tuple[str, str]) -> No
 
 
 # -- version 1 stores -----------------------------------------------------------------------------
-def _v1_samples(prefix: str) -> sa.Table:
-    """The samples table as version 1 created it."""
-    time_type: Any = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-    long_text: Any = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
-    return sa.Table(
-        f"{prefix}samples",
-        sa.MetaData(),
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
-        sa.Column("context_id", sa.BigInteger, nullable=False),
-        sa.Column("variable_key", sa.Integer, nullable=False),
-        sa.Column("read_at", time_type, nullable=False),
-        sa.Column("value_kind", sa.String(8)),
-        sa.Column("value_num", sa.Double()),
-        sa.Column("value_int", sa.BigInteger),
-        sa.Column("value_text", long_text),
-        sa.Column("quality", sa.String(9), nullable=False),
-        sa.Column("error", long_text),
-        sa.Index(f"{prefix}samples_ctx_var_time", "context_id", "variable_key", "read_at"),
-        mysql_engine="InnoDB",
-        mysql_charset="utf8mb4",
-        mysql_collate="utf8mb4_bin",
-    )
-
-
-def _make_v1_store(url: str, prefix: str) -> list[tuple[int, datetime, Any, Quality]]:
-    """A store as version 1 left it (with a sample stored twice); the distinct samples in it."""
-    engine = sa.create_engine(url)
-    v2 = build_tables(prefix, engine.dialect)
-    v1 = _v1_samples(prefix)
-    naive = engine.dialect.name != "postgresql"
-
-    def t(dt: datetime) -> datetime:
-        return dt.replace(tzinfo=None) if naive else dt
-
-    samples = [
-        (1, T0, ("float", 1.25, None, None), Quality.GOOD),
-        (2, T0, ("int", None, 7, None), Quality.GOOD),
-        (1, T0 + timedelta(seconds=1, microseconds=999_999), ("float", None, None, "nan"), Quality.UNCERTAIN),
-        (2, T0 + timedelta(seconds=1, microseconds=999_999), ("str", None, None, "Grüße"), Quality.GOOD),
-        (1, datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC), (None, None, None, None), Quality.BAD),
-    ]
-    try:
-        with engine.begin() as conn:
-            v2.metadata.create_all(conn, tables=[v2.schema_version, v2.contexts, v2.variables])
-            v1.create(conn)
-            conn.execute(v2.schema_version.insert().values(version=1, applied_at=t(T0)))
-            conn.execute(
-                v2.contexts.insert().values(context_id=3, start_date=t(T0), end_date=None, metadata={"a": 1})
-            )
-            keys = {}
-            for vid, address in ((1, "x"), (2, "y")):
-                result = conn.execute(
-                    v2.variables.insert().values(
-                        variable_id=vid * 10,
-                        address=address,
-                        value_type="float",
-                        reader_type="r",
-                        definition_hash=definition_hash(address, "float", "r"),
-                    )
-                )
-                assert result.inserted_primary_key is not None
-                keys[vid] = int(result.inserted_primary_key[0])
-            rows = [
-                {
-                    "context_id": 3,
-                    "variable_key": keys[n],
-                    "read_at": t(at),
-                    "value_kind": v[0],
-                    "value_num": v[1],
-                    "value_int": v[2],
-                    "value_text": v[3],
-                    "quality": q.value,
-                    "error": "old error" if q is Quality.BAD else None,
-                }
-                for n, at, v, q in samples
-            ]
-            conn.execute(v1.insert(), rows + rows[1:2])  # the second sample twice, as a retry did
-    finally:
-        engine.dispose()
-    kinds = {"float": float, "int": int, "str": str}
-    out = []
-    for key, at, v, q in samples:
-        value = None if v[0] is None else kinds[v[0]](next(x for x in v[1:] if x is not None))
-        out.append((key * 10, at, value, q))
-    return out
-
-
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
         return math.isnan(b)
@@ -192,7 +103,7 @@ def _same(a: Any, b: Any) -> bool:
 
 def test_version_1_store_is_refused_then_migrated(store: tuple[str, str]) -> None:
     url, prefix = store
-    expected = _make_v1_store(url, prefix)
+    expected = make_v1_store(url, prefix, T0)
     writer = SqlDataWriter(url, table_prefix=prefix)
     with pytest.raises(ConfigurationError, match=r"schema version 1.*migrate_store"):
         writer.open()
@@ -201,13 +112,15 @@ def test_version_1_store_is_refused_then_migrated(store: tuple[str, str]) -> Non
         read_samples(url, 3, table_prefix=prefix)  # reading too says what to do
 
     result = migrate_store(url, table_prefix=prefix)
-    assert result == MigrationResult(1, 2, 5, 1)  # five samples, one duplicate dropped
+    assert result == MigrationResult(1, 3, 5, 1)  # five samples, one duplicate dropped
     rows = read_samples(url, 3, table_prefix=prefix)
     expected.sort(key=lambda e: (e[1], e[0]))
     assert [(r.variable_id, r.read_at, r.quality) for r in rows] == [(e[0], e[1], e[3]) for e in expected]
     for row, e in zip(rows, expected, strict=True):
         assert _same(row.value, e[2]), (row, e)
-    assert [r.metadata for r in read_contexts(url, 3, table_prefix=prefix)] == [{"a": 1}]
+    assert [(r.metadata, r.deduced_metadata) for r in read_contexts(url, 3, table_prefix=prefix)] == [
+        ({"a": 1}, {})
+    ]
 
     # The writer appends to the migrated samples and recognises them as stored.
     again = SqlDataWriter(url, table_prefix=prefix)
@@ -221,7 +134,7 @@ def test_version_1_store_is_refused_then_migrated(store: tuple[str, str]) -> Non
     finally:
         again.close()
     assert len(read_samples(url, 3, table_prefix=prefix)) == 6
-    assert migrate_store(url, table_prefix=prefix) == MigrationResult(2, 2, 6, 0)  # nothing left to do
+    assert migrate_store(url, table_prefix=prefix) == MigrationResult(3, 3, 6, 0)  # nothing left to do
     engine = sa.create_engine(url)
     try:
         assert not sa.inspect(engine).has_table(f"{prefix}samples_v1")

@@ -27,7 +27,7 @@ from data_collector import (
     Variable,
     WriterError,
 )
-from data_writer.sql_data_writer import SqlDataWriter, SqlWriterError
+from data_writer.sql import SqlDataWriter, SqlWriterError
 
 T0 = datetime(2024, 2, 1, tzinfo=UTC)
 VARIABLES = [Variable(1, "a", "float", "r"), Variable(2, "b", "str", "r")]

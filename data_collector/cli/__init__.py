@@ -1,7 +1,8 @@
 """The ``data-collector`` command: run, validate and commission collections from a TOML file.
 
 One module per command (:mod:`.run`, :mod:`.capture`, :mod:`.validate`, :mod:`.read`, :mod:`.demo`,
-:mod:`.export`, :mod:`.spool`, :mod:`.tail`, :mod:`.plugins`, :mod:`.simulator`); :mod:`._session` holds the
+:mod:`.export`, :mod:`.migrate`, :mod:`.spool`, :mod:`.tail`, :mod:`.plugins`, :mod:`.simulator`);
+:mod:`._session` holds the
 collecting session and live view of ``run`` and ``demo``, :mod:`._common` the shared output helpers
 and exit statuses, :mod:`._main` the parser and :func:`main`. ``data_collector._cli`` is an alias of
 this package's :func:`main` (installs made before the package existed point their console script
@@ -54,6 +55,9 @@ Serves plant engineers at a terminal: everything the library does, driven by a c
                         [--count N] [--seconds S]
         follow the streams of the ``redis`` writer live (XREAD BLOCK), one plain line per sample;
         Ctrl-C ends it with exit status 0 (needs the extra ``redis``).
+    data-collector migrate SOURCE [--check] [--table-prefix dc_] [--writer N]
+        bring the tables of an older SQL writer to this version's schema, in place (once, with no
+        writer running on the store); ``--check`` only says which version the store has.
     data-collector plugins
         the reader and writer types available to configuration files, and where they come from.
     data-collector simulator {modbus,opcua} [options]
@@ -62,7 +66,8 @@ Serves plant engineers at a terminal: everything the library does, driven by a c
 Exit status: 0 success; 1 the command ran but values were read BAD (``read``), or (``run``) a
 sample was BAD, missed, lost, dropped or left unwritten (the summary's last line says which;
 samples an earlier run left in the spool and this one wrote are fine), or (``spool``) batches
-are quarantined (``capture`` exits with its command's status, see its ``--help``); 2
+are quarantined, or (``migrate --check``) the store has an older schema (``capture`` exits
+with its command's status, see its ``--help``); 2
 configuration or usage error (a bad ``--port`` of ``simulator`` included; ``spool --drop``
 without ``--yes``); 3 startup error (a reader or writer failed to open for good,
 a simulator could not listen, the spool is in use by another run).

@@ -28,6 +28,7 @@ from ._common import (
 from .capture import CAPTURE_HELP, _cmd_capture
 from .demo import _cmd_demo
 from .export import _cmd_export
+from .migrate import _cmd_migrate
 from .plugins import _cmd_plugins
 from .read import _cmd_read
 from .run import _cmd_run
@@ -194,6 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=_count, default=None, metavar="N", help="end after N lines")
     p.add_argument("--seconds", type=_positive, default=None, metavar="S", help="end after S seconds")
     p.set_defaults(func=_cmd_tail)
+
+    p = sub.add_parser(
+        "migrate",
+        parents=[common],
+        help="bring the tables of an older SQL writer to this version's schema",
+        description="Migrate the tables of a SQL store written by an older data-collector to this "
+        "version's schema, in place (samples kept, repeated ones dropped). Run it once, with no writer "
+        "running on the store; on a current store it does nothing. Exit status with --check: 0 current, "
+        "1 older (migrate it).",
+    )
+    p.add_argument("source", help="a SQLAlchemy URL, an SQLite file, or a .toml with a sql writer")
+    p.add_argument("--check", action="store_true", help="only say which schema version the store has")
+    p.add_argument("--table-prefix", default="dc_", help="table prefix of the store (dc_)")
+    p.add_argument("--writer", type=int, default=0, help="which sql writer of a .toml (0: the first)")
+    p.set_defaults(func=_cmd_migrate)
 
     p = sub.add_parser("plugins", parents=[common], help="list reader and writer types")
     p.set_defaults(func=_cmd_plugins)

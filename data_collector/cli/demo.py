@@ -122,7 +122,7 @@ def _next_context_id(sqlite_path: Path) -> int:
     if not sqlite_path.exists():
         return 1
     try:
-        from data_writer.sql_data_writer import read_contexts
+        from data_writer.sql import read_contexts
 
         runs = read_contexts(f"sqlite:///{sqlite_path}")
     except Exception:  # no tables yet, or not ours: start at 1
@@ -209,7 +209,7 @@ def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         )
     sql_rows = csv_rows = -1
     with contextlib.suppress(Exception):
-        from data_writer.sql_data_writer import read_samples
+        from data_writer.sql import read_samples
 
         sql_rows = len(read_samples(f"sqlite:///{sqlite_path}", context_id))
     with contextlib.suppress(Exception), open(csv_path, newline="", encoding="utf-8") as f:

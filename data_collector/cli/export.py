@@ -163,7 +163,7 @@ def _cmd_export(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if args.run:
         raise ConfigurationError("--run selects runs of an HDF5 file; a SQL store has one run per context id")
     try:
-        from data_writer.sql_data_writer import read_contexts, read_samples
+        from data_writer.sql import read_contexts, read_samples
     except ImportError as exc:
         err.write(f'error: export needs SQLAlchemy: pip install "data-collector[sql]" ({exc})\n')
         return EXIT_CONFIG
@@ -176,11 +176,13 @@ def _cmd_export(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                     r.context_id,
                     r.start.isoformat(timespec="seconds") if r.start else "",
                     r.end.isoformat(timespec="seconds") if r.end else "",
+                    format_value(r.ended or "", 40),
                     format_value(json.dumps(r.metadata, ensure_ascii=False, default=str), 60),
                 )
                 for r in runs
             ]
-            out.write("\n".join(table(["context", "start", "end", "metadata"], rows, right=[0])) + "\n")
+            header = ["context", "start", "end", "ended", "metadata"]
+            out.write("\n".join(table(header, rows, right=[0])) + "\n")
             return EXIT_OK
         ids = list(dict.fromkeys(args.context or [r.context_id for r in runs]))
         variable_ids = args.variables or None

@@ -1,1 +1,1 @@
-"""Private helpers of :mod:`data_writer.sql_data_writer`: URL handling, schema, value codec, store."""
+"""Old home of the SQL writer's private helpers, now in :mod:`data_writer.sql` (kept as re-exports)."""

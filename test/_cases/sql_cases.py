@@ -11,13 +11,16 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql
 
-from data_collector import DataWriter
-from data_writer.sql_data_writer import SqlDataWriter, read_contexts, read_samples
+from data_collector import DataWriter, Quality
+from data_writer.sql import SqlDataWriter, read_contexts, read_samples
+from data_writer.sql._schema import build_tables, definition_hash
 
 from . import StoredSample, WriterCase, WriterHarness, require_service
 
@@ -163,3 +166,161 @@ def proxy_target(url: str) -> tuple[str, int]:
 def url_through(url: str, port: int) -> str:
     """``url`` pointed at a proxy on 127.0.0.1:``port`` (same user, password and database)."""
     return sa.make_url(url).set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
+
+
+def v2_contexts_table(prefix: str) -> sa.Table:
+    """The contexts table as versions 1 and 2 created it (no deduced_metadata)."""
+    time_type: Any = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+    json_type: Any = sa.JSON(none_as_null=True).with_variant(
+        postgresql.JSONB(none_as_null=True), "postgresql"
+    )
+    return sa.Table(
+        f"{prefix}contexts",
+        sa.MetaData(),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+        sa.Column("context_id", sa.BigInteger, nullable=False),
+        sa.Column("start_date", time_type),
+        sa.Column("end_date", time_type),
+        sa.Column("metadata", json_type),
+        sa.Index(f"{prefix}contexts_context", "context_id"),
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+    )
+
+
+def v1_samples_table(prefix: str) -> sa.Table:
+    """The samples table as version 1 created it."""
+    time_type: Any = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+    long_text: Any = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+    return sa.Table(
+        f"{prefix}samples",
+        sa.MetaData(),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+        sa.Column("context_id", sa.BigInteger, nullable=False),
+        sa.Column("variable_key", sa.Integer, nullable=False),
+        sa.Column("read_at", time_type, nullable=False),
+        sa.Column("value_kind", sa.String(8)),
+        sa.Column("value_num", sa.Double()),
+        sa.Column("value_int", sa.BigInteger),
+        sa.Column("value_text", long_text),
+        sa.Column("quality", sa.String(9), nullable=False),
+        sa.Column("error", long_text),
+        sa.Index(f"{prefix}samples_ctx_var_time", "context_id", "variable_key", "read_at"),
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+    )
+
+
+def make_v1_store(url: str, prefix: str, T0: datetime) -> list[tuple[int, datetime, Any, Quality]]:
+    """A store as version 1 left it (with a sample stored twice); the distinct samples in it."""
+    engine = sa.create_engine(url)
+    v2 = build_tables(prefix, engine.dialect)
+    v1 = v1_samples_table(prefix)
+    contexts = v2_contexts_table(prefix)  # versions 1 and 2 had no deduced metadata
+    naive = engine.dialect.name != "postgresql"
+
+    def t(dt: datetime) -> datetime:
+        return dt.replace(tzinfo=None) if naive else dt
+
+    samples = [
+        (1, T0, ("float", 1.25, None, None), Quality.GOOD),
+        (2, T0, ("int", None, 7, None), Quality.GOOD),
+        (1, T0 + timedelta(seconds=1, microseconds=999_999), ("float", None, None, "nan"), Quality.UNCERTAIN),
+        (2, T0 + timedelta(seconds=1, microseconds=999_999), ("str", None, None, "Grüße"), Quality.GOOD),
+        (1, datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC), (None, None, None, None), Quality.BAD),
+    ]
+    try:
+        with engine.begin() as conn:
+            v2.metadata.create_all(conn, tables=[v2.schema_version, v2.variables])
+            contexts.create(conn)
+            v1.create(conn)
+            conn.execute(v2.schema_version.insert().values(version=1, applied_at=t(T0)))
+            conn.execute(
+                contexts.insert().values(context_id=3, start_date=t(T0), end_date=None, metadata={"a": 1})
+            )
+            keys = {}
+            for vid, address in ((1, "x"), (2, "y")):
+                result = conn.execute(
+                    v2.variables.insert().values(
+                        variable_id=vid * 10,
+                        address=address,
+                        value_type="float",
+                        reader_type="r",
+                        definition_hash=definition_hash(address, "float", "r"),
+                    )
+                )
+                assert result.inserted_primary_key is not None
+                keys[vid] = int(result.inserted_primary_key[0])
+            rows = [
+                {
+                    "context_id": 3,
+                    "variable_key": keys[n],
+                    "read_at": t(at),
+                    "value_kind": v[0],
+                    "value_num": v[1],
+                    "value_int": v[2],
+                    "value_text": v[3],
+                    "quality": q.value,
+                    "error": "old error" if q is Quality.BAD else None,
+                }
+                for n, at, v, q in samples
+            ]
+            conn.execute(v1.insert(), rows + rows[1:2])  # the second sample twice, as a retry did
+    finally:
+        engine.dispose()
+    kinds = {"float": float, "int": int, "str": str}
+    out = []
+    for key, at, v, q in samples:
+        value = None if v[0] is None else kinds[v[0]](next(x for x in v[1:] if x is not None))
+        out.append((key * 10, at, value, q))
+    return out
+
+
+def make_v2_store(url: str, prefix: str, T0: datetime) -> None:
+    """A store as schema version 2 left it: one ended run of context 3 with two samples."""
+    engine = sa.create_engine(url)
+    current = build_tables(prefix, engine.dialect)
+    contexts = v2_contexts_table(prefix)
+    naive = engine.dialect.name != "postgresql"
+
+    def t(dt: datetime) -> datetime:
+        return dt.replace(tzinfo=None) if naive else dt
+
+    try:
+        with engine.begin() as conn:
+            current.metadata.create_all(
+                conn, tables=[current.schema_version, current.variables, current.samples]
+            )
+            contexts.create(conn)
+            conn.execute(current.schema_version.insert().values(version=2, applied_at=t(T0)))
+            conn.execute(
+                contexts.insert().values(
+                    context_id=3, start_date=t(T0), end_date=t(T0 + timedelta(seconds=9)), metadata={"lot": 7}
+                )
+            )
+            key = conn.execute(
+                current.variables.insert().values(
+                    variable_id=1,
+                    address="counter",
+                    value_type="int",
+                    reader_type="random",
+                    definition_hash=definition_hash("counter", "int", "random"),
+                )
+            ).inserted_primary_key
+            assert key is not None
+            for i in range(2):
+                at = T0 + timedelta(seconds=i)
+                conn.execute(
+                    current.samples.insert().values(
+                        context_id=3,
+                        read_at=at if engine.dialect.name in ("sqlite", "postgresql") else t(at),
+                        variable_key=int(key[0]),
+                        value_kind="int",
+                        value_int=i,
+                        quality="GOOD",
+                    )
+                )
+    finally:
+        engine.dispose()
