@@ -164,6 +164,7 @@ SHIPPED = {
         "sql": "data_writer.sql_data_writer:SqlDataWriter",
         "hdf5": "data_writer.hdf5:Hdf5DataWriter",
         "redis": "data_writer.redis:RedisDataWriter",
+        "archive": "data_writer.archive:ArchiveDataWriter",
     },
 }
 
