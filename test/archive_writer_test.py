@@ -378,6 +378,19 @@ def test_a_symbolic_link_out_of_the_root_is_refused(tmp_path: Path) -> None:
     assert len(list((root / "real").iterdir())) == 1
 
 
+def test_a_refused_folder_fails_the_whole_batch_before_any_file(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "b").symlink_to(outside)
+    va, vb = Variable(1, "a", "int", "r"), Variable(2, "b", "int", "r")
+    writer = ArchiveDataWriter(root, "{{ variable.address }}/{{ seq }}.json", per="variable", format="json")
+    with pytest.raises(UnsafePathError):
+        writer.write(started(DataCollectionContext(1, [va, vb])), batch([va, vb], 1))
+    writer.close()
+    assert data_files(root) == [] and list(outside.iterdir()) == []
+
+
 def test_a_symbolic_link_at_the_file_name_is_never_followed(tmp_path: Path) -> None:
     root, target = tmp_path / "root", tmp_path / "precious.txt"
     root.mkdir()
@@ -530,6 +543,56 @@ def test_a_replay_of_batches_already_written_writes_nothing_twice(tmp_path: Path
         third.write(replayed(ctx), batch(v, 7, [7, "s7"]))
         third.close()
         assert third.samples_skipped == 0
+
+
+def test_a_journal_that_fails_after_the_link_is_caught_up_and_nothing_is_written_twice(
+    tmp_path: Path, mocker: Any
+) -> None:
+    """The commit line of a linked file cannot be journaled (disk full for the journal only: an
+    edge no real disk produces on demand, so pay_owed is made to fail once)."""
+    real = store_module.ArchiveStore.pay_owed
+    failed_once: list[bool] = []
+
+    def flaky(self: store_module.ArchiveStore) -> None:
+        if self._owed and not failed_once:
+            failed_once.append(True)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self)
+
+    mocker.patch.object(store_module.ArchiveStore, "pay_owed", flaky)
+    v = [Variable(1, "a", "int", "r"), Variable(2, "b", "int", "r")]
+    ctx = started(DataCollectionContext(1, v))
+    writer = ArchiveDataWriter(tmp_path, "{{ variable.address }}/{{ seq }}.json", format="json")
+    with pytest.raises(ArchiveWriteError, match="ENOSPC, transient"):
+        writer.write(ctx, batch(v, 1))
+    assert len(data_files(tmp_path)) == 1  # linked, its journal line owed
+    writer.write(ctx, batch(v, 1))  # the collector's retry
+    writer.close()
+    assert writer.samples_skipped == 1 and len(data_files(tmp_path)) == 2
+    again = ArchiveDataWriter(tmp_path, "{{ variable.address }}/{{ seq }}.json", format="json")
+    again.write(replayed(ctx), batch(v, 1))  # and a replay after a restart finds both in the journal
+    again.close()
+    assert again.samples_skipped == 2 and len(data_files(tmp_path)) == 2
+    assert not list(tmp_path.rglob(".dc-archive-*"))
+
+
+def test_a_replay_finds_what_the_previous_journal_file_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "JOURNAL_ROTATE_BYTES", 2000)
+    v = Variable(1, "a", "int", "r")
+    ctx = started(DataCollectionContext(1, [v]))
+    writer = ArchiveDataWriter(tmp_path, "{{ seq }}.json", format="json")
+    for k in range(40):
+        writer.write(ctx, batch([v], k))
+    writer.close()
+    state = next((tmp_path / ".archive").iterdir())
+    assert (state / "journal.1.jsonl").is_file() and (state / "journal.jsonl").stat().st_size < 2000
+    again = ArchiveDataWriter(tmp_path, "{{ seq }}.json", format="json")
+    for k in range(30, 42):  # 30..39 were written, 40 and 41 were not
+        again.write(replayed(ctx), batch([v], k))
+    again.close()
+    assert again.samples_skipped == 10 and len(data_files(tmp_path)) == 42
 
 
 CRASH_CHILD = r"""

@@ -331,12 +331,17 @@ class ArchiveDataWriter(DataWriter):
         error: BaseException | None = None
         current = ""
         try:
+            # every folder first (created, checked to lie inside the root): a folder that is refused
+            # or cannot be made fails the batch before any of its files is written
+            for unit in units:
+                folder = unit.parts[:-1]
+                if folder not in folders:
+                    current = "/".join(folder)
+                    folders[folder] = store.open_dir(folder)
             for unit in units:
                 folder = unit.parts[:-1]
                 current = "/".join(unit.parts)
-                fd = folders.get(folder)
-                if fd is None:
-                    fd = folders[folder] = store.open_dir(folder)
+                fd = folders[folder]
 
                 def on_linked(final: str, unit: _Unit = unit, folder: tuple[str, ...] = folder) -> None:
                     linked.setdefault(folder, []).append(unit.keys)
