@@ -327,6 +327,7 @@ def test_npy_per_batch_refuses_text_beside_numbers_at_context_start(tmp_path: Pa
         ("{{ sample }}/{{ seq }}.npy", {"sample": "a\nb"}, "control character"),
         ("{{ sample }}", {"sample": ""}, "empty path"),
         ("{{ sample }}", {"sample": "./"}, "names no file"),
+        ("{{ sample }}/{{ seq }}.npy", {"sample": "x" * 256}, "longer than 255 bytes"),
     ],
 )
 def test_paths_that_leave_the_root_are_refused_at_start_and_at_write(
@@ -593,6 +594,20 @@ def test_a_replay_finds_what_the_previous_journal_file_records(
         again.write(replayed(ctx), batch([v], k))
     again.close()
     assert again.samples_skipped == 10 and len(data_files(tmp_path)) == 42
+
+
+def test_a_run_older_than_the_writer_skips_what_the_journal_holds_even_unmarked(tmp_path: Path) -> None:
+    """A batch put back from the spool's quarantine (``data-collector spool --retry-quarantine``)
+    comes without the replay mark; its run started before the writer opened, which is enough."""
+    v = Variable(1, "a", "int", "r")
+    ctx = started(DataCollectionContext(1, [v]))
+    first = ArchiveDataWriter(tmp_path, "{{ seq }}.json", format="json")
+    first.write(ctx, batch([v], 1))
+    first.close()
+    again = ArchiveDataWriter(tmp_path, "{{ seq }}.json", format="json")
+    again.write(ctx, CollectedVariables([*batch([v], 1), *batch([v], 2)]))
+    again.close()
+    assert again.samples_skipped == 1 and len(data_files(tmp_path)) == 2
 
 
 CRASH_CHILD = r"""

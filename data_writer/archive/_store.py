@@ -170,6 +170,8 @@ class ArchiveStore:
     def open(self) -> None:
         """Create the root and the state folder, take the lock, read the numbers, settle a crash."""
         where = f"archive root {self.root}"
+        if self.root.exists() and not self.root.is_dir():
+            raise ArchiveWriteError(f"the {where} exists and is not a folder", transient=False)
         try:
             os.makedirs(self.root, exist_ok=True)
             self.root_real = os.path.realpath(self.root)

@@ -22,6 +22,7 @@ from data_collector import ConfigurationError, DataCollectionContext, Variable
 
 __all__ = [
     "DEFAULT_TEMPLATES",
+    "NAME_MAX",
     "RESERVED",
     "STATE_DIR",
     "PathTemplate",
@@ -34,6 +35,9 @@ __all__ = [
 
 #: The folder under the root that holds the writers' journals, sequence numbers and locks.
 STATE_DIR = ".archive"
+
+#: The longest file or folder name (bytes) of the file systems the writer knows (ext4, xfs, btrfs...).
+NAME_MAX = 255
 
 #: The names a template sees besides the user's metadata keys.
 RESERVED = frozenset(
@@ -183,7 +187,8 @@ def split_relative(text: str, where: str) -> tuple[str, ...]:
     """The components of the rendered path ``text``; :class:`UnsafePathError` when it may not be used.
 
     Refused: an empty path, control characters (NUL, newline, ...), an absolute path (``/x``,
-    ``\\x``, ``C:x``), a ``..`` component, and a path into the writer's state folder (``.archive``).
+    ``\\x``, ``C:x``), a ``..`` component, a name longer than :data:`NAME_MAX` bytes, and a path
+    into the writer's state folder (``.archive``).
     Both ``/`` and ``\\`` separate folders; empty and ``.`` components are dropped.
     """
     if not text or not text.strip():
@@ -206,6 +211,12 @@ def split_relative(text: str, where: str) -> tuple[str, ...]:
         )
     if not parts:
         raise UnsafePathError(f"{where}: the rendered path {text!r} names no file", field="template")
+    long = next((p for p in parts if len(p.encode("utf-8", "surrogateescape")) > NAME_MAX), None)
+    if long is not None:
+        raise UnsafePathError(
+            f"{where}: the rendered path {text!r} has a name longer than {NAME_MAX} bytes ({long[:40]!r}...)",
+            field="template",
+        )
     if parts[0] == STATE_DIR:
         raise UnsafePathError(
             f"{where}: the rendered path {text!r} lies in {STATE_DIR}/, the writer's own state folder",

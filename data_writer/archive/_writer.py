@@ -104,6 +104,7 @@ class ArchiveDataWriter(DataWriter):
         self._pending: dict[RunKey, Counter[tuple[int, int | None]]] = {}
         self._replayed: dict[RunKey, Counter[tuple[int, int | None]]] = {}
         self._warned_no_value: set[tuple[int, int]] = set()
+        self._opened_at: datetime | None = None  # when this writer first opened its root
         #: files committed since this writer was made
         self.files_written = 0
         #: samples in committed files
@@ -135,6 +136,8 @@ class ArchiveDataWriter(DataWriter):
             return self._store
         store = ArchiveStore(self.root, self.name)
         store.open()
+        if self._opened_at is None:
+            self._opened_at = datetime.now(UTC)
         for line in store.recovered:
             _log.warning("%s: %s", self.name, line)
         self._store = store
@@ -219,7 +222,12 @@ class ArchiveDataWriter(DataWriter):
         self, context: DataCollectionContext, run: RunKey, store: ArchiveStore
     ) -> Counter[tuple[int, int | None]]:
         skip = Counter(self._pending.get(run, ()))
-        if context.deduced_metadata.get(REPLAY_KEY) is True:
+        start = context.start_date
+        # a run this writer may have archived before it was opened: rebuilt from the spool after a
+        # crash, put back from the spool's quarantine, or a direct caller's: skip what the journal
+        # records (a run started since is new: nothing to look up)
+        earlier = start is None or self._opened_at is None or start <= self._opened_at
+        if context.deduced_metadata.get(REPLAY_KEY) is True or earlier:
             replayed = self._replayed.get(run)
             if replayed is None:
                 replayed = self._replayed[run] = store.committed_keys(run)
