@@ -7,10 +7,10 @@ Layout under the root::
     <root>/.archive/<writer folder>/seq      the next free sequence number (reserved in blocks)
     <root>/.archive/<writer folder>/journal.jsonl, journal.1.jsonl    what was committed
 
-Committing one file (:meth:`ArchiveStore.commit`): the content goes to a hidden temporary file
-``.dc-archive-<random>.tmp`` in the target folder, which is flushed and ``fsync``-ed; a journal
-line records the intent (sequence number, context run, the samples' keys, the temporary name);
-``link()`` gives the file its final name, which fails rather than replace an existing file (then
+Committing one file (:meth:`ArchiveStore.commit`): a journal line records the intent (sequence
+number, context run, the samples' keys, the temporary name); the content goes to a hidden
+temporary file ``.dc-archive-<random>.tmp`` in the target folder, which is flushed and
+``fsync``-ed; ``link()`` gives the file its final name, which fails rather than replace an existing file (then
 ``name-1.ext``, ``name-2.ext``, ... are tried); a journal line records the final name; the
 temporary name is removed. The writer ``fsync``-s every folder it linked into before its
 ``write()`` returns. On a file system without hard links, the final name is reserved with
@@ -20,9 +20,10 @@ Recovery: the journal is appended one line per step (no buffering), so after a p
 (``kill -9``) it shows exactly whether the last file was linked: an intent without its commit
 line is resolved at the next :meth:`ArchiveStore.open` by the temporary file (still there with a
 second link: committed, its final name found by inode; there with one link: not committed,
-removed). The journal is ``fsync``-ed at most once a second (and at close), so after a power
-failure its last lines may be missing: files of that last second may then be written again under
-a suffixed name, never lost and never overwritten.
+removed; gone: not committed), so no temporary file outlives a crash unnoticed. The journal is
+``fsync``-ed at most once a second (and at close), so after a power failure its last lines may be
+missing: files of that last second may then be written again under a suffixed name, never lost
+and never overwritten.
 
 Folders: every folder of a rendered path is opened component by component from the root's file
 descriptor, created when missing, and checked (``/proc/self/fd``, else ``realpath``) to lie
@@ -447,8 +448,9 @@ class ArchiveStore:
             self._journal_torn = False
             self._journal_dirty = True
             self._owed.pop(0)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dfd)
+            if tmp:  # (none when the file was renamed into place)
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dfd)
             with contextlib.suppress(OSError):
                 os.close(dfd)
 
@@ -471,28 +473,34 @@ class ArchiveStore:
         self.pay_owed()
         self._rotate_if_due()
         tmp = f"{TMP_PREFIX}{secrets.token_hex(8)}.tmp"
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666, dir_fd=dir_fd
+        prefix = f"{dir_rel}/" if dir_rel else ""
+        # the intent first: a crash from here on leaves a line that names the temporary file
+        self._append(
+            {
+                "i": seq,
+                "c": run[0],
+                "s": run[1],
+                "t": prefix + tmp,
+                "w": prefix + name,
+                "k": encode_keys(keys),
+            }
         )
+        created = False
         try:
+            fd = os.open(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666, dir_fd=dir_fd
+            )
+            created = True
             with os.fdopen(fd, "wb") as f:
                 dump(f)
                 f.flush()
                 os.fsync(f.fileno())
-            prefix = f"{dir_rel}/" if dir_rel else ""
-            self._append(
-                {
-                    "i": seq,
-                    "c": run[0],
-                    "s": run[1],
-                    "t": prefix + tmp,
-                    "w": prefix + name,
-                    "k": encode_keys(keys),
-                }
-            )
         except BaseException:
+            if created:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
             with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dir_fd)
+                self._append({"d": seq, "p": None})
             raise
         try:
             final, renamed = self._link_exclusive(dir_fd, tmp, name)
@@ -537,7 +545,12 @@ class ArchiveStore:
                     )
                 except FileExistsError:
                     continue
-                os.rename(tmp, candidate, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                try:
+                    os.rename(tmp, candidate, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(candidate, dir_fd=dir_fd)  # our empty placeholder
+                    raise
                 renamed = True
             if n:
                 self._suffix_hint[hint_key] = n + 1
