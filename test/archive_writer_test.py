@@ -630,6 +630,14 @@ def link(self, dir_fd, tmp, name):
     return result
 
 ArchiveStore._link_exclusive = link
+real_fsync = os.fsync
+
+def fsync(fd):
+    if mode == "while-writing" and ".dc-archive-" in os.readlink(f"/proc/self/fd/{fd}"):
+        os.kill(os.getpid(), signal.SIGKILL)  # the temporary file is there, not yet synced
+    real_fsync(fd)
+
+os.fsync = fsync
 v = Variable(1, "a", "int", "r")
 ctx = DataCollectionContext(4, [v])
 ctx._start_date = datetime(2026, 5, 1, tzinfo=timezone.utc)
@@ -640,7 +648,7 @@ print("not killed", flush=True)
 """
 
 
-@pytest.mark.parametrize("mode", ["before-link", "after-link"])
+@pytest.mark.parametrize("mode", ["while-writing", "before-link", "after-link"])
 def test_kill_9_while_committing_then_replay_writes_the_file_exactly_once(tmp_path: Path, mode: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
