@@ -226,7 +226,8 @@ class ArchiveDataWriter(DataWriter):
         # a run this writer may have archived before it was opened: rebuilt from the spool after a
         # crash, put back from the spool's quarantine, or a direct caller's: skip what the journal
         # records (a run started since is new: nothing to look up)
-        earlier = start is None or self._opened_at is None or start <= self._opened_at
+        opened = _us(self._opened_at)
+        earlier = start is None or opened is None or (_us(start) or 0) <= opened
         if context.deduced_metadata.get(REPLAY_KEY) is True or earlier:
             replayed = self._replayed.get(run)
             if replayed is None:
@@ -263,8 +264,9 @@ class ArchiveDataWriter(DataWriter):
                     )
             else:
                 indexes = list(range(len(keys)))
-            units = self._plan(context, variables, indexes, keys, store)
+            units, no_file = self._plan(context, variables, indexes, keys, store)
             self._commit(context, run, units, store)
+            self.samples_without_file += no_file
 
     def _plan(
         self,
@@ -273,8 +275,9 @@ class ArchiveDataWriter(DataWriter):
         indexes: list[int],
         keys: Keys,
         store: ArchiveStore,
-    ) -> list[_Unit]:
-        """Every file of the batch, rendered, checked and encoded (nothing written yet)."""
+    ) -> tuple[list[_Unit], int]:
+        """Every file of the batch, rendered, checked and encoded (nothing written yet), and how
+        many samples get no file (no value, ``.npy`` per sample)."""
         where = f"{self.name}: context {context.id}"
         vs, values, times, qualities, errors = (
             batch.variables,
@@ -284,11 +287,13 @@ class ArchiveDataWriter(DataWriter):
             batch.errors,
         )
         groups: list[list[int]]
+        no_file = 0
         if self.per == "sample":
             groups = []
             for i in indexes:
                 if values[i] is None and self.format == "npy":
-                    self._no_file(context, i, batch)
+                    self._no_file(context, i, batch)  # logged once; counted when the batch is done
+                    no_file += 1
                     continue
                 groups.append([i])
         elif self.per == "variable":
@@ -314,10 +319,9 @@ class ArchiveDataWriter(DataWriter):
             samples = [Sample(vs[i], values[i], times[i], qualities[i], errors[i]) for i in group]
             dump = encode(self.format, self.per, context.id, samples, f"{where}: {text}")
             units.append(_Unit(parts, dump, [keys[i] for i in group], seq))
-        return units
+        return units, no_file
 
     def _no_file(self, context: DataCollectionContext, i: int, batch: CollectedVariables) -> None:
-        self.samples_without_file += 1
         key = (context.id, batch.variables[i].id)
         if key not in self._warned_no_value:
             self._warned_no_value.add(key)
@@ -365,9 +369,9 @@ class ArchiveDataWriter(DataWriter):
         for folder, keyss in linked.items():
             try:
                 fsync_dir(folders[folder])
-            except OSError as exc:
-                error = error or exc  # those files are not known durable: not counted done
-                current = "/".join(folder)
+            except OSError as exc:  # those files are not known durable: not counted done
+                if error is None:
+                    error, current = exc, "/".join(folder)
                 continue
             for k in keyss:
                 done.update(k)
