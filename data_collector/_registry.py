@@ -2,8 +2,8 @@
 
 Every plugin, the shipped ones included, is an entry point in the group ``data_collector.readers``
 or ``data_collector.writers``. The shipped readers (``random``, ``modbus``, ``opcua``) and writers
-(``noop``, ``csv``, ``sql``, ``hdf5``) are declared in this project's own ``pyproject.toml``, exactly as a
-third-party package declares its own::
+(``noop``, ``csv``, ``sql``, ``hdf5``, ``redis``, ``archive``) are declared in this project's own
+``pyproject.toml``, exactly as a third-party package declares its own::
 
     [project.entry-points."data_collector.readers"]
     s7 = "my_package.s7_reader:S7Reader"
@@ -68,7 +68,15 @@ Kind = Literal["reader", "writer"]
 #: This project's distribution name: its entry points are the shipped plugins.
 OWN_DISTRIBUTION = "data-collector"
 #: The extra that brings a shipped plugin's package, for the hint when it is missing.
-_EXTRA = {"modbus": "modbus", "opcua": "opcua", "sql": "sql", "hdf5": "hdf5", "redis": "redis"}
+_EXTRA = {
+    "modbus": "modbus",
+    "opcua": "opcua",
+    "sql": "sql",
+    "hdf5": "hdf5",
+    "redis": "redis",
+    "mqtt": "mqtt",
+    "archive": "archive",
+}
 _GROUP: dict[Kind, str] = {"reader": READER_GROUP, "writer": WRITER_GROUP}
 _BASE: dict[Kind, type] = {"reader": DataReader, "writer": DataWriter}
 #: Where a source checkout keeps the project's entry points (beside the package folder).

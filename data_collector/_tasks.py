@@ -368,7 +368,11 @@ class ReaderTask:
             qualities[:] = [Quality.BAD] * n
             errors[:] = [text] * n
             read_ats[:] = [read_at] * n
-        if None in values:  # items left without a value are BAD
+        try:
+            unfilled = None in values
+        except ValueError:  # a value whose == is elementwise (a NumPy array) cannot answer `in`
+            unfilled = any(v is None for v in values)
+        if unfilled:  # items left without a value are BAD
             bad_q = Quality.BAD
             for i in [i for i, v in enumerate(values) if v is None]:
                 qualities[i] = bad_q

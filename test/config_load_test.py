@@ -167,7 +167,7 @@ CASES = [
         ('type = "noop"', 'type = "nope"'),
         "writers[0].type",
         '"nope"',
-        "known: csv, hdf5, mqtt, noop, redis, sql",
+        "known: archive, csv, hdf5, mqtt, noop, redis, sql",
     ),
     (
         "unknown option",

@@ -165,6 +165,7 @@ SHIPPED = {
         "hdf5": "data_writer.hdf5:Hdf5DataWriter",
         "redis": "data_writer.redis:RedisDataWriter",
         "mqtt": "data_writer.mqtt:MqttDataWriter",
+        "archive": "data_writer.archive:ArchiveDataWriter",
     },
 }
 
