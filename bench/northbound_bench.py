@@ -151,6 +151,7 @@ def fleet(args: argparse.Namespace) -> dict[str, Any]:
             stopping = time.monotonic()
             reports = f.stop()
             stop_s = time.monotonic() - stopping
+            collecting_s = f.collecting_s() or seconds
             wait_for_tap(tap, reports, timeout_s=60)
             f.count_stores(tap)
         print()
@@ -162,7 +163,8 @@ def fleet(args: argparse.Namespace) -> dict[str, Any]:
         p50, p99, top = tap.percentile_ms(0.5), tap.percentile_ms(0.99), tap.percentile_ms(1.0)
         repeats = sum(tap.repeats.values())
         print(
-            f"written: {', '.join(f'{w} {n:,} ({n / seconds:,.0f}/s)' for w, n in written.items())}; "
+            f"written in {collecting_s:.1f} s of collecting: "
+            f"{', '.join(f'{w} {n:,} ({n / collecting_s:,.0f}/s)' for w, n in written.items())}; "
             f"the collectors took {stop_s:.1f} s to stop and drain"
         )
         print(
@@ -178,7 +180,8 @@ def fleet(args: argparse.Namespace) -> dict[str, Any]:
             "seconds": seconds,
             "spool": spec.spool,
             "devices": spec.devices,
-            "written_per_s": {w: round(n / seconds) for w, n in written.items()},
+            "collecting_s": round(collecting_s, 1),
+            "written_per_s": {w: round(n / collecting_s) for w, n in written.items()},
             "stop_s": round(stop_s, 1),
             "latency_ms": {"p50": p50, "p99": p99, "max": top},
             "mqtt_repeats": repeats,

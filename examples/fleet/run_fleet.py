@@ -265,6 +265,7 @@ class Child:
         self.lines: list[str] = []
         self._ready = re.compile(ready)
         self._match: re.Match[str] | None = None
+        self.ready_at: float | None = None  # time.monotonic() when the ready line came
         self._cond = threading.Condition()
         self._log: IO[str] = log.open("a", encoding="utf-8")
         self.proc = subprocess.Popen(
@@ -288,6 +289,8 @@ class Child:
                 self.lines.append(line)
                 if self._match is None:
                     self._match = self._ready.search(line)
+                    if self._match is not None:
+                        self.ready_at = time.monotonic()
                 self._cond.notify_all()
         with self._cond:
             self._cond.notify_all()
@@ -574,6 +577,7 @@ class Fleet:
         self.reports: list[CollectorReport] = []
         self.configs: list[Path] = []
         self.started_ms = 0
+        self.stopped_at: float | None = None  # time.monotonic() when stop() began
 
     def __enter__(self) -> Fleet:
         return self
@@ -647,6 +651,7 @@ class Fleet:
     def stop(self, timeout_s: float = 180.0) -> list[CollectorReport]:
         """SIGTERM every collector (each stops its context and writes every value read), wait for
         each (killed after ``timeout_s``), then stop the simulators; the collectors' reports."""
+        self.stopped_at = time.monotonic()
         for collector in self.collectors:
             collector.stop(signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
@@ -663,6 +668,11 @@ class Fleet:
             if sim.wait(max(0.0, deadline - time.monotonic())) is None:
                 sim.kill()
         return self.reports
+
+    def collecting_s(self) -> float:
+        """Seconds from the first collector collecting to the stop (0 before both)."""
+        ready = [c.ready_at for c in self.collectors if c.ready_at is not None]
+        return self.stopped_at - min(ready) if ready and self.stopped_at is not None else 0.0
 
     def count_stores(self, tap: MqttTap | None) -> None:
         """Fill each report's ``stored``: what the subscriber, Redis and the SQL tables hold."""
