@@ -599,34 +599,27 @@ class Fleet:
         spec = self.spec
         self.out.mkdir(parents=True, exist_ok=True)
         life = f"{self.max_seconds + 120:g}"
-        ports: list[dict[str, int]] = [{} for _ in range(spec.collectors)]
+        ready = {
+            "modbus": r"listening on [^:]+:(\d+)",
+            "opcua": r"listening on opc\.tcp://[^:]+:(\d+)/",
+        }
+        kinds = {"simulators": ("modbus", "opcua"), "modbus": ("modbus",), "random": ()}[spec.devices]
+        devices: list[tuple[int, str, Child]] = []  # (collector, kind, its simulator)
         for k in range(1, spec.collectors + 1):
-            name = spec.name(k)
-            if spec.devices in ("simulators", "modbus"):
-                bulk = ["--bulk", str(spec.bulk)] if spec.bulk else []
-                self.simulators.append(
-                    Child(
-                        f"{name} modbus simulator",
-                        self._python(
-                            "data_reader.modbus.simulator", "--port", "0", *bulk, "--duration", life
-                        ),
-                        self.out / f"{name}-modbus.log",
-                        r"listening on [^:]+:(\d+)",
-                    )
+            for kind in kinds:
+                bulk = ["--bulk", str(spec.bulk)] if kind == "modbus" and spec.bulk else []
+                argv = self._python(f"data_reader.{kind}.simulator", "--port", "0", *bulk, "--duration", life)
+                sim = Child(
+                    f"{spec.name(k)} {kind} simulator",
+                    argv,
+                    self.out / f"{spec.name(k)}-{kind}.log",
+                    ready[kind],
                 )
-            if spec.devices == "simulators":
-                self.simulators.append(
-                    Child(
-                        f"{name} opcua simulator",
-                        self._python("data_reader.opcua.simulator", "--port", "0", "--duration", life),
-                        self.out / f"{name}-opcua.log",
-                        r"listening on opc\.tcp://[^:]+:(\d+)/",
-                    )
-                )
-        for sim in self.simulators:
-            port = int(sim.wait_ready(ready_timeout_s)[1])
-            k = int(sim.name.split(" ")[0].rsplit("-", 1)[1])
-            ports[k - 1]["modbus" if "modbus" in sim.name else "opcua"] = port
+                self.simulators.append(sim)
+                devices.append((k, kind, sim))
+        ports: list[dict[str, int]] = [{} for _ in range(spec.collectors)]
+        for k, kind, sim in devices:
+            ports[k - 1][kind] = int(sim.wait_ready(ready_timeout_s)[1])
         self.started_ms = time.time_ns() // 1_000_000
         for k in range(1, spec.collectors + 1):
             name = spec.name(k)
