@@ -246,6 +246,38 @@ def run_raw(
     return N_VARS * (len(data) - 1) / elapsed
 
 
+def measure(
+    host: str,
+    port: int,
+    case: dict[str, Any],
+    ctx: DataCollectionContext,
+    data: list[CollectedVariables],
+    rounds: int,
+) -> dict[str, Any]:
+    """One case (``payload``, ``message``, ``qos``), ``rounds`` alternating rounds of ours, raw and
+    raw pre-encoded: the case with the message count, the medians (samples/s) and the ratios."""
+    prefix = f"dcbench-{uuid.uuid4().hex[:10]}"
+    messages = pre_encoded(host, port, case, prefix, ctx, data)
+    encode = hand_encoder(case, prefix, ctx)
+    ours: list[float] = []
+    raw: list[float] = []
+    floor: list[float] = []
+    for _ in range(rounds):
+        ours.append(run_ours(host, port, case, prefix, ctx, data))
+        raw.append(run_raw(host, port, int(case["qos"]), data, encode, messages))
+        floor.append(run_raw(host, port, int(case["qos"]), data, None, messages))
+    o, r, f = statistics.median(ours), statistics.median(raw), statistics.median(floor)
+    return {
+        **case,
+        "messages": sum(len(b) for b in messages),
+        "ours": round(o),
+        "raw": round(r),
+        "ratio": round(o / r, 3),
+        "raw_pre_encoded": round(f),
+        "ratio_pre_encoded": round(o / f, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--url", default="mqtt://127.0.0.1:1883")
@@ -276,32 +308,12 @@ def main() -> None:
     )
     results = []
     for case in cases:
-        prefix = f"dcbench-{uuid.uuid4().hex[:10]}"
-        messages = pre_encoded(host, port, case, prefix, ctx, data)
-        encode = hand_encoder(case, prefix, ctx)
-        ours: list[float] = []
-        raw: list[float] = []
-        floor: list[float] = []
-        for _ in range(args.rounds):
-            ours.append(run_ours(host, port, case, prefix, ctx, data))
-            raw.append(run_raw(host, port, int(case["qos"]), data, encode, messages))
-            floor.append(run_raw(host, port, int(case["qos"]), data, None, messages))
-        o, r, f = statistics.median(ours), statistics.median(raw), statistics.median(floor)
-        n_messages = sum(len(b) for b in messages)
-        results.append(
-            {
-                **case,
-                "messages": n_messages,
-                "ours": round(o),
-                "raw": round(r),
-                "ratio": round(o / r, 3),
-                "raw_pre_encoded": round(f),
-                "ratio_pre_encoded": round(o / f, 3),
-            }
-        )
+        result = measure(host, port, case, ctx, data, args.rounds)
+        results.append(result)
+        o, r, f = result["ours"], result["raw"], result["raw_pre_encoded"]
         print(
-            f"{case['label']:<16} {case['qos']:>3} {n_messages:>8,} {o:>10,.0f} {r:>10,.0f} {o / r:>6.2f}"
-            f" {f:>14,.0f} {o / f:>6.2f}",
+            f"{case['label']:<16} {case['qos']:>3} {result['messages']:>8,} {o:>10,} {r:>10,}"
+            f" {result['ratio']:>6.2f} {f:>14,} {result['ratio_pre_encoded']:>6.2f}",
             flush=True,
         )
     print(
