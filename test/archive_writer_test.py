@@ -519,12 +519,12 @@ def test_a_replay_of_batches_already_written_writes_nothing_twice(tmp_path: Path
     ctx = started(DataCollectionContext(4, v, metadata={"lot": "A"}))
     for per in ("sample", "variable", "batch"):
         root = tmp_path / per
-        first = ArchiveDataWriter(root, per=per, format="json")  # type: ignore[arg-type]
+        first = ArchiveDataWriter(root, per=per, format="json")
         for k in range(5):
             first.write(ctx, batch(v, k, [k, f"s{k}"]))
         first.close()  # as after a crash: batches 3 and 4 were written but not confirmed to the spool
         again = replayed(ctx)
-        second = ArchiveDataWriter(root, per=per, format="json")  # type: ignore[arg-type]
+        second = ArchiveDataWriter(root, per=per, format="json")
         second.context_started(again)
         merged = CollectedVariables([*batch(v, 3, [3, "s3"]), *batch(v, 4, [4, "s4"])])
         second.write(again, merged[:3])  # replays come as the original batches or merged
@@ -540,7 +540,7 @@ def test_a_replay_of_batches_already_written_writes_nothing_twice(tmp_path: Path
             (T0 + timedelta(seconds=k), i + 1, x) for k in range(6) for i, x in enumerate((k, f"s{k}"))
         ]
         # a replay of what never reached the archive is written in full
-        third = ArchiveDataWriter(root, per=per, format="json")  # type: ignore[arg-type]
+        third = ArchiveDataWriter(root, per=per, format="json")
         third.write(replayed(ctx), batch(v, 7, [7, "s7"]))
         third.close()
         assert third.samples_skipped == 0
@@ -791,11 +791,16 @@ def _check_every_wave_once(root: Path, rec: RecordingWriter) -> None:
 def test_retries_on_an_immutable_folder_until_it_is_writable(tmp_path: Path, unlock: list[Path]) -> None:
     root = tmp_path / "archive"
     (root / "data").mkdir(parents=True)
+
+    def block() -> None:
+        unlock.append(root / "data")
+        immutable(root / "data")
+
     _writer, rec = _run_until_blocked_then_unblock(
         tmp_path,
         root,
         "data/{{ '%06d' % seq }}.npy",
-        lambda: (unlock.append(root / "data"), immutable(root / "data")),
+        block,
         lambda: _chattr(root / "data", "-i"),
     )
     _check_every_wave_once(root, rec)
@@ -1003,7 +1008,7 @@ def test_json_and_csv_round_trips(tmp_path: Path) -> None:
     items[6].set_bad("timeout")
     items[0].quality, items[0].error = Quality.UNCERTAIN, "stale"
     for fmt in ("json", "csv"):
-        writer = ArchiveDataWriter(tmp_path / fmt, per="batch", format=fmt)  # type: ignore[arg-type]
+        writer = ArchiveDataWriter(tmp_path / fmt, per="batch", format=fmt)
         writer.write(ctx, CollectedVariables(items))
         writer.close()
         (path,) = data_files(tmp_path / fmt)
