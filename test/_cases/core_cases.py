@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from data_collector import DataReader, DataWriter, Variable
+from data_collector.testing import ReaderContract
 from data_reader.random_data_reader import RandomDataReader
 from data_writer.csv_file_data_writer import CsvFileDataWriter, read_samples
 
-from . import ReaderCase, StoredSample, WriterCase, WriterHarness
+from . import StoredSample, WriterCase, WriterHarness
 
 
 class _CsvHarness(WriterHarness):
@@ -48,29 +49,45 @@ def _csv_per_context(tmp: Path) -> Iterator[WriterHarness]:
 WRITER_CASES = [WriterCase("csv", _csv_single), WriterCase("csv-per-context", _csv_per_context)]
 
 
-@contextmanager
-def _random() -> Iterator[tuple[DataReader, list[Variable], dict[int, Callable[[Any], bool]]]]:
-    variables = [
-        Variable(1, "sine", "float", "random", 100),
-        Variable(2, "ramp:2", "int", "random", 100),
-        Variable(3, "random", "bool", "random", 100),
-        Variable(4, "constant:hello", "str", "random", 100),
-        Variable(5, "constant:-7", "int", "random", 100),
-        Variable(6, "constant:2.5", "float", "random", 100),
-        Variable(7, "constant:on", "bool", "random", 100),
-        Variable(8, "counter", "int", "random", 100),
-    ]
-    expected: dict[int, Callable[[Any], bool]] = {
-        1: lambda v: -1.0 <= v <= 1.0 and math.isfinite(v),
-        2: lambda v: 0 <= v < 100,
-        3: lambda v: v in (True, False),
-        4: lambda v: v == "hello",
-        5: lambda v: v == -7,
-        6: lambda v: v == 2.5,
-        7: lambda v: v is True,
-        8: lambda v: v >= 1,
-    }
-    yield RandomDataReader(), variables, expected
+class RandomContract(ReaderContract):
+    """The random reader: every signal and value type, and its always-BAD ``bad:<reason>``."""
+
+    def make_reader(self) -> DataReader:
+        return RandomDataReader()
+
+    def make_variables(self) -> list[Variable]:
+        return [
+            Variable(1, "sine", "float", "random", 100),
+            Variable(2, "ramp:2", "int", "random", 100),
+            Variable(3, "random", "bool", "random", 100),
+            Variable(4, "constant:hello", "str", "random", 100),
+            Variable(5, "constant:-7", "int", "random", 100),
+            Variable(6, "constant:2.5", "float", "random", 100),
+            Variable(7, "constant:on", "bool", "random", 100),
+            Variable(8, "counter", "int", "random", 100),
+        ]
+
+    def expected_values(self) -> dict[int, Callable[[Any], bool]]:
+        return {
+            1: lambda v: -1.0 <= v <= 1.0 and math.isfinite(v),
+            2: lambda v: 0 <= v < 100,
+            3: lambda v: v in (True, False),
+            4: lambda v: v == "hello",
+            5: lambda v: v == -7,
+            6: lambda v: v == 2.5,
+            7: lambda v: v is True,
+            8: lambda v: v >= 1,
+        }
+
+    def invalid_variables(self) -> list[Variable]:
+        return [
+            Variable(90, "no-such-signal", "float", "random"),
+            Variable(91, "constant:abc", "int", "random"),
+            Variable(92, "sine:-1", "float", "random"),
+        ]
+
+    def unreadable_variables(self) -> list[Variable]:
+        return [Variable(95, "bad:sensor unplugged", "float", "random")]
 
 
-READER_CASES = [ReaderCase("random", _random)]
+READER_CONTRACTS = [RandomContract]
