@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, ClassVar, NoReturn
 
 import pytest
@@ -867,9 +868,7 @@ class WriterContract:
                     )
             proxy.restore()
             for b in batches[2 if returned else 1 :]:
-                self._call_retrying(
-                    writer, lambda b=b: writer.write(ctx, b), "write() after the outage", rule
-                )
+                self._call_retrying(writer, partial(writer.write, ctx, b), "write() after the outage", rule)
             self._call_retrying(writer, lambda: writer.context_stopped(ctx), "context_stopped()", rule)
         finally:
             try:
@@ -914,7 +913,7 @@ class WriterContract:
                 armed += fault != "none"
                 batch = self._fault_batch(variables, t0, 3 * b, 3 * b + 1)
                 batches.append(batch)
-                self._call_retrying(writer, lambda batch=batch: writer.write(ctx, batch), "write()", rule)
+                self._call_retrying(writer, partial(writer.write, ctx, batch), "write()", rule)
             proxy.disarm()
             fired = proxy.stats().faults_fired
             # an outage, then a stall, each outlasting a retry step
