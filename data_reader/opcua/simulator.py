@@ -229,7 +229,7 @@ class OpcUaSimulator:
         self._tick = 0
         self._frozen = False
         self._paused: list[Any] = []  # transports paused by freeze()
-        self._refused: dict[str, int] = {}  # node name -> Bad status code, by refuse()
+        self._refused: dict[str, Any] = {}  # node name -> its value before refuse()
 
     # ------------------------------------------------------------------ addresses
 
@@ -355,17 +355,18 @@ class OpcUaSimulator:
         for name in names:
             self._nodeid(name)  # KeyError for an unknown node, before anything changes
         for name in names:
-            self._refused[name] = code
-            self._call(self._set(name, self.get_value(name), code))
+            value = self._refused.get(name, self.get_value(name))  # (a Bad status reads as no value)
+            self._refused[name] = value
+            self._call(self._set(name, value, code))
 
     def clear_faults(self) -> None:
         """Thaw and give every refused node its Good status back."""
         if self._frozen:
             self.thaw()
         refused, self._refused = self._refused, {}
-        for name in refused:
+        for name, value in refused.items():
             if name in self._nodeids:
-                self._call(self._set(name, self.get_value(name), None))
+                self._call(self._set(name, value, None))
 
     def set_max_nodes_per_read(self, limit: int) -> None:
         """Change the server's MaxNodesPerRead (clients read it when they connect)."""
