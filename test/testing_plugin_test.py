@@ -215,3 +215,19 @@ def test_the_pytest11_entry_point_loads_the_plugin_without_p(tmp_path: Path) -> 
         timeout=300,
     )
     assert "modbus_simulator --" not in off.stdout
+
+
+def test_the_readme_section_shows_the_example_as_it_runs() -> None:
+    """The README's code is the example's own (which the tests above run), and its rules are the kit's."""
+    from data_collector.testing import READER_RULES, WRITER_RULES
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Testing your own reader or writer\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    source = (EXAMPLE / "tests" / "test_contracts.py").read_text(encoding="utf-8")
+    assert len(blocks) == 2 and all(block in source for block in blocks)
+    named = re.findall(r"`((?:reader|writer)\.[a-z-]+)`", section)
+    assert sorted(named) == sorted([*READER_RULES, *WRITER_RULES])
+    assert "cd examples/thirdparty_plugin && python -m pytest" in section
+    for fixture in FIXTURES:
+        assert f"| `{fixture}` |" in section

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from tank_plugin import TankReader
 
 from data_collector import DataCollectionContext, Quality, Variable
 from data_collector.testing import CollectorFactory, MemoryWriter
+from data_reader.modbus.simulator import ModbusSimulator
 
 
 def test_levels_are_collected_every_100_ms(
-    modbus_simulator: Any, collector_factory: CollectorFactory, memory_writer: MemoryWriter
+    modbus_simulator: ModbusSimulator, collector_factory: CollectorFactory, memory_writer: MemoryWriter
 ) -> None:
     modbus_simulator.set_value("hr:400:float32", 42.0)
     collector = collector_factory([TankReader("127.0.0.1", modbus_simulator.port)])
@@ -24,7 +23,7 @@ def test_levels_are_collected_every_100_ms(
 
 @pytest.mark.modbus_simulator(unit_ids=[1, 2])
 def test_a_dropped_unit_reads_bad_the_other_stays_good(
-    modbus_simulator: Any, collector_factory: CollectorFactory, memory_writer: MemoryWriter
+    modbus_simulator: ModbusSimulator, collector_factory: CollectorFactory, memory_writer: MemoryWriter
 ) -> None:
     modbus_simulator.drop_unit(2)  # unit 2 stops answering; unit 1 goes on
     one = TankReader("127.0.0.1", modbus_simulator.port, unit=1, reader_type="tank1")

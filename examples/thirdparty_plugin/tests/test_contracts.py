@@ -14,11 +14,12 @@ from tank_plugin import HistorianServer, HistorianWriter, JsonLinesWriter, TankR
 
 from data_collector import DataReader, DataWriter, Quality, Variable
 from data_collector.testing import FaultProxy, ReaderContract, StoredRun, StoredSample, WriterContract
+from data_reader.modbus.simulator import ModbusSimulator
 
 
 class TestTankReader(ReaderContract):
     @pytest.fixture(autouse=True)
-    def _device(self, modbus_simulator: Any, fault_proxy: Callable[..., FaultProxy]) -> None:
+    def _device(self, modbus_simulator: ModbusSimulator, fault_proxy: Callable[..., FaultProxy]) -> None:
         self.sim = modbus_simulator  # a Modbus TCP server on a free port, stopped after the test
         self.sim.set_value("hr:400:float32", 71.5)  # the tank's level
         self.proxy = fault_proxy
