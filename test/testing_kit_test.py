@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -23,6 +24,9 @@ from data_collector.testing import (
     CollectorFactory,
     FaultProxy,
     MemoryWriter,
+    ReaderContract,
+    StoredSample,
+    WriterContract,
     assert_nothing_lost,
     free_port,
     wait_for,
@@ -252,3 +256,92 @@ def test_wait_for_and_free_port() -> None:
         wait_for(lambda: False, 0.05, "never")
     with pytest.raises(ConfigurationError):
         wait_for(lambda: True, -1)
+
+
+# -- the contract checks can fail (in-process; the subprocess tests break a whole plugin) ------------
+class _Stamping(RandomDataReader):
+    """Stamps every read with one fixed time: every boundary after the first looks like a repeat."""
+
+    def read(self, variables: CollectedVariables) -> None:
+        super().read(variables)
+        for item in variables:
+            item.read_at = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+class _Picky(RandomDataReader):
+    def validate_variable(self, variable: Variable) -> None:
+        if variable.address == "nope":
+            raise ValueError("not for me")  # not a ConfigurationError
+        super().validate_variable(variable)
+
+
+class _Mute(RandomDataReader):
+    def read(self, variables: CollectedVariables) -> None:
+        super().read(variables)
+        for item in variables:
+            if item.variable.address.startswith("bad"):
+                item.quality, item.error = Quality.BAD, None  # BAD without a reason
+
+
+def _reader_contract(reader: Callable[[], Any]) -> ReaderContract:
+    class Contract(ReaderContract):
+        def make_reader(self) -> Any:
+            return reader()
+
+        def make_variables(self) -> list[Variable]:
+            return [Variable(1, "counter", "int", "random", 50)]
+
+        def invalid_variables(self) -> list[Variable]:
+            return [Variable(9, "nope", "int", "random")]
+
+        def unreadable_variables(self) -> list[Variable]:
+            return [Variable(8, "bad:x", "int", "random")]
+
+    return Contract()
+
+
+def test_the_reader_checks_name_the_rule_they_find_broken() -> None:
+    with pytest.raises(pytest.fail.Exception, match=r"broken rule reader\.one-sample-per-boundary"):
+        _reader_contract(_Stamping).test_every_due_variable_gets_one_sample_per_boundary()
+    with pytest.raises(
+        pytest.fail.Exception, match=r"(?s)broken rule reader\.validate-variable .*raised ValueError"
+    ):
+        _reader_contract(_Picky).test_validate_variable_rejects_bad_variables_with_configuration_error()
+    with pytest.raises(pytest.fail.Exception, match=r"broken rule reader\.bad-has-a-reason"):
+        _reader_contract(_Mute).test_unreadable_variables_are_bad_with_a_reason()
+    _reader_contract(RandomDataReader).test_unreadable_variables_are_bad_with_a_reason()  # the control
+
+
+class _Doubling(MemoryWriter):
+    """Stores every batch twice (a retry that duplicates)."""
+
+    def write(self, context: DataCollectionContext, variables: CollectedVariables) -> None:
+        super().write(context, variables)
+        if context.id == 11:
+            super().write(context, variables)
+
+
+def test_the_writer_checks_name_the_rule_they_find_broken() -> None:
+    store: list[MemoryWriter] = []
+
+    def contract(cls: type[MemoryWriter]) -> WriterContract:
+        class Contract(WriterContract):
+            def make_writer(self) -> DataWriter:
+                store.append(cls())
+                return store[-1]
+
+            def read_back(self, context_id: int) -> list[StoredSample]:
+                return [
+                    StoredSample(s.context_id, s.variable_id, s.read_at, s.value, s.quality, s.error)
+                    for w in store
+                    for s in w.of(context_id)
+                ]
+
+        return Contract()
+
+    with pytest.raises(
+        pytest.fail.Exception, match=r"(?s)broken rule writer\.round-trip .* stored more than once"
+    ):
+        contract(_Doubling).test_round_trip_of_every_type_and_quality()
+    store.clear()
+    contract(MemoryWriter).test_round_trip_of_every_type_and_quality()  # the control
