@@ -1,9 +1,10 @@
 """Every shipped writer passes the public writer contract (data_collector.testing.WriterContract).
 
-The stores come from ``test/_cases/*_cases.py`` (``WRITER_CASES``: CSV, SQL on SQLite, PostgreSQL
-and MariaDB, HDF5, Redis); each becomes a ``WriterContract`` test class here, exactly as a user's
-``class TestMyWriter(WriterContract)`` would. The store of each test is made by the case (and
-skipped, with the reason, when its server is unreachable, unless ``DC_REQUIRE_SERVICES=1``).
+The stores come from ``test/_cases/*_cases.py`` (``WRITER_CASES``: CSV, noop (its log), SQL on
+SQLite, PostgreSQL and MariaDB, HDF5, Redis); each becomes a ``WriterContract`` test class here,
+exactly as a user's ``class TestMyWriter(WriterContract)`` would. The store of each test is made
+by the case (and skipped, with the reason, when its server is unreachable, unless
+``DC_REQUIRE_SERVICES=1``).
 """
 
 from __future__ import annotations
@@ -56,5 +57,5 @@ for _case in CASES:
 
 def test_every_shipped_writer_has_a_case() -> None:
     ids = {c.id for c in CASES}
-    assert {"csv", "sql-sqlite", "sql-postgresql", "sql-mariadb", "hdf5", "redis-per-context"} <= ids
+    assert {"csv", "noop", "sql-sqlite", "sql-postgresql", "sql-mariadb", "hdf5", "redis-per-context"} <= ids
     assert len(WRITER_RULES) >= 7

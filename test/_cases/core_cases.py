@@ -1,10 +1,13 @@
-"""Contract cases of the core plugins: the CSV writer and the random reader."""
+"""Contract cases of the core plugins: the CSV and noop writers and the random reader."""
 
 from __future__ import annotations
 
+import logging
 import math
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ from data_collector import DataReader, DataWriter, Variable
 from data_collector.testing import ReaderContract
 from data_reader.random_data_reader import RandomDataReader
 from data_writer.csv_file_data_writer import CsvFileDataWriter, read_samples
+from data_writer.noop import NoopDataWriter
 
 from . import StoredSample, WriterCase, WriterHarness
 
@@ -46,7 +50,47 @@ def _csv_per_context(tmp: Path) -> Iterator[WriterHarness]:
     yield _CsvHarness(tmp, "ctx-{context_id}/samples.csv")
 
 
-WRITER_CASES = [WriterCase("csv", _csv_single), WriterCase("csv-per-context", _csv_per_context)]
+class _NoopHarness(WriterHarness):
+    """The noop writer's store is its log: one DEBUG record per sample, whose arguments are the
+    sample's own objects (context id, variable id, address, value, quality, read time, error)."""
+
+    def __init__(self) -> None:
+        self.records: list[logging.LogRecord] = []
+        self.logger = logging.getLogger(f"test.noop.{uuid.uuid4().hex}")
+        self.logger.setLevel(logging.DEBUG)
+        self.logger.propagate = False
+        self.handler = logging.Handler()
+        self.handler.emit = self.records.append  # type: ignore[method-assign]
+        self.logger.addHandler(self.handler)
+
+    def new_writer(self) -> DataWriter:
+        return NoopDataWriter(self.logger)
+
+    def read_back(self, context_id: int) -> list[StoredSample]:
+        out = []
+        for record in list(self.records):
+            assert isinstance(record.args, tuple)
+            cid, vid, _address, value, quality, at, error = record.args
+            if cid == context_id:
+                text = str(error).removeprefix(" error: ") or None
+                out.append(StoredSample(cid, vid, datetime.fromisoformat(str(at)), value, quality, text))
+        return out
+
+
+@contextmanager
+def _noop(tmp: Path) -> Iterator[WriterHarness]:
+    harness = _NoopHarness()
+    try:
+        yield harness
+    finally:
+        harness.logger.removeHandler(harness.handler)
+
+
+WRITER_CASES = [
+    WriterCase("csv", _csv_single),
+    WriterCase("csv-per-context", _csv_per_context),
+    WriterCase("noop", _noop),
+]
 
 
 class RandomContract(ReaderContract):
