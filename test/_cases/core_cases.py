@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from data_collector import DataReader, DataWriter, Variable
+from data_collector import DataReader, DataWriter, Quality, Variable
 from data_collector.testing import ReaderContract
 from data_reader.random_data_reader import RandomDataReader
 from data_writer.csv_file_data_writer import CsvFileDataWriter, read_samples
@@ -50,6 +50,15 @@ def _csv_per_context(tmp: Path) -> Iterator[WriterHarness]:
     yield _CsvHarness(tmp, "ctx-{context_id}/samples.csv")
 
 
+class _Keep(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 class _NoopHarness(WriterHarness):
     """The noop writer's store is its log: one DEBUG record per sample, whose arguments are the
     sample's own objects (context id, variable id, address, value, quality, read time, error)."""
@@ -59,8 +68,7 @@ class _NoopHarness(WriterHarness):
         self.logger = logging.getLogger(f"test.noop.{uuid.uuid4().hex}")
         self.logger.setLevel(logging.DEBUG)
         self.logger.propagate = False
-        self.handler = logging.Handler()
-        self.handler.emit = self.records.append  # type: ignore[method-assign]
+        self.handler = _Keep(self.records)
         self.logger.addHandler(self.handler)
 
     def new_writer(self) -> DataWriter:
@@ -72,6 +80,7 @@ class _NoopHarness(WriterHarness):
             assert isinstance(record.args, tuple)
             cid, vid, _address, value, quality, at, error = record.args
             if cid == context_id:
+                assert isinstance(vid, int) and isinstance(quality, Quality)
                 text = str(error).removeprefix(" error: ") or None
                 out.append(StoredSample(cid, vid, datetime.fromisoformat(str(at)), value, quality, text))
         return out
