@@ -48,7 +48,16 @@ class WriterHarness:
         raise NotImplementedError
 
     def read_runs(self) -> dict[int, list[StoredRun]] | None:
-        """Per context id, its recorded runs in start order, or None if not stored."""
+        """Per context id, its recorded runs in start order, or None if not stored.
+
+        The default converts :meth:`read_contexts` (the older form, still used by some cases)."""
+        runs = self.read_contexts()
+        if runs is None:
+            return None
+        return {cid: [StoredRun(r["start"], r["end"], r["metadata"]) for r in rs] for cid, rs in runs.items()}
+
+    def read_contexts(self) -> dict[int, list[dict[str, Any]]] | None:
+        """Per context id, its runs as ``{"start", "end", "metadata"}`` dicts, or None (not stored)."""
         return None
 
     def proxy_target(self) -> tuple[str, int] | None:
