@@ -60,6 +60,13 @@ class DataWriter(abc.ABC):
     #: Read once, when the collector opens the writer.
     flush_interval_s: float | None = None
 
+    #: True for a writer whose store never holds a sample twice when the collector retries a
+    #: batch whose :meth:`write` failed, also when the store had done the failed attempt and only
+    #: the acknowledgement was lost (e.g. writes keyed by the sample's identity). A claim, not a
+    #: switch: the testing kit's ``WriterContract`` checks it behind a proxy that resets, cuts and
+    #: stalls the writer's connection.
+    exactly_once: ClassVar[bool] = False
+
     def __init__(self, *, name: str | None = None) -> None:
         self._dc_lock = threading.RLock()
         if name is not None:

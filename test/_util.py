@@ -1,13 +1,11 @@
-"""Helpers shared by the tests: a recording writer, a counting reader, condition waits, a free
-port, short random-reader variables."""
+"""Helpers shared by the tests: a recording writer, a counting reader, short random-reader
+variables; condition waits and free ports come from the testing kit (:mod:`data_collector.testing`)."""
 
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,21 +18,22 @@ from data_collector import (
     Quality,
     Variable,
 )
+from data_collector.testing import free_port, wait_for
 from data_reader.random_data_reader import RandomDataReader
 
+__all__ = [
+    "LOG",
+    "CountingReader",
+    "EventLog",
+    "RecordingWriter",
+    "Row",
+    "V",
+    "free_port",
+    "ms_of",
+    "wait_for",
+]
+
 LOG = logging.getLogger("test.dc")
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``predicate`` until true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.005)
-    if predicate():
-        return
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @dataclass(frozen=True)
@@ -158,13 +157,6 @@ class EventLog(DataCollectionListener):
 def ms_of(dt: datetime) -> int:
     """Epoch milliseconds of an aware datetime (rounded)."""
     return round(dt.timestamp() * 1000)
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that was free a moment ago (nothing listens there once returned)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def V(

@@ -89,6 +89,33 @@ def test_all_is_pinned() -> None:
         assert hasattr(data_collector, name), name
 
 
+def test_the_testing_kits_all_is_pinned() -> None:
+    import data_collector.testing as testing
+
+    assert sorted(testing.__all__) == sorted(
+        [
+            "READER_RULES",
+            "WRITER_RULES",
+            "CollectorFactory",
+            "FaultProxy",
+            "MemoryWriter",
+            "ProxyStats",
+            "ReaderContract",
+            "Sample",
+            "StoredRun",
+            "StoredSample",
+            "WriterContract",
+            "accounting_problems",
+            "assert_nothing_lost",
+            "free_port",
+            "wait_for",
+        ]
+    )
+    # importing the library imports neither the kit nor pytest
+    code = "import sys, data_collector\nassert not {'data_collector.testing', 'pytest'} & set(sys.modules)\n"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
 def test_error_tree() -> None:
     from data_collector import (
         CollectorClosedError,

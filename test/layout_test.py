@@ -1,6 +1,10 @@
 """The layout: one folder per plugin, a core that imports no plugin, old import paths that still work.
 
-- the core (``data_collector`` minus its CLI) imports nothing from ``data_reader``/``data_writer``;
+- the core (``data_collector`` minus its CLI) imports nothing from ``data_reader``/``data_writer``,
+  with one exception: the testing kit (``data_collector/testing/``) imports the plugins' simulators
+  (``data_reader.modbus.simulator``, ``data_reader.opcua.simulator``) for its fixtures, inside the
+  fixture functions only (or under ``TYPE_CHECKING``), so importing the kit imports no plugin;
+  only the testing kit imports pytest;
 - plugins import only the public API of ``data_collector`` (``from data_collector import ...``);
 - every plugin folder has a ``README.md`` (options table, runnable example) and a ``sample.toml``
   that ``data-collector validate`` accepts, naming the folder's own plugin;
@@ -51,6 +55,23 @@ def _imports(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
     return found
 
 
+def _deferred_imports(path: Path) -> set[int]:
+    """Lines of the imports of ``path`` that run only when called: inside a function, or under
+    ``if TYPE_CHECKING:`` (never at import time)."""
+    lines: set[int] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        deferred = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or (
+            isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+        )
+        if deferred:
+            lines |= {n.lineno for n in ast.walk(node) if isinstance(n, ast.Import | ast.ImportFrom)}
+    return lines
+
+
+#: What the testing kit may import from the plugins, deferred only (see the module docstring).
+TESTING_MAY_IMPORT = ("data_reader.modbus.simulator", "data_reader.opcua.simulator")
+
+
 def _core_files() -> list[Path]:
     return [
         p
@@ -59,15 +80,58 @@ def _core_files() -> list[Path]:
     ]
 
 
+def _allowed_in_testing(path: Path, line: int, module: str) -> bool:
+    return (
+        path.relative_to(ROOT).parts[:2] == ("data_collector", "testing")
+        and any(module == m or module.startswith(m + ".") for m in TESTING_MAY_IMPORT)
+        and line in _deferred_imports(path)
+    )
+
+
 def test_the_core_imports_no_plugin() -> None:
     offenders = [
         f"{path.relative_to(ROOT)}:{line}: {module}"
         for path in _core_files()
         for line, module in _imports(path)
         if module.split(".")[0] in ("data_reader", "data_writer", "rich")  # rich: the CLI's only
+        and not _allowed_in_testing(path, line, module)
     ]
     assert len(_core_files()) > 5
     assert offenders == []
+    pytest_users = {
+        path.relative_to(ROOT).as_posix()
+        for path in _core_files()
+        for _line, module in _imports(path)
+        if module.split(".")[0] in ("pytest", "_pytest")
+    }
+    assert pytest_users and all(p.startswith("data_collector/testing/") for p in pytest_users), pytest_users
+
+
+def test_the_testing_kits_plugin_imports_are_deferred(tmp_path: Path) -> None:
+    testing = ROOT / "data_collector" / "testing"
+    used = [
+        (path, line, module)
+        for path in sorted(testing.rglob("*.py"))
+        for line, module in _imports(path)
+        if module.split(".")[0] in ("data_reader", "data_writer")
+    ]
+    assert used and all(_allowed_in_testing(p, line, m) for p, line, m in used), used
+    probe = tmp_path / "data_collector" / "testing" / "probe.py"
+    probe.parent.mkdir(parents=True)
+    probe.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "import data_reader.modbus.simulator\n"
+        "if TYPE_CHECKING:\n    import data_reader.opcua.simulator\n"
+        "def f() -> None:\n    from data_reader.modbus.simulator import ModbusSimulator\n"
+    )
+    assert _deferred_imports(probe) == {4, 6}
+    code = (
+        "import sys, data_collector.testing, data_collector.testing.plugin\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] in "
+        "('data_reader', 'data_writer', 'pymodbus', 'asyncua')]\n"
+        "assert loaded == [], loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_the_import_walk_sees_plugin_imports(tmp_path: Path) -> None:
@@ -216,6 +280,7 @@ def test_old_simulator_modules_still_run(kind: str) -> None:
 
 PACKAGES = [
     "data_collector",
+    "data_collector.testing",
     "data_reader",
     "data_writer",
     "data_reader.modbus",

@@ -79,6 +79,17 @@ reads of more registers (functions 3, 4) or bits (functions 1, 2) than that with
 address, as some devices answer), like small PLCs and gateways with short buffers; refused
 requests are recorded too.
 
+Values and faults while it runs (thread-safe; for tests, also through the ``modbus_simulator``
+fixture of :mod:`data_collector.testing`): :meth:`~ModbusSimulator.set_value` writes a value in
+the reader's address syntax (``sim.set_value("hr:400:float32:CDAB", 21.5)``, coils and register
+bits included), :meth:`~ModbusSimulator.set_registers` raw registers;
+:meth:`~ModbusSimulator.freeze` makes the whole device stop answering (requests are received and
+recorded, connections stay open, clients time out, as a hung PLC) until
+:meth:`~ModbusSimulator.thaw`; :meth:`~ModbusSimulator.refuse` answers requests touching a range
+of a table with an exception (2, illegal data address, by default); :meth:`~ModbusSimulator.drop_unit`
+makes one unit go silent (or answer exception 11, as a gateway whose device is gone) until
+:meth:`~ModbusSimulator.restore_unit`; :meth:`~ModbusSimulator.clear_faults` ends them all.
+
 Bad arguments (a port outside 0..65535, ``period_s`` <= 0...) raise
 :class:`~data_collector.ConfigurationError`; on the command line they print one ``error:`` line
 and exit with status 2.
@@ -110,6 +121,7 @@ from data_collector import ConfigurationError
 from .._simulator_cli import ArgumentError as _ArgumentError
 from .._simulator_cli import ArgumentParser as _Parser
 from .._simulator_cli import port as _port
+from ._address import AddressError, Table, encode_value, parse_address
 
 __all__ = ["CONSTANTS", "ORDERS", "ModbusSimulator", "SimulatorRequest", "main"]
 
@@ -132,6 +144,21 @@ SCRATCH = range(400, 500)
 BULK_START = 1000
 
 _FC_TABLE = {1: "c", 5: "c", 15: "c", 2: "d", 3: "h", 6: "h", 16: "h", 22: "h", 23: "h", 4: "i"}
+_TABLE_LETTER = {
+    Table.COIL: "c",
+    Table.DISCRETE_INPUT: "d",
+    Table.HOLDING_REGISTER: "h",
+    Table.INPUT_REGISTER: "i",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    table: str
+    start: int
+    end: int
+    unit: int | None
+    code: int
 
 
 def _order_registers(big: bytes, order: str) -> list[int]:
@@ -264,6 +291,9 @@ class ModbusSimulator:
         self._server: ModbusTcpServer | None = None
         self._devices: dict[int, SimDevice] = {}
         self._standard = standard_map
+        self._frozen = False
+        self._refused: tuple[_Refused, ...] = ()
+        self._gone_units: frozenset[int] = frozenset()
 
     @staticmethod
     def _table(standard: bool, bulk: int, extra: Mapping[int, int] | None) -> dict[int, int]:
@@ -316,6 +346,130 @@ class ModbusSimulator:
     def set_silent(self, unit_ids: Iterable[int]) -> None:
         """Make exactly ``unit_ids`` silent from the next request on (``()``: every unit answers)."""
         self.silent_unit_ids = frozenset(unit_ids)
+
+    # -- faults ----------------------------------------------------------------------------
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    def freeze(self) -> None:
+        """Stop answering anything (requests are still received and recorded; connections stay
+        open): clients time out, as with a hung device, until :meth:`thaw`."""
+        self._frozen = True
+
+    def thaw(self) -> None:
+        """Answer again (requests sent while frozen stay unanswered)."""
+        self._frozen = False
+
+    def refuse(
+        self, address: int, count: int = 1, *, table: str = "h", unit: int | None = None, exception: int = 2
+    ) -> None:
+        """Answer every request that touches ``count`` registers (or bits) from ``address`` of
+        ``table`` (``"h"`` holding, ``"i"`` input registers, ``"c"`` coils, ``"d"`` discrete inputs)
+        of ``unit`` (``None``: every unit) with Modbus exception ``exception`` (2: illegal data
+        address, as a device without those registers; 4: device failure; 6: busy).
+        Refusals add up; :meth:`clear_faults` ends them."""
+        if table not in ("h", "i", "c", "d"):
+            raise ConfigurationError(f"ModbusSimulator.refuse: table must be h, i, c or d, got {table!r}")
+        for name, value, low, high in (("address", address, 0, 65535), ("count", count, 1, 65536)):
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigurationError(
+                    f"ModbusSimulator.refuse: {name} must be an int {low}..{high}, got {value!r}"
+                )
+        if unit is not None and (isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit <= 255):
+            raise ConfigurationError(
+                f"ModbusSimulator.refuse: unit must be an int 0..255 or None, got {unit!r}"
+            )
+        try:
+            ExcCodes(exception)
+        except ValueError:
+            raise ConfigurationError(
+                f"ModbusSimulator.refuse: {exception!r} is not a Modbus exception code"
+            ) from None
+        self._refused = (*self._refused, _Refused(table, address, address + count, unit, exception))
+
+    def drop_unit(self, unit: int, *, silent: bool = True) -> None:
+        """Make ``unit`` stop answering: no answer at all (clients time out, as a dead device
+        behind a gateway), or with ``silent=False`` gateway exception 11 (target failed to
+        respond), until :meth:`restore_unit`. Other units answer as before."""
+        if isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit <= 255:
+            raise ConfigurationError(f"ModbusSimulator.drop_unit: unit must be an int 0..255, got {unit!r}")
+        if silent:
+            self.silent_unit_ids = self.silent_unit_ids | {unit}
+        else:
+            self._gone_units = self._gone_units | {unit}
+
+    def restore_unit(self, unit: int) -> None:
+        """``unit`` answers again (after :meth:`drop_unit` or ``silent_unit_ids``)."""
+        self.silent_unit_ids = self.silent_unit_ids - {unit}
+        self._gone_units = self._gone_units - {unit}
+
+    def clear_faults(self) -> None:
+        """Thaw, end every refusal and restore every unit."""
+        self._frozen = False
+        self._refused = ()
+        self._gone_units = frozenset()
+        self.silent_unit_ids = frozenset()
+
+    def _refusal(self, record: SimulatorRequest) -> int | None:
+        table = _FC_TABLE.get(record.function_code)
+        if table is None:
+            return None
+        end = record.address + max(record.count, 1)
+        for r in self._refused:
+            if (
+                r.table == table
+                and (r.unit is None or r.unit == record.unit)
+                and record.address < r.end
+                and end > r.start
+            ):
+                return r.code
+        return None
+
+    # -- values ----------------------------------------------------------------------------
+
+    def set_value(self, address: str, value: Any, *, unit: int | None = None) -> None:
+        """Set the value at ``address`` (the Modbus reader's address syntax, e.g.
+        ``"hr:400:float32:CDAB"``, ``"coil:20"``, ``"hr:401.3"``; scale and offset are undone) of a
+        running unit (``unit``, else the address's ``unit=``, else the first unit).
+
+        Raises :class:`~data_collector.ConfigurationError` for an address or a value that does not
+        fit, and for registers the simulator does not have."""
+        try:
+            addr = parse_address(address)
+            encoded = encode_value(addr, value)
+        except AddressError as exc:
+            raise ConfigurationError(f"ModbusSimulator.set_value({address!r}, {value!r}): {exc}") from None
+        target = unit if unit is not None else addr.unit if addr.unit is not None else self.unit_ids[0]
+        table = _TABLE_LETTER[addr.table]
+        try:
+            if addr.table.is_bit or addr.bit is not None:
+                assert isinstance(encoded, bool)
+                if addr.table.is_bit:
+                    self._set_bit(table, addr.address, encoded, target)
+                else:
+                    assert addr.bit is not None
+                    (reg,) = self.get_registers(addr.address, 1, unit=target, table=table)
+                    mask = 1 << addr.bit
+                    self.set_registers(
+                        addr.address, [reg | mask if encoded else reg & ~mask], unit=target, table=table
+                    )
+            else:
+                assert not isinstance(encoded, bool)
+                self.set_registers(addr.address, encoded, unit=target, table=table)
+        except (IndexError, KeyError, ValueError) as exc:
+            raise ConfigurationError(
+                f"ModbusSimulator.set_value({address!r}): unit {target} has no such location ({exc})"
+            ) from None
+
+    def _set_bit(self, table: str, address: int, value: bool, unit: int) -> None:
+        start, registers = self._block(unit, table)
+        offset = address // 16 - start
+        if not 0 <= offset < len(registers):
+            raise IndexError(f"bit {address} out of the table")
+        mask = 1 << (address % 16)
+        registers[offset] = registers[offset] | mask if value else registers[offset] & ~mask
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -394,10 +548,14 @@ class ModbusSimulator:
         )
         with self._requests_lock:
             self._requests.append(record)
-        if unit in self.silent_unit_ids:
+        if self._frozen or unit in self.silent_unit_ids:
             return None  # no answer: the client times out
-        if unit not in self._devices:
+        if unit not in self._devices or unit in self._gone_units:
             return _Refusal(pdu, ExcCodes.GATEWAY_NO_RESPONSE)
+        if self._refused:
+            code = self._refusal(record)
+            if code is not None:
+                return _Refusal(pdu, ExcCodes(code))
         fc = pdu.function_code
         limit = self.max_read_bits if fc in (1, 2) else self.max_read_registers if fc in (3, 4) else None
         if limit is not None and record.count > limit:

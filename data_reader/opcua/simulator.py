@@ -43,6 +43,15 @@ a data change of the node with status ``BadNodeIdUnknown`` (as servers that samp
 nodes by reading them do). :meth:`~OpcUaSimulator.send_status_change` sends a
 StatusChangeNotification with any status (``BadTimeout``...) to every subscription.
 
+Faults (thread-safe; for tests, also through the ``opcua_simulator`` fixture of
+:mod:`data_collector.testing`): :meth:`~OpcUaSimulator.freeze` makes the server stop reading
+from its clients (requests, publish requests included, go unanswered; connections stay open; a
+client connecting meanwhile is frozen too), as a hung server, until :meth:`~OpcUaSimulator.thaw`;
+:meth:`~OpcUaSimulator.refuse` gives nodes a Bad status (``BadOutOfService`` by default) that
+reads and subscriptions see, as a device behind the server that is gone, their live updates
+held; :meth:`~OpcUaSimulator.clear_faults` ends both. :meth:`~OpcUaSimulator.delete_node` drops a
+node for good; ``stop()`` and ``start()`` again restart the server on the same port.
+
 Security: with ``certificate`` + ``private_key`` the server also offers Basic256Sha256 Sign and
 SignAndEncrypt; ``users`` ({name: password}) enables username authentication, ``user_certificates``
 X.509 user authentication, and ``allow_anonymous=False`` turns anonymous sessions away.
@@ -218,6 +227,9 @@ class OpcUaSimulator:
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
         self._tick = 0
+        self._frozen = False
+        self._paused: list[Any] = []  # transports paused by freeze()
+        self._refused: dict[str, Any] = {}  # node name -> its value before refuse()
 
     # ------------------------------------------------------------------ addresses
 
@@ -300,6 +312,61 @@ class OpcUaSimulator:
     def set_value(self, name: str, value: Any, status: int | None = None) -> None:
         """Set node ``name`` to ``value`` (its own data type) and optionally a status code."""
         self._call(self._set(name, value, status))
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    def freeze(self) -> None:
+        """Stop reading from every client connection (and from those that connect meanwhile):
+        nothing is answered, connections stay open, clients time out, until :meth:`thaw`."""
+        self._frozen = True
+        self._call(self._pause_transports())
+
+    def thaw(self) -> None:
+        """Read from the clients again; what they sent meanwhile is processed now."""
+        self._frozen = False
+        self._call(self._resume_transports())
+
+    async def _pause_transports(self) -> None:
+        server = self._server
+        if server is None or not self._frozen:
+            return
+        for transport in list(server.iserver.asyncio_transports):
+            if transport not in self._paused and not transport.is_closing():
+                transport.pause_reading()
+                self._paused.append(transport)
+
+    async def _resume_transports(self) -> None:
+        paused, self._paused = self._paused, []
+        for transport in paused:
+            if not transport.is_closing():
+                transport.resume_reading()
+
+    def refuse(self, *names: str, status: str = "BadOutOfService") -> None:
+        """Give nodes ``names`` the Bad status ``status`` (a ``StatusCodes`` name), keeping their
+        value: reads answer it and subscriptions get it as a data change; live nodes stop
+        updating. Until :meth:`clear_faults`."""
+        code = getattr(ua.StatusCodes, status, None)
+        if not isinstance(code, int) or not status.startswith("Bad"):
+            raise ConfigurationError(
+                f"OpcUaSimulator.refuse: status must be a Bad StatusCodes name, got {status!r}"
+            )
+        for name in names:
+            self._nodeid(name)  # KeyError for an unknown node, before anything changes
+        for name in names:
+            value = self._refused.get(name, self.get_value(name))  # (a Bad status reads as no value)
+            self._refused[name] = value
+            self._call(self._set(name, value, code))
+
+    def clear_faults(self) -> None:
+        """Thaw and give every refused node its Good status back."""
+        if self._frozen:
+            self.thaw()
+        refused, self._refused = self._refused, {}
+        for name, value in refused.items():
+            if name in self._nodeids:
+                self._call(self._set(name, value, None))
 
     def set_max_nodes_per_read(self, limit: int) -> None:
         """Change the server's MaxNodesPerRead (clients read it when they connect)."""
@@ -451,6 +518,7 @@ class OpcUaSimulator:
                 await asyncio.gather(updater, return_exceptions=True)
         finally:
             self._server = None
+            self._paused = []
             await server.stop()
 
     async def _build(self) -> Server:
@@ -535,6 +603,8 @@ class OpcUaSimulator:
         next_update = next_bulk = start
         while True:
             now = loop.time()
+            if self._frozen:
+                await self._pause_transports()  # clients that connected since freeze()
             if now >= next_update:
                 await self._update_live(time.time())
                 next_update += self.update_interval_s
@@ -546,6 +616,8 @@ class OpcUaSimulator:
                 if next_bulk < now:
                     next_bulk = now + self.bulk_interval_s
             wake = min(next_update, next_bulk) if self._bulk_ids else next_update
+            if self._frozen:
+                wake = min(wake, loop.time() + 0.01)
             await asyncio.sleep(max(0.0, wake - loop.time()))
 
     async def _update_live(self, wall: float) -> None:
@@ -564,7 +636,7 @@ class OpcUaSimulator:
         }
         for name, value in values.items():
             nodeid = self._nodeids.get(name)
-            if nodeid is not None:  # (None: deleted by delete_node)
+            if nodeid is not None and name not in self._refused:  # (None: deleted by delete_node)
                 await self._write(nodeid, value, NODES[name][0])
         aux = self._nodeids.get("Aux.Counter")
         if aux is not None:

@@ -245,6 +245,8 @@ class RedisDataWriter(DataWriter):
     connects nowhere; :meth:`open` connects and checks the server (Redis >= 6.2).
     """
 
+    exactly_once = True  # a retry reuses the entry ids of the failed attempt (see Guarantees)
+
     def __init__(
         self,
         url: str = "redis://127.0.0.1:6379/0",

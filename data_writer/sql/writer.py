@@ -56,6 +56,8 @@ _MAX_PINNED = 100_000
 class SqlDataWriter(DataWriter):
     """Writes every batch to a SQL database in one transaction; see the module documentation."""
 
+    exactly_once = True  # samples keyed by identity: a retried or replayed batch is stored once
+
     def __init__(
         self,
         url: str | URL = "sqlite:///data-collector.sqlite",

@@ -1,10 +1,12 @@
-"""Plugin cases for the contract suites.
+"""Plugin cases for the contract suites (the public ones of :mod:`data_collector.testing`).
 
-Each module ``test/_cases/<name>_cases.py`` may define ``READER_CASES: list[ReaderCase]`` and/or
-``WRITER_CASES: list[WriterCase]``; ``reader_contract_test.py`` and ``writer_contract_test.py``
-collect them all, so every shipped plugin gets the same checks. A case whose server or optional
-package is missing raises ``pytest.skip`` from ``make`` (unless ``DC_REQUIRE_SERVICES=1``, where it
-must fail instead: use :func:`require_service`).
+Each module ``test/_cases/<name>_cases.py`` may define ``READER_CONTRACTS`` (subclasses of
+:class:`~data_collector.testing.ReaderContract`, one per reader configuration) and/or
+``WRITER_CASES: list[WriterCase]`` (a store and a way to read it back);
+``reader_contract_test.py`` and ``writer_contract_test.py`` collect them all, so every shipped
+plugin passes the same public contract a user's plugin would. A case whose server or optional
+package is missing raises ``pytest.skip`` (unless ``DC_REQUIRE_SERVICES=1``, where it must fail
+instead: use :func:`require_service`).
 """
 
 from __future__ import annotations
@@ -16,25 +18,23 @@ import socket
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from data_collector import DataReader, DataWriter, Quality, Variable
+from data_collector import DataWriter
+from data_collector.testing import FaultProxy, ReaderContract, StoredRun, StoredSample
 
-
-@dataclass(frozen=True)
-class StoredSample:
-    """One sample read back from a writer's store, typed as the writer stored it."""
-
-    context_id: int
-    variable_id: int
-    read_at: datetime  # aware UTC
-    value: Any
-    quality: Quality
-    error: str | None
+__all__ = [
+    "StoredRun",
+    "StoredSample",
+    "WriterCase",
+    "WriterHarness",
+    "all_reader_contracts",
+    "all_writer_cases",
+    "require_service",
+]
 
 
 class WriterHarness:
@@ -47,9 +47,26 @@ class WriterHarness:
         """Every sample stored for ``context_id``, in storage order."""
         raise NotImplementedError
 
+    def read_runs(self) -> dict[int, list[StoredRun]] | None:
+        """Per context id, its recorded runs in start order, or None if not stored.
+
+        The default converts :meth:`read_contexts` (the older form, still used by some cases)."""
+        runs = self.read_contexts()
+        if runs is None:
+            return None
+        return {cid: [StoredRun(r["start"], r["end"], r["metadata"]) for r in rs] for cid, rs in runs.items()}
+
     def read_contexts(self) -> dict[int, list[dict[str, Any]]] | None:
-        """Per context id, its recorded runs ({'start','end','metadata'}), or None if not stored."""
+        """Per context id, its runs as ``{"start", "end", "metadata"}`` dicts, or None (not stored)."""
         return None
+
+    def proxy_target(self) -> tuple[str, int] | None:
+        """``(host, port)`` of the store's server, or None (no network link)."""
+        return None
+
+    def new_proxied_writer(self, proxy: FaultProxy) -> DataWriter:  # pragma: no cover - interface
+        """A writer on the same store through ``proxy`` (only with a :meth:`proxy_target`)."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -59,16 +76,6 @@ class WriterCase:
     make: Callable[[Path], AbstractContextManager[WriterHarness]]
     #: value types whose values come back exactly typed (others come back as str)
     typed_values: bool = True
-
-
-@dataclass(frozen=True)
-class ReaderCase:
-    id: str
-    #: make() -> context manager yielding (reader, variables, expected) where expected maps a
-    #: variable id to a predicate on the value read (True when the value is right).
-    make: Callable[
-        [], AbstractContextManager[tuple[DataReader, list[Variable], dict[int, Callable[[Any], bool]]]]
-    ]
 
 
 def require_service(host: str, port: int, what: str) -> None:
@@ -89,8 +96,8 @@ def _modules() -> Iterator[Any]:
             yield importlib.import_module(f"{__name__}.{info.name}")
 
 
-def all_reader_cases() -> list[ReaderCase]:
-    return [case for mod in _modules() for case in getattr(mod, "READER_CASES", [])]
+def all_reader_contracts() -> list[type[ReaderContract]]:
+    return [cls for mod in _modules() for cls in getattr(mod, "READER_CONTRACTS", [])]
 
 
 def all_writer_cases() -> list[WriterCase]:

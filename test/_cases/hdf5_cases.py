@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from data_collector import DataWriter
 
-from . import StoredSample, WriterCase, WriterHarness
+from . import StoredRun, StoredSample, WriterCase, WriterHarness
 
 
 class _Hdf5Harness(WriterHarness):
@@ -40,17 +40,15 @@ class _Hdf5Harness(WriterHarness):
                 out.append(StoredSample(s.context_id, s.variable_id, s.read_at, s.value, s.quality, s.error))
         return out
 
-    def read_contexts(self) -> dict[int, list[dict[str, Any]]] | None:
+    def read_runs(self) -> dict[int, list[StoredRun]] | None:
         from data_writer.hdf5 import list_runs
 
-        runs: dict[int, list[dict[str, Any]]] = {}
+        runs: dict[int, list[StoredRun]] = {}
         for path in self._files():
             for r in list_runs(path):
-                runs.setdefault(r.context_id, []).append(
-                    {"start": r.start, "end": r.end, "metadata": r.metadata}
-                )
+                runs.setdefault(r.context_id, []).append(StoredRun(r.start, r.end, r.metadata))
         for found in runs.values():
-            found.sort(key=lambda r: r["start"])
+            found.sort(key=lambda r: r.start or datetime.min.replace(tzinfo=UTC))
         return runs
 
 

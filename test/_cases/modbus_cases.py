@@ -1,6 +1,7 @@
 """Modbus reader cases for the contract suite, and helpers shared by the ``modbus_*_test.py`` files.
 
-The case runs a real pymodbus server (:class:`ModbusSimulator`) on 127.0.0.1 on a free port.
+The contract runs a real pymodbus server (the testing kit's ``modbus_simulator`` fixture) on
+127.0.0.1 on a free port.
 """
 
 from __future__ import annotations
@@ -8,15 +9,17 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from _cases import ReaderCase
 from data_collector import CollectedVariable, CollectedVariables, DataCollectionContext, DataReader, Variable
+from data_collector.testing import ReaderContract
 from data_writer import DataWriter
+
+if TYPE_CHECKING:
+    from data_reader.modbus.simulator import ModbusSimulator
 
 
 class CaptureWriter(DataWriter):
@@ -49,15 +52,21 @@ class CaptureWriter(DataWriter):
             return True
 
 
-@contextmanager
-def _constants_case() -> Iterator[tuple[DataReader, list[Variable], dict[int, Callable[[Any], bool]]]]:
-    pytest.importorskip("pymodbus")
-    from data_reader.modbus_data_reader import ModbusDataReader
-    from data_reader.modbus_simulator import ModbusSimulator
+class ModbusContract(ReaderContract):
+    """The Modbus reader against the simulator: constants of every type and byte order, coils,
+    register bits, live input registers; a missing register range; a frozen device."""
 
-    with ModbusSimulator() as sim:
-        reader = ModbusDataReader("127.0.0.1", sim.port, reader_type="modbus", timeout_s=1.0)
-        variables = [
+    @pytest.fixture(autouse=True)
+    def _device(self, modbus_simulator: ModbusSimulator) -> None:
+        self.sim = modbus_simulator
+
+    def make_reader(self) -> DataReader:
+        from data_reader.modbus import ModbusDataReader
+
+        return ModbusDataReader("127.0.0.1", self.sim.port, reader_type="modbus", timeout_s=1.0)
+
+    def make_variables(self) -> list[Variable]:
+        return [
             Variable(1, "hr:100:int16", "int", "modbus"),
             Variable(2, "hr:172:uint32:CDAB", "int", "modbus"),
             Variable(3, "hr:244:float32:DCBA", "float", "modbus"),
@@ -67,7 +76,9 @@ def _constants_case() -> Iterator[tuple[DataReader, list[Variable], dict[int, Ca
             Variable(7, "hr:9.15", "bool", "modbus"),
             Variable(8, "ir:0:float32", "float", "modbus"),
         ]
-        expected: dict[int, Callable[[Any], bool]] = {
+
+    def expected_values(self) -> dict[int, Callable[[Any], bool]]:
+        return {
             1: lambda v: v == -12345,
             2: lambda v: v == 3000000000,
             3: lambda v: v == -1234.5625,
@@ -77,7 +88,20 @@ def _constants_case() -> Iterator[tuple[DataReader, list[Variable], dict[int, Ca
             7: lambda v: v is True,
             8: lambda v: isinstance(v, float) and math.isfinite(v) and -100.0 <= v <= 100.0,
         }
-        yield reader, variables, expected
+
+    def invalid_variables(self) -> list[Variable]:
+        return [
+            Variable(90, "hr:70000", "int", "modbus"),
+            Variable(91, "hr:100:float32", "bool", "modbus"),
+            Variable(92, "register:5", "int", "modbus"),
+        ]
+
+    def unreadable_variables(self) -> list[Variable]:
+        return [Variable(95, "hr:600", "int", "modbus")]  # registers 500-999 do not exist
+
+    def make_unreachable_reader(self) -> DataReader:
+        self.sim.freeze()  # a hung device: connected, answering nothing
+        return self.make_reader()
 
 
-READER_CASES = [ReaderCase("modbus", _constants_case)]
+READER_CONTRACTS = [ModbusContract]

@@ -1,6 +1,7 @@
 """OPC UA reader cases for the contract suite, and helpers shared by the ``opcua_*_test.py`` files.
 
-Every case runs a real asyncua server (:class:`OpcUaSimulator`) on 127.0.0.1 on a free port.
+Every contract runs a real asyncua server (the testing kit's ``opcua_simulator`` fixture) on
+127.0.0.1 on a free port.
 """
 
 from __future__ import annotations
@@ -10,16 +11,15 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from _cases import ReaderCase
 from data_collector import DataReader, Variable
+from data_collector.testing import ReaderContract, free_port
 
 if TYPE_CHECKING:
     from data_reader.opcua.simulator import OpcUaSimulator
@@ -43,15 +43,27 @@ CONSTANTS: dict[str, tuple[str, Any]] = {
 }
 
 
-@contextmanager
-def _case(mode: str) -> Iterator[tuple[DataReader, list[Variable], dict[int, Callable[[Any], bool]]]]:
-    pytest.importorskip("asyncua")
-    from data_reader.opcua_data_reader import OpcUaDataReader
-    from data_reader.opcua_simulator import OpcUaSimulator
+class _OpcUaContract(ReaderContract):
+    """The OPC UA reader against the simulator: every identifier form, a namespace by URI, live
+    nodes; a node that does not exist and one whose device failed; a server nobody runs."""
 
-    with OpcUaSimulator() as sim:
-        reader = OpcUaDataReader(sim.endpoint, mode=mode, timeout_s=3.0)  # type: ignore[arg-type]
-        variables = [
+    mode = "poll"
+
+    @pytest.fixture(autouse=True)
+    def _server(self, opcua_simulator: OpcUaSimulator) -> None:
+        self.sim = opcua_simulator
+
+    def _reader(self, endpoint: str) -> DataReader:
+        from data_reader.opcua import OpcUaDataReader
+
+        return OpcUaDataReader(endpoint, mode=self.mode, timeout_s=3.0)  # type: ignore[arg-type]
+
+    def make_reader(self) -> DataReader:
+        return self._reader(self.sim.endpoint)
+
+    def make_variables(self) -> list[Variable]:
+        sim = self.sim
+        return [
             Variable(1, sim.address("Static.Double"), "float", "opcua"),
             Variable(2, sim.address("Static.Int32"), "int", "opcua"),
             Variable(3, sim.address("Static.Bool"), "bool", "opcua"),
@@ -61,7 +73,9 @@ def _case(mode: str) -> Iterator[tuple[DataReader, list[Variable], dict[int, Cal
             Variable(7, sim.address("Sim.Counter", by_uri=True), "int", "opcua"),
             Variable(8, sim.numeric_address(), "float", "opcua"),
         ]
-        expected: dict[int, Callable[[Any], bool]] = {
+
+    def expected_values(self) -> dict[int, Callable[[Any], bool]]:
+        return {
             1: lambda v: v == 3.25,
             2: lambda v: v == -42,
             3: lambda v: v is True,
@@ -71,22 +85,32 @@ def _case(mode: str) -> Iterator[tuple[DataReader, list[Variable], dict[int, Cal
             7: lambda v: v >= 1,
             8: lambda v: v == 10.01,
         }
-        yield reader, variables, expected
+
+    def invalid_variables(self) -> list[Variable]:
+        return [
+            Variable(90, "not a node id", "float", "opcua"),
+            Variable(91, "ns=2;x=Sim.Sine", "float", "opcua"),
+        ]
+
+    def unreadable_variables(self) -> list[Variable]:
+        return [
+            Variable(95, self.sim.address("No.Such.Node"), "float", "opcua"),
+            Variable(96, self.sim.address("Status.Bad"), "float", "opcua"),
+        ]
+
+    def make_unreachable_reader(self) -> DataReader:
+        return self._reader(f"opc.tcp://127.0.0.1:{free_port()}/")
 
 
-@contextmanager
-def _poll_case() -> Iterator[tuple[DataReader, list[Variable], dict[int, Callable[[Any], bool]]]]:
-    with _case("poll") as made:
-        yield made
+class OpcUaPollContract(_OpcUaContract):
+    mode = "poll"
 
 
-@contextmanager
-def _subscribe_case() -> Iterator[tuple[DataReader, list[Variable], dict[int, Callable[[Any], bool]]]]:
-    with _case("subscribe") as made:
-        yield made
+class OpcUaSubscribeContract(_OpcUaContract):
+    mode = "subscribe"
 
 
-READER_CASES = [ReaderCase("opcua-poll", _poll_case), ReaderCase("opcua-subscribe", _subscribe_case)]
+READER_CONTRACTS = [OpcUaPollContract, OpcUaSubscribeContract]
 
 
 # -- helpers for the opcua tests ------------------------------------------------------------------

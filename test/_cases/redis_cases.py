@@ -19,8 +19,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from data_collector import DataWriter
+from data_collector.testing import FaultProxy
 
-from . import StoredSample, WriterCase, WriterHarness, require_service
+from . import StoredRun, StoredSample, WriterCase, WriterHarness, require_service
 
 REDIS_URL = os.environ.get("DC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -70,9 +71,30 @@ class RedisHarness(WriterHarness):
         self.stream_per = stream_per
 
     def new_writer(self) -> DataWriter:
+        return self._writer(self.url)
+
+    def _writer(self, url: str) -> DataWriter:
         from data_writer.redis import RedisDataWriter
 
-        return RedisDataWriter(self.url, prefix=self.prefix, stream_per=self.stream_per, max_age_s=3600)  # type: ignore[arg-type]
+        return RedisDataWriter(
+            url,
+            prefix=self.prefix,
+            stream_per=self.stream_per,  # type: ignore[arg-type]
+            max_age_s=3600,
+            socket_timeout_s=2,
+            connect_timeout_s=2,
+        )
+
+    def proxy_target(self) -> tuple[str, int] | None:
+        parts = urlsplit(self.url)
+        return parts.hostname or "127.0.0.1", parts.port or 6379
+
+    def new_proxied_writer(self, proxy: FaultProxy) -> DataWriter:
+        parts = urlsplit(self.url)
+        netloc = f"127.0.0.1:{proxy.port}"
+        if "@" in parts.netloc:
+            netloc = parts.netloc.rsplit("@", 1)[0] + "@" + netloc
+        return self._writer(parts._replace(netloc=netloc).geturl())
 
     def read_back(self, context_id: int) -> list[StoredSample]:
         from data_writer.redis import read_samples
@@ -83,20 +105,20 @@ class RedisHarness(WriterHarness):
             out.append(StoredSample(s.context_id, s.variable_id, s.read_at, s.value, s.quality, s.error))
         return out
 
-    def read_contexts(self) -> dict[int, list[dict[str, Any]]] | None:
+    def read_runs(self) -> dict[int, list[StoredRun]] | None:
         from data_writer.redis import read_runs, stream_keys
 
         ids = set()
         for key in stream_keys(self.url, prefix=self.prefix):
             ids.add(int(key.split(":stream:", 1)[1].split(":")[0]))
-        runs: dict[int, list[dict[str, Any]]] = {}
+        runs: dict[int, list[StoredRun]] = {}
         for cid in sorted(ids):
             runs[cid] = [
-                {
-                    "start": datetime.fromisoformat(r["start"]) if r["start"] else None,
-                    "end": datetime.fromisoformat(r["end"]) if r["end"] else None,
-                    "metadata": r["metadata"],
-                }
+                StoredRun(
+                    datetime.fromisoformat(r["start"]) if r["start"] else None,
+                    datetime.fromisoformat(r["end"]) if r["end"] else None,
+                    r["metadata"],
+                )
                 for r in read_runs(self.url, cid, prefix=self.prefix)
             ]
         return runs

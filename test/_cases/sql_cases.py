@@ -19,10 +19,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 
 from data_collector import DataWriter, Quality
+from data_collector.testing import FaultProxy
 from data_writer.sql import SqlDataWriter, read_contexts, read_samples
 from data_writer.sql._schema import build_tables, definition_hash
 
-from . import StoredSample, WriterCase, WriterHarness, require_service
+from . import StoredRun, StoredSample, WriterCase, WriterHarness, require_service
 
 POSTGRES_URL = os.environ.get("DC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MARIADB_URL = os.environ.get("DC_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
@@ -136,13 +137,19 @@ class SqlHarness(WriterHarness):
             StoredSample(r.context_id, r.variable_id, r.read_at, r.value, r.quality, r.error) for r in rows
         ]
 
-    def read_contexts(self) -> dict[int, list[dict[str, Any]]] | None:
-        runs: dict[int, list[dict[str, Any]]] = {}
+    def read_runs(self) -> dict[int, list[StoredRun]] | None:
+        runs: dict[int, list[StoredRun]] = {}
         for run in read_contexts(self.url, table_prefix=self.prefix):
-            runs.setdefault(run.context_id, []).append(
-                {"start": run.start, "end": run.end, "metadata": run.metadata}
-            )
+            runs.setdefault(run.context_id, []).append(StoredRun(run.start, run.end, run.metadata))
         return runs
+
+    def proxy_target(self) -> tuple[str, int] | None:
+        if sa.make_url(self.url).get_backend_name() == "sqlite":
+            return None
+        return proxy_target(self.url)
+
+    def new_proxied_writer(self, proxy: FaultProxy) -> DataWriter:
+        return SqlDataWriter(url_through(self.url, proxy.port), table_prefix=self.prefix, connect_timeout_s=2)
 
 
 def _case(kind: str) -> WriterCase:
@@ -158,7 +165,7 @@ WRITER_CASES = [_case("sqlite"), _case("postgresql"), _case("mariadb")]
 
 
 def proxy_target(url: str) -> tuple[str, int]:
-    """``(host, port)`` of the server of ``url``, for a :class:`_faultproxy.FaultProxy` in front of it."""
+    """``(host, port)`` of the server of ``url``, for a :class:`FaultProxy` in front of it."""
     parsed = sa.make_url(url)
     return parsed.host or "127.0.0.1", parsed.port or DEFAULT_PORTS[parsed.get_backend_name()]
 
