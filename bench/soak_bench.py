@@ -378,6 +378,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "rss_start_mb": round(rss[0][1], 1) if rss else None,
                 "rss_end_mb": round(rss[-1][1], 1) if rss else None,
                 "rss_slope_mb_min": round(slope_per_min(rss), 3),
+                "rss_slope_second_half_mb_min": round(slope_per_min(rss[len(rss) // 2 :]), 3),
+                "rss_by_minute_mb": [
+                    round(mb, 1) for mb in {int(t // 60): mb for t, mb in reversed(rss)}.values()
+                ][::-1],
                 "drain_s": round(drain_s, 2),
                 "query_var_1min_s": round(q_minute, 4),
                 "query_var_1min_rows": len(rows_minute),
@@ -467,7 +471,8 @@ def main() -> None:
         ),
         (
             "RSS start / end / slope",
-            f"{r['rss_start_mb']} / {r['rss_end_mb']} MB, {r['rss_slope_mb_min']} MB/min",
+            f"{r['rss_start_mb']} / {r['rss_end_mb']} MB, {r['rss_slope_mb_min']} MB/min "
+            f"(second half {r['rss_slope_second_half_mb_min']} MB/min)",
         ),
         ("drain at stop", f"{r['drain_s']} s"),
         (
