@@ -5,6 +5,11 @@ Each module ``test/_cases/<name>_cases.py`` may define ``READER_CASES: list[Read
 collect them all, so every shipped plugin gets the same checks. A case whose server or optional
 package is missing raises ``pytest.skip`` from ``make`` (unless ``DC_REQUIRE_SERVICES=1``, where it
 must fail instead: use :func:`require_service`).
+
+The skip rule for servers (PostgreSQL, MariaDB, Redis, MQTT): a test skips, with the reason, when
+its server is unreachable (:func:`require_service`) or refuses the test's credentials
+(:func:`require_login`: authentication failed, or the test database does not exist), unless
+``DC_REQUIRE_SERVICES=1``, where it fails instead. Any other error is a test failure.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -71,16 +76,36 @@ class ReaderCase:
     ]
 
 
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip with ``reason``, or fail with it under ``DC_REQUIRE_SERVICES=1`` (CI)."""
+    if os.environ.get("DC_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason} (DC_REQUIRE_SERVICES=1)")
+    pytest.skip(reason)
+
+
 def require_service(host: str, port: int, what: str) -> None:
     """Skip (or fail under DC_REQUIRE_SERVICES=1) when host:port does not accept connections."""
     try:
         with socket.create_connection((host, port), timeout=2):
             return
     except OSError as exc:
-        reason = f"{what} unreachable at {host}:{port}: {exc}"
-        if os.environ.get("DC_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{reason} (DC_REQUIRE_SERVICES=1)")
-        pytest.skip(reason)
+        skip_or_fail(f"{what} unreachable at {host}:{port}: {exc}")
+
+
+#: The skip rule's verdict per server (the login is tried once per test run): None when usable,
+#: else why the tests cannot log in.
+_LOGINS: dict[str, str | None] = {}
+
+
+def require_login(key: str, login: Callable[[], str | None]) -> None:
+    """Skip (or fail under DC_REQUIRE_SERVICES=1) when ``login()`` says the server refused the
+    test's credentials (it returns the reason; None: logged in). ``login()`` runs once per ``key``;
+    an error it raises is a real failure, not a skip."""
+    if key not in _LOGINS:
+        _LOGINS[key] = login()
+    reason = _LOGINS[key]
+    if reason is not None:
+        skip_or_fail(reason)
 
 
 def _modules() -> Iterator[Any]:
