@@ -236,7 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--writer", type=int, default=0, help="which sql writer of a .toml (0: the first)")
     p.set_defaults(func=_cmd_migrate)
 
-    p = sub.add_parser("plugins", parents=[common], help="list reader and writer types")
+    p = sub.add_parser(
+        "plugins",
+        parents=[common],
+        help="list reader and writer types (-v: with their options)",
+        description="List the reader and writer types a configuration file can name, where each comes "
+        "from, and whether it loads. With --verbose, or for the TYPEs given, also every option of each: "
+        "its default (as TOML), the values a file may give, and what it means.",
+    )
+    p.add_argument("types", nargs="*", metavar="TYPE", help="only these types, with their options")
     p.set_defaults(func=_cmd_plugins)
 
     p = sub.add_parser("simulator", help="run the Modbus or OPC UA simulator (options after the name)")
@@ -267,7 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is not None:
         args.command = command
     if args.command != "simulator":
-        _setup_logging(args.verbose, args.quiet, err)
+        # plugins: --verbose lists options, it does not raise the log level
+        _setup_logging(0 if args.func is _cmd_plugins else args.verbose, args.quiet, err)
     func: Callable[[argparse.Namespace, IO[str], IO[str]], int] = args.func
     try:
         return func(args, out, err)
