@@ -10,7 +10,14 @@ from typing import Literal
 import pytest
 from cli_run_test import cli
 
-from data_collector import DataWriter, plugins, reader_class, writer_class
+from data_collector import (
+    CollectedVariables,
+    DataCollectionContext,
+    DataWriter,
+    plugins,
+    reader_class,
+    writer_class,
+)
 from data_collector._config_options import describe_options
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +100,7 @@ class _Plugin(DataWriter):
     ) -> None:
         super().__init__()
 
-    def write(self, context: object, variables: object) -> None:  # type: ignore[override]
+    def write(self, context: DataCollectionContext, variables: CollectedVariables) -> None:
         pass
 
 
