@@ -355,11 +355,18 @@ class DataCollector:
         self._closing = False
         self._scheduler: BackgroundScheduler | None = None
         self._plan_seq = 0
+        # last: a scrape may come at once and reads the state above
         self._metrics: tuple[CollectorRegistry, Any] | None = None  # (registry, CollectorMetrics of self)
         if metrics is not None:
-            from .metrics import CollectorMetrics  # prometheus-client: only when asked for
-
-            self._metrics = (metrics, CollectorMetrics(self).register(metrics))
+            try:
+                try:
+                    from .metrics import CollectorMetrics  # prometheus-client: only when asked for
+                except ImportError as exc:
+                    raise ConfigurationError(f"metrics=: {exc}") from exc
+                self._metrics = (metrics, CollectorMetrics(self).register(metrics))
+            except BaseException:
+                self._live.close()  # its thread (latest_n) must not outlive a failed constructor
+                raise
 
     # -- public API ---------------------------------------------------------------------------
     @property

@@ -359,3 +359,24 @@ def test_capture_serves_metrics_while_the_command_runs(config: Path) -> None:
     name, number = result.stdout.split()
     assert name == 'data_collector_context_samples_total{context="1"}' and float(number) >= 10
     assert f"metrics: {url}" in result.stderr
+
+
+def test_a_refused_registry_leaves_no_thread_behind() -> None:
+    registry = CollectorRegistry()
+    first = DataCollector(LOG, [RandomDataReader()], [RecordingWriter()], metrics=registry)
+    try:
+        before = {t.name for t in threading.enumerate()}
+        with pytest.raises(ConfigurationError, match="already holds these metrics"):
+            DataCollector(LOG, [RandomDataReader()], [RecordingWriter()], metrics=registry, latest_n=10)
+        wait_for(lambda: {t.name for t in threading.enumerate()} <= before, 5, "no new thread")
+    finally:
+        first.close()
+
+
+def test_without_prometheus_client_metrics_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # an installation without the extra: the import of prometheus_client fails
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    monkeypatch.setitem(sys.modules, "prometheus_client.core", None)
+    monkeypatch.delitem(sys.modules, "data_collector.metrics")
+    with pytest.raises(ConfigurationError, match=r'pip install "data-collector\[metrics\]"'):
+        DataCollector(LOG, [RandomDataReader()], [RecordingWriter()], metrics=CollectorRegistry())
