@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -48,6 +48,9 @@ from ._schedule import ReaderPlan
 from ._spool import Spool, spool_folder_name
 from ._tasks import Clock, ReaderTask, SystemClock, WriterTask
 from ._writer import DataWriter
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
 
 __all__ = ["CollectorStats", "ContextStats", "DataCollector", "ReaderStats", "Run", "WriterStats"]
 
@@ -224,6 +227,10 @@ class DataCollector:
     batches that fail for good go to the spool's ``quarantine/`` folder. Writers need distinct
     names with a spool (their folders).
 
+    Metrics: with ``metrics=registry`` (a ``prometheus_client.CollectorRegistry``, extra
+    ``metrics``), :meth:`stats` is exposed in that registry, read at scrape time, until
+    :meth:`close` (see :mod:`data_collector.metrics`); serving it over HTTP is up to the caller.
+
     All methods are thread-safe and never hold the collector's lock while user code (listeners,
     reader and writer hooks) runs, so such code may call back into the collector. Bad input
     raises a :class:`DataCollectionError` at the call that received it and changes nothing.
@@ -245,6 +252,7 @@ class DataCollector:
         spool_max_bytes: int = 1 << 30,
         latest_n: int = 0,
         clock: Clock | None = None,
+        metrics: CollectorRegistry | None = None,
     ) -> None:
         if not isinstance(logger, logging.Logger | logging.LoggerAdapter):
             raise ConfigurationError(f"logger must be a logging.Logger, got {logger!r}")
@@ -347,6 +355,18 @@ class DataCollector:
         self._closing = False
         self._scheduler: BackgroundScheduler | None = None
         self._plan_seq = 0
+        # last: a scrape may come at once and reads the state above
+        self._metrics: tuple[CollectorRegistry, Any] | None = None  # (registry, CollectorMetrics of self)
+        if metrics is not None:
+            try:
+                try:
+                    from .metrics import CollectorMetrics  # prometheus-client: only when asked for
+                except ImportError as exc:
+                    raise ConfigurationError(f"metrics=: {exc}") from exc
+                self._metrics = (metrics, CollectorMetrics(self).register(metrics))
+            except BaseException:
+                self._live.close()  # its thread (latest_n) must not outlive a failed constructor
+                raise
 
     # -- public API ---------------------------------------------------------------------------
     @property
@@ -560,6 +580,10 @@ class DataCollector:
                 self._closed = True
                 self._closing = False
         self._live.close()
+        if self._metrics is not None:
+            registry, own = self._metrics
+            with contextlib.suppress(KeyError):  # the user unregistered it already
+                registry.unregister(own)
         self._log.info("collector closed")
         self._notify("after_close")
 

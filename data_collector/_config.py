@@ -106,6 +106,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -602,8 +603,11 @@ class _Loader:
                 )
                 continue
             contexts.append((context, path, variables))
-        self.check_conflicts(contexts)
+        # a variable its reader refuses (a bad address...) is reported for that reason alone: a
+        # "defined differently" line about it would only repeat the typo, before the real cause
+        before = len(self.issues)
         self.check_with_readers(contexts, readers, broken)
+        self.check_conflicts(contexts, refused={issue.path for issue in self.issues[before:]})
         return [c for c, _p, _v in contexts], start_at, names, var_paths, ctx_paths
 
     def start_time(self, entry: Mapping[str, Any], path: str) -> datetime | None:
@@ -701,7 +705,17 @@ class _Loader:
             out.append(_VarEntry(variable, vpath))
         return out
 
-    def check_conflicts(self, contexts: list[tuple[DataCollectionContext, str, list[_VarEntry]]]) -> None:
+    def check_conflicts(
+        self,
+        contexts: list[tuple[DataCollectionContext, str, list[_VarEntry]]],
+        refused: AbstractSet[str] = frozenset(),
+    ) -> None:
+        """Variable ids defined differently in two contexts (none about a variable whose own
+        definition has an issue at one of the paths in ``refused``)."""
+
+        def has_issue(entry: _VarEntry) -> bool:
+            return any(p == entry.path or p.startswith((entry.path + ".", entry.path + "[")) for p in refused)
+
         first: dict[int, _VarEntry] = {}
         for _context, _path, variables in contexts:
             for entry in variables:
@@ -710,7 +724,7 @@ class _Loader:
                 if seen is None:
                     first[v.id] = entry
                     continue
-                if seen.variable.same_definition(v):
+                if seen.variable.same_definition(v) or has_issue(entry) or has_issue(seen):
                     continue
                 other = seen.variable
                 field = next(

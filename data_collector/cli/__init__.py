@@ -12,10 +12,14 @@ Serves plant engineers at a terminal: everything the library does, driven by a c
 (format: :mod:`data_collector._config`), with no Python to write. Subcommands::
 
     data-collector run CONFIG [--duration S] [--quiet] [--spool-dir DIR | --no-spool]
+                       [--metrics-port PORT [--metrics-addr ADDR]] [--status-every S]
         collect until every context ends, or Ctrl-C / SIGTERM (both stop gracefully: every value
         already read is written before the command exits; a second Ctrl-C exits at once). On a
         terminal a live table shows, per context, samples, rate, bad values and time left, and per
-        reader and writer the missed, lost and unwritten samples and what the writer's spool holds.
+        reader and writer the missed, lost and unwritten samples and what the writer's spool holds;
+        without one (a service, a log file), one status line every ``--status-every`` seconds
+        (60; 0: none). ``--metrics-port`` serves ``stats()`` for Prometheus at
+        ``http://ADDR:PORT/metrics`` while it runs (:mod:`data_collector.metrics`, extra ``metrics``).
         Store-and-forward: every value read goes to a spool on disk first and leaves it once its
         writer stored it. The spool folder is ``--spool-dir DIR`` if given, else the file's
         ``[collector] spool_dir``, else ``<config stem>.spool/`` beside the configuration file
@@ -25,7 +29,8 @@ Serves plant engineers at a terminal: everything the library does, driven by a c
         spools); what was not written when the command ends (a crash, kill -9, a store still down
         at Ctrl-C) stays in the spool and the next run on that spool writes it first ("replayed").
         One run at a time per spool (a lock file in it; a second run exits 3).
-    data-collector capture CONFIG [--context ID] [--metadata KEY=VALUE] [--strict] -- COMMAND ARGS...
+    data-collector capture CONFIG [--context ID] [--metadata KEY=VALUE] [--strict] [--metrics-port PORT]
+                           -- COMMAND ARGS...
         collect exactly while COMMAND runs (a child process, no shell): the contexts start when it
         has started and stop when it has exited; its command line, script (absolute path,
         SHA-256, arguments), exit status and how it ended go into the runs' deduced metadata.
@@ -58,8 +63,9 @@ Serves plant engineers at a terminal: everything the library does, driven by a c
     data-collector migrate SOURCE [--check] [--table-prefix dc_] [--writer N]
         bring the tables of an older SQL writer to this version's schema, in place (once, with no
         writer running on the store); ``--check`` only says which version the store has.
-    data-collector plugins
-        the reader and writer types available to configuration files, and where they come from.
+    data-collector plugins [--verbose] [TYPE ...]
+        the reader and writer types available to configuration files, and where they come from;
+        with ``--verbose`` (or for the TYPEs given) every option of each: default, type, meaning.
     data-collector simulator {modbus,opcua} [options]
         run a simulator (``--help`` after the name lists its options).
 

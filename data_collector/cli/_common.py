@@ -161,6 +161,17 @@ def _positive(text: str) -> float:
     return value
 
 
+def _seconds_or_off(text: str) -> float:
+    """A number of seconds >= 0 (0: off), at most 100 years."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value == 0:
+        return 0.0
+    return _positive(text)
+
+
 def _count(text: str) -> int:
     """A count of things: an int >= 1."""
     try:

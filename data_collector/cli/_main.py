@@ -22,6 +22,7 @@ from ._common import (
     _ids,
     _port,
     _positive,
+    _seconds_or_off,
     _setup_logging,
     _version,
 )
@@ -64,9 +65,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-spool", action="store_true", help="no spool: values not written yet are lost on a crash"
     )
 
+    metrics = argparse.ArgumentParser(add_help=False)
+    metrics.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="serve the collector's statistics for Prometheus at http://ADDR:PORT/metrics while it runs "
+        "(0: a free port; needs the extra metrics: prometheus-client)",
+    )
+    metrics.add_argument(
+        "--metrics-addr",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="the address --metrics-port listens on (127.0.0.1; 0.0.0.0 for a Prometheus on another host)",
+    )
+
     p = sub.add_parser(
         "run",
-        parents=[common, spooling],
+        parents=[common, spooling, metrics],
         help="collect until the contexts end or Ctrl-C",
         description="Collect until every context ends, or Ctrl-C / SIGTERM. Every value read goes to a "
         "spool on disk first (default: <file stem>.spool/ beside the configuration file, unless its "
@@ -75,11 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("config", help="the TOML configuration file")
     p.add_argument("--duration", type=_positive, default=None, metavar="S", help="stop after S seconds")
+    p.add_argument(
+        "--status-every",
+        type=_seconds_or_off,
+        default=60.0,
+        metavar="S",
+        help="without a terminal (a service, a log file): write one status line every S seconds "
+        "(default 60; 0: none)",
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser(
         "capture",
-        parents=[common, spooling],
+        parents=[common, spooling, metrics],
         help="collect exactly while a command runs; exit with its status",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="%(prog)s CONFIG [--context ID ...] [--metadata KEY=VALUE ...] [options] -- COMMAND ARGS...",
@@ -211,7 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--writer", type=int, default=0, help="which sql writer of a .toml (0: the first)")
     p.set_defaults(func=_cmd_migrate)
 
-    p = sub.add_parser("plugins", parents=[common], help="list reader and writer types")
+    p = sub.add_parser(
+        "plugins",
+        parents=[common],
+        help="list reader and writer types (-v: with their options)",
+        description="List the reader and writer types a configuration file can name, where each comes "
+        "from, and whether it loads. With --verbose, or for the TYPEs given, also every option of each: "
+        "its default (as TOML), the values a file may give, and what it means.",
+    )
+    p.add_argument("types", nargs="*", metavar="TYPE", help="only these types, with their options")
     p.set_defaults(func=_cmd_plugins)
 
     p = sub.add_parser("simulator", help="run the Modbus or OPC UA simulator (options after the name)")
@@ -242,7 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is not None:
         args.command = command
     if args.command != "simulator":
-        _setup_logging(args.verbose, args.quiet, err)
+        # plugins: --verbose lists options, it does not raise the log level
+        _setup_logging(0 if args.func is _cmd_plugins else args.verbose, args.quiet, err)
     func: Callable[[argparse.Namespace, IO[str], IO[str]], int] = args.func
     try:
         return func(args, out, err)

@@ -142,7 +142,9 @@ class _Session:
         self.started = 0.0
         self.elapsed = 0.0
         self.stats: CollectorStats | None = None
+        self.metrics: MetricsServer | None = None  # registers the collector once it is built
         self._history: dict[int, collections.deque[tuple[float, int]]] = {}
+        self._last_status: tuple[float, int] | None = None
 
     def start(self, begin: Callable[[DataCollector], None] | None = None) -> int:
         """Build the collector and start every context (or call ``begin`` with it instead); an
@@ -151,6 +153,8 @@ class _Session:
             self.collector = self.config.collector(
                 _log, extra_writers=[self.monitor], spool_dir=self.spool_dir
             )
+            if self.metrics is not None:
+                self.metrics.expose(self.collector)
             (begin or self.config.start)(self.collector)
         except ConfigFileError as exc:  # writers with one name and a spool
             self._print_err(f"{exc}\n(or run with --no-spool)" if self.spool_dir is not None else str(exc))
@@ -175,13 +179,15 @@ class _Session:
         render: Callable[[], list[str]],
         redraw_s: float = 0.5,
         progress: Callable[[], str | None] | None = None,
+        progress_s: float = 5.0,
     ) -> str:
-        """Wait until a signal, the contexts' end or ``until`` (monotonic); redraw meanwhile."""
+        """Wait until a signal, the contexts' end or ``until`` (monotonic); redraw meanwhile (on a
+        terminal), else write ``progress()`` every ``progress_s`` seconds."""
         assert self.collector is not None
         _LogHandler.screen = self.screen
         now = time.monotonic()
         next_redraw = now + redraw_s
-        next_progress = now + 5.0
+        next_progress = now + progress_s
         try:
             while True:
                 if stopper.event.wait(0.1):
@@ -195,7 +201,7 @@ class _Session:
                     next_redraw = now + redraw_s
                     self.screen.show(render())
                 elif self.screen is None and progress is not None and now >= next_progress:
-                    next_progress = now + 5.0
+                    next_progress = now + progress_s
                     line = progress()
                     if line:
                         self.out.write(line + "\n")
@@ -271,6 +277,40 @@ class _Session:
                 )
             lines.append(line)
         return lines
+
+    def status_line(self) -> str:
+        """One line for a log (``run`` without a terminal): the contexts by state, samples and
+        their rate since the last line, BAD and missed, and per writer what is written, queued,
+        lost and spooled."""
+        assert self.collector is not None
+        stats = self.collector.stats()
+        samples, bad, _latest = self.monitor.snapshot()
+        now = time.monotonic()
+        total = sum(samples.values())
+        since, before = self._last_status or (self.started, 0)
+        self._last_status = (now, total)
+        rate = (total - before) / (now - since) if now - since > 0 else 0.0
+        states = collections.Counter(cs.state for cs in stats.contexts.values())
+        contexts = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "none"
+        missed = sum(rs.missed_samples for rs in stats.readers.values())
+        parts = [
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')} status after {_duration(now - self.started)}: "
+            f"contexts {contexts}; {total} samples ({rate:.1f}/s), {sum(bad.values())} BAD, {missed} missed"
+        ]
+        for name, ws in stats.writers.items():
+            if name == self.monitor.name:
+                continue
+            text = (
+                f"writer {name}: {ws.samples_written} written, queue {ws.queue_depth}, "
+                f"{ws.lost_samples} lost, {ws.dropped_samples} dropped"
+            )
+            if self.spool_dir is not None:
+                text += (
+                    f", spool {ws.spooled_samples} ({format_bytes(ws.spool_bytes)}), "
+                    f"{ws.quarantined_batches} quarantined"
+                )
+            parts.append(text)
+        return "; ".join(parts)
 
     def replay_lines(self) -> list[str]:
         """What the writers replay from the spool of an earlier run (once started)."""
@@ -465,3 +505,48 @@ class SpoolLock:
         if self._fd is not None:
             os.close(self._fd)  # closing releases the lock
             self._fd = None
+
+
+class MetricsServer:
+    """``--metrics-port``: a Prometheus endpoint (``/metrics``) over a registry of its own.
+
+    Started before the collector is built, so a port in use fails the command before a device
+    is opened; :meth:`expose` adds the collector (its ``stats()``, read at each scrape, without
+    the command's monitor writer); :meth:`close` stops serving (the command's last step, so a
+    scrape during the final drain still answers).
+    """
+
+    def __init__(self, port: int, addr: str) -> None:
+        try:
+            from prometheus_client import CollectorRegistry, start_http_server
+        except ImportError:
+            raise ConfigurationError(
+                '--metrics-port needs prometheus-client: pip install "data-collector[metrics]"'
+            ) from None
+        self.registry = CollectorRegistry()
+        try:
+            self._server, self._thread = start_http_server(port, addr, registry=self.registry)
+        except OSError as exc:
+            raise DataCollectionError(
+                f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc}"
+            ) from None
+        host = addr if ":" not in addr else f"[{addr}]"
+        self.url = f"http://{host}:{self._server.server_port}/metrics"
+
+    def expose(self, collector: DataCollector) -> None:
+        from ..metrics import CollectorMetrics
+
+        CollectorMetrics(collector, exclude_writers=[MONITOR_NAME]).register(self.registry)
+
+    def close(self) -> None:
+        """Stop serving (idempotent)."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5.0)
+
+
+def metrics_server(args: argparse.Namespace) -> MetricsServer | None:
+    """The metrics endpoint ``--metrics-port``/``--metrics-addr`` ask for (None: not asked)."""
+    if args.metrics_port is None:
+        return None
+    return MetricsServer(args.metrics_port, args.metrics_addr)

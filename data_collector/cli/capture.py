@@ -44,7 +44,7 @@ from .._config import Configuration, load_config
 from .._errors import ConfigurationError, DataCollectionError
 from .._model import DataCollectionContext
 from ._common import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STARTUP, _log
-from ._session import _Session, _spool_dir, lock_spool
+from ._session import MetricsServer, _Session, _spool_dir, lock_spool, metrics_server
 
 #: The description of ``data-collector capture --help``.
 CAPTURE_HELP = """\
@@ -313,7 +313,12 @@ def _cmd_capture(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if status != EXIT_OK:
         return status
     try:
-        return _capture(args, argv, metadata, config, contexts, spool_dir, err)
+        metrics = metrics_server(args)
+        try:
+            return _capture(args, argv, metadata, config, contexts, spool_dir, err, metrics)
+        finally:
+            if metrics is not None:
+                metrics.close()
     finally:
         if lock is not None:
             lock.release()
@@ -327,9 +332,11 @@ def _capture(
     contexts: list[DataCollectionContext],
     spool_dir: Path | None,
     err: IO[str],
+    metrics: MetricsServer | None = None,
 ) -> int:
     quiet: bool = args.quiet
     session = _Session(config, err, err, live=False, spool_dir=spool_dir)
+    session.metrics = metrics
     cwd = Path.cwd()
 
     def prepare(collector: DataCollector) -> None:
@@ -353,6 +360,8 @@ def _capture(
                     f"{_shown(argv)} runs; {spool}",
                     *session.replay_lines(),
                 ]
+                if metrics is not None:
+                    lines.append(f"metrics: {metrics.url}")
                 err.write("\n".join(lines) + "\n")
                 err.flush()
             fwd.phase = "spawning"  # from now on a signal is for the command

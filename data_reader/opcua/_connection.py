@@ -244,11 +244,34 @@ async def read_limits(client: Client) -> tuple[int, int]:
     return limits[0], limits[1]
 
 
+def _channel_open(client: Client) -> bool:
+    """Whether ``client`` has a socket that is not closed (asyncua 1.x: state ``"closed"``; 2.x:
+    ``UASocketState.CLOSED``, whose value is ``"closed"``)."""
+    protocol = getattr(client.uaclient, "protocol", None)
+    if protocol is None:
+        return False
+    state = getattr(protocol, "state", None)
+    return getattr(state, "value", state) != "closed"
+
+
 async def disconnect(client: Client, timeout_s: float) -> None:
-    """Close ``client``'s session and connection, ignoring every failure, within ``timeout_s``."""
+    """Close ``client``'s session and connection, ignoring every failure, within ``timeout_s``.
+
+    With no open socket (a connection attempt that failed, or a connection the server dropped),
+    ``Client.disconnect()`` would log asyncua's WARNING ``close_secure_channel was called but
+    connection is closed``, once per reconnect attempt. There is no channel to close then, so only
+    the session is closed (it stops asyncua's background tasks and sends nothing; for a session
+    that was never created it logs nothing) and the socket released. A session lost with its
+    connection still makes asyncua log ``close_session was called but connection is closed``
+    once, beside our own WARNING about the loss: the library adds no logging filter to hide it.
+    """
     with contextlib.suppress(BaseException):
         async with asyncio.timeout(timeout_s):
-            await client.disconnect()
+            if _channel_open(client):
+                await client.disconnect()
+            else:
+                await client.close_session()
+                client.disconnect_socket()
 
 
 def connect_error(opts: LinkOptions, exc: Exception) -> ConnectFailed:

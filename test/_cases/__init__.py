@@ -7,6 +7,11 @@ Each module ``test/_cases/<name>_cases.py`` may define ``READER_CONTRACTS`` (sub
 plugin passes the same public contract a user's plugin would. A case whose server or optional
 package is missing raises ``pytest.skip`` (unless ``DC_REQUIRE_SERVICES=1``, where it must fail
 instead: use :func:`require_service`).
+
+The skip rule for servers (PostgreSQL, MariaDB, Redis, MQTT): a test skips, with the reason, when
+its server is unreachable (:func:`require_service`) or refuses the test's credentials
+(:func:`require_login`: authentication failed, or the test database does not exist), unless
+``DC_REQUIRE_SERVICES=1``, where it fails instead. Any other error is a test failure.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -78,16 +83,36 @@ class WriterCase:
     typed_values: bool = True
 
 
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip with ``reason``, or fail with it under ``DC_REQUIRE_SERVICES=1`` (CI)."""
+    if os.environ.get("DC_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason} (DC_REQUIRE_SERVICES=1)")
+    pytest.skip(reason)
+
+
 def require_service(host: str, port: int, what: str) -> None:
     """Skip (or fail under DC_REQUIRE_SERVICES=1) when host:port does not accept connections."""
     try:
         with socket.create_connection((host, port), timeout=2):
             return
     except OSError as exc:
-        reason = f"{what} unreachable at {host}:{port}: {exc}"
-        if os.environ.get("DC_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{reason} (DC_REQUIRE_SERVICES=1)")
-        pytest.skip(reason)
+        skip_or_fail(f"{what} unreachable at {host}:{port}: {exc}")
+
+
+#: The skip rule's verdict per server (the login is tried once per test run): None when usable,
+#: else why the tests cannot log in.
+_LOGINS: dict[str, str | None] = {}
+
+
+def require_login(key: str, login: Callable[[], str | None]) -> None:
+    """Skip (or fail under DC_REQUIRE_SERVICES=1) when ``login()`` says the server refused the
+    test's credentials (it returns the reason; None: logged in). ``login()`` runs once per ``key``;
+    an error it raises is a real failure, not a skip."""
+    if key not in _LOGINS:
+        _LOGINS[key] = login()
+    reason = _LOGINS[key]
+    if reason is not None:
+        skip_or_fail(reason)
 
 
 def _modules() -> Iterator[Any]:

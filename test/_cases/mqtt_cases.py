@@ -1,9 +1,10 @@
 """Contract cases of the MQTT writer, and a real subscriber to read what it published.
 
 The broker comes from ``DC_TEST_MQTT_URL`` (default ``mqtt://127.0.0.1:1883``, the local
-Mosquitto); a case skips when it is unreachable unless ``DC_REQUIRE_SERVICES=1``. Every store
-uses its own topic prefix (or Sparkplug group id), so parallel runs do not see each other's
-messages, and retained messages it caused are cleared on exit.
+Mosquitto); a case skips when it is unreachable or refuses anonymous clients unless
+``DC_REQUIRE_SERVICES=1``. Every store uses its own topic prefix (or Sparkplug group id), so
+parallel runs do not see each other's messages, and retained messages it caused are cleared on
+exit.
 
 Reading back: a :class:`Subscriber` (paho-mqtt, QoS 1) subscribed before the writer publishes
 records every message in arrival order; :meth:`Subscriber.flush` publishes a marker and waits
@@ -28,7 +29,7 @@ import pytest
 
 from data_collector import DataWriter, Quality
 
-from . import StoredSample, WriterCase, WriterHarness, require_service
+from . import StoredSample, WriterCase, WriterHarness, require_login, require_service
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MQTT_URL = os.environ.get("DC_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
@@ -51,7 +52,53 @@ def require_broker() -> tuple[str, int]:
     )
     host, port = broker()
     require_service(host, port, "MQTT broker")
+    require_login(f"mqtt://{host}:{port}", lambda: login_refused(host, port))
     return host, port
+
+
+def login_refused(
+    host: str, port: int, username: str | None = None, password: str | None = None
+) -> str | None:
+    """Why the broker at ``host:port`` refuses a client (anonymous, as the tests connect, unless
+    ``username`` is given): its CONNACK reason, or None when it accepts. No CONNACK within 10 s
+    is a failure (raised), not a skip."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    answered = threading.Event()
+    reason: list[Any] = []
+
+    def on_connect(_c: Any, _u: Any, _flags: Any, code: Any, _props: Any = None) -> None:
+        reason.append(code)
+        answered.set()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dctest-probe-{uuid.uuid4().hex[:10]}")
+    if username is not None:
+        client.username_pw_set(username, password)
+    client.on_connect = on_connect
+    client.connect(host, port, keepalive=10)
+    client.loop_start()
+    try:
+        if not answered.wait(10):
+            raise AssertionError(f"the MQTT broker at {host}:{port} sent no CONNACK within 10 s")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    code = reason[0]
+    if not code.is_failure:
+        return None
+    if str(code) not in ("Bad user name or password", "Not authorized") and code.value not in (
+        4,
+        5,
+        0x86,
+        0x87,
+    ):
+        raise AssertionError(f"the MQTT broker at {host}:{port} refused the test client: {code}")
+    who = f"user {username!r}" if username is not None else "anonymous clients"
+    return (
+        f"MQTT broker at {host}:{port} refuses {who} ({code}); the MQTT tests need one that accepts "
+        "anonymous clients (set DC_TEST_MQTT_URL to another broker)"
+    )
 
 
 def unique_prefix() -> str:

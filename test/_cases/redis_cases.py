@@ -1,8 +1,9 @@
 """Contract cases of the Redis writer (the local Redis), one stream per context and per variable.
 
 The server URL comes from ``DC_TEST_REDIS_URL`` (default: the local server, redis://127.0.0.1:6379/0);
-a case skips when it is unreachable unless ``DC_REQUIRE_SERVICES=1``. Every store uses its own key
-prefix and deletes its keys on exit (other test runs share the server: never FLUSHDB).
+a case skips when it is unreachable or refuses the URL's login unless ``DC_REQUIRE_SERVICES=1``.
+Every store uses its own key prefix and deletes its keys on exit (other test runs share the
+server: never FLUSHDB).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 from data_collector import DataWriter
 from data_collector.testing import FaultProxy
 
-from . import StoredRun, StoredSample, WriterCase, WriterHarness, require_service
+from . import StoredRun, StoredSample, WriterCase, WriterHarness, require_login, require_service
 
 REDIS_URL = os.environ.get("DC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -34,6 +35,32 @@ def require_redis(url: str = REDIS_URL) -> None:
         )
     parts = urlsplit(url)
     require_service(parts.hostname or "127.0.0.1", parts.port or 6379, "Redis")
+    require_login(url, lambda: login_refused(url))
+
+
+def login_refused(url: str) -> str | None:
+    """Why Redis at ``url`` refuses the URL's credentials (AUTH failed, or required and not
+    given), or None when a PING answers. Other errors are raised: they are failures."""
+    import redis
+    from redis.exceptions import AuthenticationError, ResponseError
+
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        client.ping()
+        return None
+    except (AuthenticationError, ResponseError) as exc:
+        text = str(exc)
+        if not isinstance(exc, AuthenticationError) and not text.startswith(
+            ("NOAUTH", "WRONGPASS", "NOPERM")
+        ):
+            raise
+        parts = urlsplit(url)
+        return (
+            f"Redis at {parts.hostname}:{parts.port or 6379} refused the test login: {text} "
+            "(set DC_TEST_REDIS_URL, e.g. redis://user:password@host:6379/0)"
+        )
+    finally:
+        client.close()
 
 
 def unique_prefix() -> str:

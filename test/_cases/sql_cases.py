@@ -1,13 +1,15 @@
 """Contract cases of the SQL writer: SQLite (a file), PostgreSQL and MariaDB (the local servers).
 
 Server URLs come from ``DC_TEST_POSTGRES_URL`` / ``DC_TEST_MARIADB_URL`` (defaults: the local
-servers); a case skips when its server is unreachable unless ``DC_REQUIRE_SERVICES=1``. Every
+servers); a case skips when its server is unreachable or refuses the URL's login (authentication,
+or no such database) unless ``DC_REQUIRE_SERVICES=1``. Every
 store uses its own table prefix and drops its tables on exit, so parallel runs do not collide.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +25,7 @@ from data_collector.testing import FaultProxy
 from data_writer.sql import SqlDataWriter, read_contexts, read_samples
 from data_writer.sql._schema import build_tables, definition_hash
 
-from . import StoredRun, StoredSample, WriterCase, WriterHarness, require_service
+from . import StoredRun, StoredSample, WriterCase, WriterHarness, require_login, require_service
 
 POSTGRES_URL = os.environ.get("DC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MARIADB_URL = os.environ.get("DC_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
@@ -32,13 +34,65 @@ TABLES = ("samples", "variables", "contexts", "schema_version")
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
 
 
+URL_VARIABLES = {
+    "postgresql": "DC_TEST_POSTGRES_URL",
+    "mysql": "DC_TEST_MARIADB_URL",
+    "mariadb": "DC_TEST_MARIADB_URL",
+}
+#: SQLSTATE classes / MySQL error numbers that mean "these credentials or this database are not
+#: usable here": PostgreSQL 28xxx (invalid authorization: password, role, pg_hba) and 3D000 (no
+#: such database); MySQL/MariaDB 1044/1045/1698 (access denied) and 1049 (unknown database).
+_PG_REFUSED = ("28", "3D000")
+_MYSQL_REFUSED = frozenset({1044, 1045, 1049, 1698})
+#: libpq reports a refused connection without a SQLSTATE: its FATAL message says why
+_PG_REFUSED_TEXT = re.compile(
+    r'authentication failed|role ".*" does not exist|database ".*" does not exist|no pg_hba\.conf entry'
+)
+
+
 def require_database(url: str) -> None:
-    """Skip (or fail under DC_REQUIRE_SERVICES=1) when the server of ``url`` does not answer."""
+    """Skip (or fail under DC_REQUIRE_SERVICES=1) when the server of ``url`` does not answer or
+    refuses to log in with the URL's credentials (or has no such database)."""
     parsed = sa.make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return
     require_service(parsed.host or "127.0.0.1", parsed.port or DEFAULT_PORTS[backend], backend)
+    require_login(url, lambda: login_refused(url))
+
+
+def login_refused(url: str) -> str | None:
+    """Why ``url`` cannot be logged into (credentials or database refused), or None when it can.
+
+    Other errors (a server that answers nonsense, a driver missing) are raised: they are failures.
+    """
+    parsed = sa.make_url(url)
+    backend = parsed.get_backend_name()
+    timeout = {"connect_timeout": 5}
+    engine = sa.create_engine(url, connect_args=timeout)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        return None
+    except sa.exc.DBAPIError as exc:
+        orig = exc.orig
+        sqlstate = getattr(orig, "sqlstate", None)
+        code = orig.args[0] if orig is not None and orig.args and isinstance(orig.args[0], int) else None
+        refused = (
+            (isinstance(sqlstate, str) and sqlstate.startswith(_PG_REFUSED))
+            or code in _MYSQL_REFUSED
+            or (backend == "postgresql" and _PG_REFUSED_TEXT.search(str(orig)) is not None)
+        )
+        if not refused:
+            raise
+        first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+        return (
+            f"{backend} at {parsed.host}:{parsed.port or DEFAULT_PORTS[backend]} refused the test login "
+            f"{parsed.render_as_string(hide_password=True)}: {first} (set {URL_VARIABLES[backend]} to a "
+            "user and database of that server)"
+        )
+    finally:
+        engine.dispose()
 
 
 def unique_prefix() -> str:
