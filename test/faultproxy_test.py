@@ -295,9 +295,17 @@ def test_target_down_resets_the_client() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead_port = int(s.getsockname()[1])  # nothing listens once closed
-    with FaultProxy("127.0.0.1", dead_port) as proxy, connect(proxy) as c:
-        c.sendall(b"anyone?")
-        assert_reset(c)
+    with FaultProxy("127.0.0.1", dead_port) as proxy:
+        try:
+            c = connect(proxy)
+        except ConnectionResetError:
+            return  # reset before connect() returned (a busy machine): reset all the same
+        with c:
+            try:
+                c.sendall(b"anyone?")
+            except (ConnectionResetError, BrokenPipeError):
+                return
+            assert_reset(c)
 
 
 def test_max_connections_refuses_the_excess(echo: EchoServer) -> None:
