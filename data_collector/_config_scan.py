@@ -12,6 +12,7 @@ Format (keys marked *required*; the others are optional)::
     samples = 5                      # capture each point until every measured variable has 5
                                      #   samples, or: duration_s = 2.0 (exactly one of them)
     on_error = "continue"            # a failed point: "continue" with the next, or "stop"
+    retries = 0                      # do a failed point again this many times first
     journal = "sweep.journal.jsonl"  # the resume journal (relative to this file's folder);
                                      #   default: <file stem>.scan-<name>.jsonl beside the file
     allow_bad_samples = false        # true: BAD samples do not fail a point
@@ -98,6 +99,7 @@ SCAN_KEYS = (
     "capture_timeout_s",
     "store_timeout_s",
     "read_back",
+    "retries",
 )
 SETPOINT_KEYS = (
     "name",
@@ -247,6 +249,10 @@ class _Scan:
             self.issue(self.at("on_error"), 'must be "continue" or "stop"', on_error)
         journal = self.journal(name)
         allow_bad = self.boolean(entry, "allow_bad_samples", False)
+        retries = loader.get_int(entry, self.path, "retries", positive=False, maximum=(100, "tries"))
+        if isinstance(retries, int) and retries < 0:
+            self.issue(self.at("retries"), "must be >= 0", retries)
+            retries = MISSING
         capture_timeout = self.seconds(entry, "capture_timeout_s")
         store_timeout = self.seconds(entry, "store_timeout_s")
         self.check_readers(variables, setpoints, cid, options)
@@ -273,6 +279,7 @@ class _Scan:
                 allow_bad_samples=allow_bad,
                 capture_timeout_s=None if capture_timeout is MISSING else capture_timeout,
                 store_timeout_s=60.0 if store_timeout is MISSING else store_timeout,
+                retries=0 if retries is MISSING else retries,
             )
         except ConfigurationError as exc:
             self.issue(self.blame(str(exc)), _strip(str(exc), name))

@@ -24,10 +24,13 @@ For every point, in order:
    scan's context per point): for ``duration_s`` seconds, or until every measured variable has
    ``samples`` samples (the capture stops right after the read that completes them). The run's
    deduced metadata holds, under ``scan``, the scan's name, the point's number and its whole
-   configuration, the writes made (with the values read back), the settle result and, once
-   the run ends, the point's ``status`` (``completed``, ``failed`` with ``error``,
-   ``interrupted``). A point that fails before its capture still gets a run (started and
-   stopped at once) so that every point's configuration and status are in the store;
+   configuration, the writes made (with the values read back) and the settle result; under
+   ``scan_result``, added when the run stops, the capture's ``status`` (``completed``,
+   ``failed`` with ``error``, ``interrupted``) and the samples per column. A point that fails
+   before its capture still gets a run (started and stopped at once) so that every point's
+   configuration and status are in the store. (A run that the collector's spool replays after
+   a crash has the ``scan`` entry of its start and, if it had stopped, its ``scan_result``; a
+   run cut short by the crash has none and ``ended: abnormal...``.);
 4. the point is **complete** once its run is stored (the capture returns when the writers
    stored everything read, flushed; the scan checks that no writer lost, dropped or still
    holds a sample) and every writer that keeps a scan table
@@ -40,8 +43,8 @@ For every point, in order:
    journal as complete.
 
 A point that fails (a write refused, a mismatch, no settling, BAD samples unless
-``allow_bad_samples``, data not stored) is recorded as failed; the scan goes on with the next
-point (``on_error="continue"``) or stops (``"stop"``).
+``allow_bad_samples``, data not stored) is done again up to ``retries`` times, then recorded as
+failed; the scan goes on with the next point (``on_error="continue"``) or stops (``"stop"``).
 
 Resuming: with a ``journal`` (a JSON-lines file, each line fsync-ed), a scan that was
 interrupted (Ctrl-C, a crash, kill -9, a device fault) is run again with ``resume=True`` and
@@ -138,7 +141,9 @@ _NAT = -(2**63)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 OnError = Literal["continue", "stop"]
-Phase = Literal["writing", "settling", "capturing", "completed", "failed", "skipped", "interrupted"]
+Phase = Literal[
+    "writing", "settling", "capturing", "retrying", "completed", "failed", "skipped", "interrupted"
+]
 
 
 # -- values -----------------------------------------------------------------------------------------
@@ -359,7 +364,8 @@ class ScanProgress:
     """Where a running scan is, handed to ``Scan.run(progress=...)`` at every step.
 
     ``phase`` of ``point``: ``writing``, ``settling``, ``capturing``, then ``completed``,
-    ``failed`` (``error`` says why), ``skipped`` (complete in the journal) or ``interrupted``.
+    ``failed`` (``error`` says why), ``skipped`` (complete in the journal) or ``interrupted``;
+    ``retrying`` (with the ``error``) when an attempt failed and ``retries`` allow another.
     ``done`` counts complete points (including those skipped), ``failed`` the points failed in
     this run; ``eta_s`` is the time the points left may take (the mean of this run's points so
     far; ``None`` before the first).
@@ -426,7 +432,10 @@ class Scan:
       ``var_m<id>`` for a negative id);
     - ``capture_timeout_s``: in ``samples`` mode, when the samples have not come after this
       long the point fails (default: ten times the samples' span plus 10 s);
-    - ``store_timeout_s``: how long a point waits for its data to be stored.
+    - ``store_timeout_s``: how long a point waits for its data to be stored;
+    - ``retries``: a failed point is done again (the whole configuration written again) up to
+      this many times before it counts as failed (every attempt is in the journal and has its
+      run); 0 by default.
 
     Bad arguments raise :class:`ConfigurationError` naming them.
     """
@@ -448,6 +457,7 @@ class Scan:
         allow_bad_samples: bool = False,
         capture_timeout_s: float | None = None,
         store_timeout_s: float = 60.0,
+        retries: int = 0,
     ) -> None:
         if not isinstance(name, str) or not COLUMN_NAME.fullmatch(name):
             raise ConfigurationError(
@@ -524,6 +534,9 @@ class Scan:
                 f"{where}: allow_bad_samples must be True or False, got {allow_bad_samples!r}"
             )
         self.allow_bad_samples = allow_bad_samples
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
+            raise ConfigurationError(f"{where}: retries must be an int from 0 to 100, got {retries!r}")
+        self.retries = retries
         for label, value in (("capture_timeout_s", capture_timeout_s), ("store_timeout_s", store_timeout_s)):
             if value is not None and (
                 isinstance(value, bool)
@@ -808,6 +821,7 @@ class Scan:
             ],
             "settle": self.settle.describe(),
             "on_error": self.on_error,
+            "retries": self.retries,
             "fingerprint": self.fingerprint,
         }
         out["capture"] = (
@@ -1169,22 +1183,35 @@ class _Runner:
                 interrupted = True
                 break
             t = time.monotonic()
-            outcome = self.point(point)
-            self.durations.append(time.monotonic() - t)
-            if self.journal is not None:
-                self.journal.record(
-                    {
-                        "point": point.index,
-                        "status": outcome.status,
-                        "error": outcome.error,
-                        "configuration": dict(point.configuration),
-                        "start": outcome.start,
-                        "end": outcome.end,
-                        "samples": outcome.samples,
-                        "rows": outcome.rows,
-                        "at": datetime.now(UTC).isoformat(),
-                    }
+            for attempt in builtins.range(scan.retries + 1):
+                outcome = self.point(point)
+                if self.journal is not None:
+                    self.journal.record(
+                        {
+                            "point": point.index,
+                            "status": outcome.status,
+                            "error": outcome.error,
+                            "configuration": dict(point.configuration),
+                            "start": outcome.start,
+                            "end": outcome.end,
+                            "samples": outcome.samples,
+                            "rows": outcome.rows,
+                            "at": datetime.now(UTC).isoformat(),
+                        }
+                    )
+                if outcome.status != "failed" or attempt == scan.retries:
+                    break
+                _log.warning(
+                    "scan %r: point %d (%s), attempt %d of %d failed: %s; trying again",
+                    scan.name,
+                    point.index,
+                    point.label(),
+                    attempt + 1,
+                    scan.retries + 1,
+                    outcome.error,
                 )
+                self.tell(point, "retrying", outcome.error)
+            self.durations.append(time.monotonic() - t)
             if outcome.status == "completed":
                 completed.append(point.index)
                 rows[point.index] = outcome.rows
@@ -1271,10 +1298,10 @@ class _Runner:
     ) -> _Outcome:
         """A point that failed before its capture: a run started and stopped at once records it."""
         context = self.fresh_context()
-        info = self.info(point, writes=writes, settle=settle, status=status, error=error)
+        info = self.info(point, writes=writes, settle=settle)
         try:
             self.collector._begin_capture(context, None, info)
-            self.collector._finish(context, status, info)
+            self.collector._finish(context, status, {"scan_result": {"status": status, "error": error}})
         except DataCollectionError as exc:
             _log.error(
                 "scan %r: the failed point %d could not be recorded as a run: %s",
@@ -1385,7 +1412,7 @@ class _Runner:
         context = self.fresh_context()
         tap = _Tap([v.id for v in context.variables], scan.samples)
         before = self.counters()
-        info = self.info(point, writes=writes, settle=settle, status="capturing")
+        info = self.info(point, writes=writes, settle=settle)
         try:
             self.collector._begin_capture(context, None, info, tap)
         except DataCollectionError as exc:
@@ -1416,9 +1443,7 @@ class _Runner:
                 ended, error = "interrupted", "interrupted during the capture"
         except BaseException as exc:
             self.collector._finish(
-                context,
-                "exception",
-                self.info(point, writes=writes, settle=settle, status="interrupted", error=_err(exc)),
+                context, "exception", {"scan_result": {"status": "interrupted", "error": _err(exc)}}
             )
             raise
         counts, samples = tap.snapshot()
@@ -1428,16 +1453,18 @@ class _Runner:
             vid, first = bad[0]
             ended = "failed"
             error = f"{len(bad)} of {len(kept)} samples BAD (e.g. {scan.columns.get(vid, vid)}: {first})"
-        summary = {
+        summary: dict[str, Any] = {
+            "status": ended,
             "samples": {scan.columns[vid]: n for vid, n in counts.items()},
             "bad_samples": len(bad),
         }
         if after:
             summary["samples_after_limit"] = after
-        final = self.info(point, writes=writes, settle=settle, status=ended, **summary)
         if error is not None:
-            final["scan"]["error"] = error
-        self.collector._finish(context, ended, final)
+            summary["error"] = error
+        # the outcome goes under a key of its own, added at the stop: a spool replay of the run
+        # (after a crash) restores the deduced metadata of its start, which has no such key
+        self.collector._finish(context, ended, {"scan_result": summary})
         start = context.start_date.isoformat() if context.start_date else None
         end = context.end_date.isoformat() if context.end_date else None
         outcome = _Outcome(ended, error, samples=len(samples), start=start, end=end)

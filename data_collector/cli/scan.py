@@ -180,6 +180,8 @@ class _Progress:
                 self.say(f"{head}: completed ({counts})")
             elif p.phase == "failed":
                 self.say(f"{head}: FAILED: {p.error} ({counts})")
+            elif p.phase == "retrying":
+                self.say(f"{head}: attempt failed, trying again: {p.error}")
             elif p.phase == "interrupted":
                 self.say(f"{head}: interrupted ({counts})")
             if self.screen is not None and p.phase in ("writing", "settling", "capturing"):
