@@ -906,6 +906,8 @@ class Scan:
             raise ConfigurationError(f"progress must be callable, got {progress!r}")
         if stop is not None and not isinstance(stop, threading.Event):
             raise ConfigurationError(f"stop must be a threading.Event, got {stop!r}")
+        if resume and self.journal is None:
+            raise ConfigurationError(f"scan {self.name!r} has no journal to resume from (Scan(journal=...))")
         stop = stop or threading.Event()
         self.check(collector)
         journal = _Journal.open(self.journal, self, resume) if self.journal is not None else None

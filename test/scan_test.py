@@ -14,6 +14,7 @@ import logging
 import math
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,9 @@ from data_collector import (
     DataCollectionContext,
     DataCollector,
     Scan,
+    ScanColumn,
     ScanProgress,
+    ScanRows,
     Setpoint,
     Settle,
     Variable,
@@ -665,3 +668,109 @@ def test_dry_run_lists_the_points_and_writes_and_connects_nowhere(fresh: Sims, t
     assert "dry run: 12 points to do, 36 writes" in text
     assert fresh.modbus.requests == [] and fresh.opcua.writes == []
     assert not (tmp_path / "sweep.journal.jsonl").exists()
+
+
+# -- the writers' scan tables, directly ---------------------------------------------------------------------
+def _rows(point: int, temps: list[float], quality: list[str], *, extra: bool = False) -> ScanRows:
+    columns = [
+        ScanColumn("point", "int", "point"),
+        ScanColumn("mode", "str", "setpoint", 64, 5),
+        ScanColumn("time_us", "int", "time"),
+        ScanColumn("temp", "float", "value", 0, 1),
+        ScanColumn("temp_quality", "str", "quality", 16, 1),
+    ]
+    if extra:
+        columns.append(ScanColumn("more", "bool", "setpoint", 0, 6))
+    n = len(temps)
+    values: dict[str, list[Any]] = {
+        "point": [point] * n,
+        "mode": ["auto é"] * n,
+        "time_us": [1_000_000 * i for i in range(n)],
+        "temp": temps,
+        "temp_quality": quality,
+    }
+    if extra:
+        values["more"] = [True] * n
+    started = datetime(2026, 5, 4, 6, 0, tzinfo=UTC)
+    return ScanRows("direct", 9, started, point, tuple(columns), values, {"name": "direct"})
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mariadb"])
+def test_the_sql_scan_table_replaces_a_point_stored_again(kind: str, tmp_path: Path) -> None:
+    from _cases.sql_cases import execute_sql, sql_store
+
+    from data_writer.sql import SqlDataWriter, SqlWriterError
+
+    with sql_store(kind, tmp_path) as (url, prefix):
+        table = f"{prefix}scan_direct"
+        writer = SqlDataWriter(url, table_prefix=prefix)
+        try:
+            with writer.lock:
+                writer.write_scan_rows(_rows(0, [1.5, math.nan, 2.5], ["GOOD", "GOOD", "BAD"]))
+                writer.write_scan_rows(_rows(1, [3.0], ["GOOD"]))
+                writer.write_scan_rows(_rows(0, [4.0, 5.0], ["GOOD", ""]))  # point 0 again: replaced
+            engine = sa.create_engine(url)
+            with engine.connect() as conn:
+                found = conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY point, time_us")).all()
+            engine.dispose()
+            assert [tuple(r) for r in found] == [
+                (0, "auto é", 0, 4.0, "GOOD"),
+                (0, "auto é", 1_000_000, None, ""),  # no sample: NULL
+                (1, "auto é", 0, 3.0, "GOOD"),
+            ]
+            with (
+                pytest.raises(SqlWriterError, match=r"columns .* of another scan definition") as info,
+                writer.lock,
+            ):
+                writer.write_scan_rows(_rows(2, [1.0], ["GOOD"], extra=True))
+            assert not writer.is_transient(info.value)
+        finally:
+            writer.close()
+            execute_sql(url, [f"DROP TABLE IF EXISTS {table}"])
+
+
+def test_the_hdf5_scan_table_replaces_a_point_stored_again(tmp_path: Path) -> None:
+    from data_writer.hdf5 import Hdf5DataWriter, Hdf5WriteError
+
+    writer = Hdf5DataWriter(tmp_path / "direct-{context_id}.h5")  # a file per context: closed after each
+    with writer.lock:
+        writer.write_scan_rows(_rows(0, [1.5, math.nan, 2.5], ["GOOD", "GOOD", "BAD"]))
+        writer.write_scan_rows(_rows(1, [3.0], ["GOOD"]))
+        writer.write_scan_rows(_rows(0, [4.0, 5.0], ["GOOD", ""]))
+    frame = pd.read_hdf(tmp_path / "direct-9.h5", "/scans/direct")
+    assert isinstance(frame, pd.DataFrame)
+    assert frame.sort_values(["point", "time_us"]).values.tolist() == [
+        [0, "auto é", 0, 4.0, "GOOD"],
+        [0, "auto é", 1_000_000, 5.0, ""],
+        [1, "auto é", 0, 3.0, "GOOD"],
+    ]
+    with pytest.raises(Hdf5WriteError, match="of another scan definition") as info, writer.lock:
+        writer.write_scan_rows(_rows(2, [1.0], ["GOOD"], extra=True))
+    assert not writer.is_transient(info.value)
+    writer.close()
+    assert list_runs(tmp_path / "direct-9.h5") == []  # a scan table is not a run
+
+
+def test_the_scan_table_holds_the_first_samples_and_the_run_every_sample(fresh: Sims, tmp_path: Path) -> None:
+    from data_reader.modbus import ModbusDataReader
+    from data_writer.hdf5 import Hdf5DataWriter, read_frame
+
+    plc = "plc"
+    variable = Variable(1, "hr:240:float32", "float", plc)
+    context = DataCollectionContext(8, [variable], min_interval_ms=10, default_interval_ms=10)
+    scan = Scan(  # at 10 ms a read after the second may come before the stop: it stays in the run
+        "fast", context, [Setpoint("x", Variable(2, "hr:412", "int", plc), 0)], {"x": [1, 2]}, samples=2,
+        retries=RETRIES, allow_bad_samples=True,
+    )  # fmt: skip
+    writer = Hdf5DataWriter(tmp_path / "fast.h5", flush_s=0.1)
+    with DataCollector(
+        LOG, [ModbusDataReader("127.0.0.1", fresh.modbus.port, reader_type=plc)], [writer]
+    ) as c:
+        assert scan.run(c).complete
+    table = pd.read_hdf(tmp_path / "fast.h5", "/scans/fast")
+    assert isinstance(table, pd.DataFrame)
+    assert table.groupby("point").size().tolist() == [2, 2]
+    for run in list_runs(tmp_path / "fast.h5", 8):
+        outcome = run.deduced_metadata["scan_result"]
+        stored = len(read_frame(tmp_path / "fast.h5", 8, run.run))
+        assert stored == outcome["samples"]["var_1"] == 2 + outcome.get("samples_after_limit", 0)

@@ -188,7 +188,7 @@ class _Progress:
                 self.screen.show(
                     [
                         f"data-collector scan {self.scan.name}: {counts} (Ctrl-C stops; --resume continues)",
-                        f"point {p.point.index}/{total - 1}: {p.point.label()}: {p.phase}",
+                        f"point {p.point.index} (of 0..{total - 1}): {p.point.label()}: {p.phase}",
                     ]
                 )
 
