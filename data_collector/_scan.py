@@ -35,11 +35,13 @@ For every point, in order:
    stored everything read, flushed; the scan checks that no writer lost, dropped or still
    holds a sample) and every writer that keeps a scan table
    (:meth:`DataWriter.write_scan_rows`: the HDF5 and SQL writers) stored its merged rows:
-   one row per read time with ``point``, one column per setpoint (the point's configuration),
-   ``time_us`` and a value and ``<name>_quality`` column per measured variable (see
-   :class:`ScanRows`). In ``samples`` mode the merged rows are the first ``samples`` samples of
-   each measured variable; a sample read after them, before the stop took effect, stays in the
-   point's run (``samples_after_limit`` in its metadata). Only then the point is written to the
+   one row per read with ``point``, one column per setpoint (the point's configuration),
+   ``time_us`` (the read's boundary: its time rounded down to the variable's interval, so that
+   the reads of one boundary by several readers share a row) and a value and
+   ``<name>_quality`` column per measured variable (see :class:`ScanRows`). In ``samples``
+   mode the merged rows are the first ``samples`` samples of each measured variable; a sample
+   read after them, before the stop took effect, stays in the point's run
+   (``samples_after_limit`` in its metadata). Only then the point is written to the
    journal as complete.
 
 A point that fails (a write refused, a mismatch, no settling, BAD samples unless

@@ -39,7 +39,8 @@ class ScanColumn:
     ``kind`` is the stored type: ``int`` (int64), ``float`` (float64), ``bool`` or ``str``
     (UTF-8 text; ``width`` is the number of bytes a fixed-width store such as HDF5 gives it).
     ``role`` says what it holds: ``point`` (the point's number), ``setpoint`` (the value written
-    at the point), ``time`` (``time_us``: the read time in microseconds since 1970-01-01 UTC),
+    at the point), ``time`` (``time_us``: the read's boundary, its time rounded down to the variable's
+    interval, in microseconds since 1970-01-01 UTC),
     ``value`` (a measured variable, ``variable_id`` names it) or ``quality`` (that variable's
     quality: ``GOOD``, ``UNCERTAIN``, ``BAD``, or empty when it has no sample at that time).
     """
