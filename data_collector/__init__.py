@@ -61,6 +61,8 @@ from ._registry import (
     unregister_writer,
     writer_class,
 )
+from ._scan import Scan, ScanPoint, ScanProgress, ScanResult, Setpoint, Settle
+from ._scan_rows import ScanColumn, ScanRows
 from ._writer import DataWriter
 
 __version__ = "0.1.0"
@@ -91,6 +93,14 @@ __all__ = [
     "ReaderError",
     "ReaderStats",
     "Run",
+    "Scan",
+    "ScanColumn",
+    "ScanPoint",
+    "ScanProgress",
+    "ScanResult",
+    "ScanRows",
+    "Setpoint",
+    "Settle",
     "Subscription",
     "UnknownContextError",
     "Variable",

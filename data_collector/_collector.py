@@ -139,6 +139,7 @@ class _Ctx:
         "samples",
         "since_ms",
         "state",
+        "tap",
     )
 
     def __init__(self, context: DataCollectionContext, reader_types: frozenset[str]) -> None:
@@ -151,6 +152,9 @@ class _Ctx:
         self.accepting = False  # whether values read for it are delivered
         self.since_ms = 0  # wall-clock ms from which it wants samples (start or resume)
         self.extra: dict[str, Any] = {}  # deduced metadata a caller adds (capture: the procedure)
+        #: called with every batch delivered to the context, in the reader's thread (a scan counts
+        #: its samples); must be quick and never block
+        self.tap: Callable[[CollectedVariables], None] | None = None
 
 
 _Install = tuple[ReaderTask, ReaderPlan | None, int]
@@ -424,6 +428,7 @@ class DataCollector:
         *,
         at: datetime | None = None,
         extra: dict[str, Any] | None = None,
+        tap: Callable[[CollectedVariables], None] | None = None,
     ) -> None:
         self._check_open()
         if not isinstance(context, DataCollectionContext):
@@ -433,6 +438,7 @@ class DataCollector:
         reader_types = self._validate_variables(context)
         record = _Ctx(context, reader_types)
         record.extra.update(extra or {})
+        record.tap = tap
         with self._lock:
             self._check_open()
             self._check_free(context.id)
@@ -649,15 +655,20 @@ class DataCollector:
             self._finish(context, "completed")
 
     def _begin_capture(
-        self, context: DataCollectionContext, metadata: Mapping[str, Any] | None, extra: dict[str, Any]
+        self,
+        context: DataCollectionContext,
+        metadata: Mapping[str, Any] | None,
+        extra: dict[str, Any],
+        tap: Callable[[CollectedVariables], None] | None = None,
     ) -> None:
         """Start ``context`` for a capture: ``metadata`` added to its user metadata, ``extra`` to
-        the deduced metadata (the CLI's ``capture`` command: the child process)."""
+        the deduced metadata (the CLI's ``capture`` command: the child process); ``tap`` sees
+        every batch delivered to it (a scan counting its samples)."""
         if not isinstance(context, DataCollectionContext):
             raise ConfigurationError(f"capture() needs a DataCollectionContext, got {context!r}")
         if metadata is not None:
             self._add_metadata(context, metadata)
-        self._start(context, extra=extra)
+        self._start(context, extra=extra, tap=tap)
 
     def _add_metadata(self, context: DataCollectionContext, metadata: Mapping[str, Any]) -> None:
         """Add ``metadata`` to the user metadata of a context that is not running (a key it
@@ -1245,6 +1256,11 @@ class DataCollector:
         if record is None or record.context is not context or not record.accepting:
             return  # a read that outlived stop()/pause() of this context (its barrier timed out)
         record.samples += len(batch)
+        if record.tap is not None:
+            try:
+                record.tap(batch)
+            except Exception:
+                self._log.exception("context %d: the tap of its capture raised; ignored", context.id)
         for wtask in self._writer_tasks or ():
             wtask.put_data(context, batch)
 

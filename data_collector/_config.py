@@ -57,6 +57,10 @@ Format (every key is optional unless marked *required*)::
     interval_ms = 500                # default: the context's default_interval_ms
     name = "Press 1 pressure"        # a label shown by the command line (not stored)
 
+    [[scans]]                        # parameter scans (``data-collector scan``): see
+    name = "sweep"                   #   data_collector._config_scan for every key
+    context_id = 100
+
 Environment variables: ``${NAME}`` and ``${NAME:-default}`` are replaced by their value before
 the file is parsed, as written (so ``port = ${MODBUS_PORT:-502}`` is an integer and
 ``url = "postgresql+psycopg://dc:${DB_PASSWORD}@db/plant"`` keeps a secret out of the file);
@@ -125,6 +129,7 @@ from ._config_model import (
     show_value,
 )
 from ._config_options import blame, check_options
+from ._config_scan import load_scans
 from ._errors import ConfigurationError
 from ._model import MAX_DURATION_S, MAX_ID, MAX_INTERVAL_MS, MIN_ID, DataCollectionContext, Variable
 from ._reader import DataReader
@@ -138,7 +143,7 @@ _log = logging.getLogger("data_collector.config")
 
 MAX_ISSUES = 100
 
-_TOP_KEYS = ("collector", "metadata", "readers", "writers", "contexts")
+_TOP_KEYS = ("collector", "metadata", "readers", "writers", "contexts", "scans")
 _COLLECTOR_KEYS = (
     "max_queue_samples",
     "max_write_samples",
@@ -350,10 +355,15 @@ class _Loader:
         base_metadata = self.get_table(doc, "", "metadata")
         readers, reader_paths, broken = self.readers(doc)
         writers, writer_paths, writer_types = self.writers(doc)
-        if "contexts" not in doc:
-            self.issue("contexts", "missing: a configuration needs at least one [[contexts]] table")
+        if "contexts" not in doc and "scans" not in doc:
+            self.issue(
+                "contexts", "missing: a configuration needs at least one [[contexts]] (or [[scans]]) table"
+            )
         contexts, start_at, names, var_paths, ctx_paths = self.contexts(
             doc, {} if base_metadata is MISSING else base_metadata, readers, broken
+        )
+        scans = load_scans(
+            self, doc, {} if base_metadata is MISSING else base_metadata, readers, broken, ctx_paths
         )
         if collector_options.get("spool_dir") is not None:
             for issue in _name_clashes(writers, writer_paths):
@@ -373,6 +383,7 @@ class _Loader:
             writer_types=writer_types,
             variable_paths=var_paths,
             context_paths=ctx_paths,
+            scans=scans,
         )
 
     # -- [collector] ----------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from ._errors import ConfigurationError
 from ._listener import DataCollectionListener
 from ._model import DataCollectionContext, Variable
 from ._reader import DataReader
+from ._scan import Scan
 from ._writer import DataWriter
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -154,6 +155,7 @@ class Configuration:
         writer_types: Sequence[str],
         variable_paths: Mapping[tuple[int, int], str],
         context_paths: Mapping[int, str],
+        scans: Sequence[Scan] = (),
     ) -> None:
         self.source = source
         self.readers: tuple[DataReader, ...] = tuple(readers)
@@ -171,6 +173,8 @@ class Configuration:
         self.writer_types: tuple[str, ...] = tuple(writer_types)
         self._variable_paths = dict(variable_paths)
         self._context_paths = dict(context_paths)
+        #: the ``[[scans]]`` of the file, in file order (``data-collector scan``)
+        self.scans: tuple[Scan, ...] = tuple(scans)
 
     @property
     def spool_dir(self) -> Path | None:
@@ -198,6 +202,14 @@ class Configuration:
                 return context
         known = ", ".join(str(c.id) for c in self.contexts)
         raise ConfigurationError(f"{self.source}: no context with id {context_id!r} (contexts: {known})")
+
+    def scan(self, name: str) -> Scan:
+        """The scan named ``name``; :class:`ConfigurationError` when there is none."""
+        for scan in self.scans:
+            if scan.name == name:
+                return scan
+        known = ", ".join(repr(s.name) for s in self.scans) or "none"
+        raise ConfigurationError(f"{self.source}: no scan named {name!r} (scans: {known})")
 
     def path_of(
         self, context_id: int | None, variable_id: int | None = None, field: str | None = None

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from ._errors import ConfigurationError
 from ._model import CollectedVariables, DataCollectionContext
+from ._scan_rows import ScanRows
 
 __all__ = ["DataWriter"]
 
@@ -125,6 +126,23 @@ class DataWriter(abc.ABC):
     @abc.abstractmethod
     def write(self, context: DataCollectionContext, variables: CollectedVariables) -> None:
         """Persist or publish one batch of one context."""
+
+    def write_scan_rows(self, rows: ScanRows) -> None:
+        """Store the merged rows of one completed scan point (optional capability).
+
+        A :class:`~data_collector.Scan` calls it from its own thread, holding :attr:`lock`, after
+        the point's run was stored, with the point's rows (see :class:`~data_collector.ScanRows`):
+        the writer appends them to one table per scan, replacing the rows that table already
+        holds for ``rows.point`` (so storing a point again never duplicates it), and returns
+        once they are stored. Raise as :meth:`write` does (:meth:`is_transient` decides whether
+        the scan tries again). Writers that keep no scan table leave this as it is.
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no scan table")
+
+    @property
+    def supports_scan_rows(self) -> bool:
+        """True when :meth:`write_scan_rows` is implemented by this writer."""
+        return type(self).write_scan_rows is not DataWriter.write_scan_rows
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -306,6 +306,7 @@ def test_all_is_exactly_the_public_names(name: str) -> None:
 COMMANDS = (
     "run",
     "capture",
+    "scan",
     "validate",
     "read",
     "demo",

@@ -33,6 +33,7 @@ from .migrate import _cmd_migrate
 from .plugins import _cmd_plugins
 from .read import _cmd_read
 from .run import _cmd_run
+from .scan import SCAN_HELP, _cmd_scan
 from .simulator import _cmd_simulator
 from .spool import _cmd_spool
 from .tail import _cmd_tail
@@ -136,6 +137,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="the command and its arguments (after --, so that their options are not taken as ours)",
     )
     p.set_defaults(func=_cmd_capture)
+
+    p = sub.add_parser(
+        "scan",
+        parents=[common, spooling],
+        help="run a parameter scan of the file ([[scans]]); --resume, --dry-run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=SCAN_HELP,
+    )
+    p.add_argument("config", help="the TOML configuration file")
+    p.add_argument("--name", default=None, help="the scan to run (needed when the file has several)")
+    p.add_argument("--resume", action="store_true", help="skip the points the journal records as complete")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the points and the writes they would make; connect nowhere",
+    )
+    p.set_defaults(func=_cmd_scan)
 
     p = sub.add_parser(
         "validate", parents=[common, spooling], help="check a configuration without connecting"

@@ -43,4 +43,10 @@ def _describe(config: Configuration) -> list[str]:
             f"  contexts[{i}]: id {context.id}, {len(context.variables)} variables every {span}, "
             f"duration {_duration(context.duration_s)}{start}"
         )
+    for i, scan in enumerate(config.scans):
+        capture = f"{scan.samples} samples" if scan.samples is not None else _duration(scan.duration_s)
+        lines.append(
+            f"  scans[{i}]: {scan.name!r}, {len(scan.points)} points ({scan.shape()}), "
+            f"{len(scan.setpoints)} setpoints, {len(scan.context.variables)} variables, {capture} per point"
+        )
     return lines

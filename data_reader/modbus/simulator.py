@@ -73,6 +73,9 @@ one). Every request received is recorded (:attr:`ModbusSimulator.requests`) so t
 what a client sent. ``latency_s`` delays every answer to a valid request, like a real device's
 turnaround time. ``max_connections`` (default: no limit) closes a connection beyond that many at
 once as soon as it is accepted, as small devices that serve one client at a time do.
+``write_limits`` ({register: (low, high)}) makes a unit refuse, with exception 3 (illegal data
+value), a write (functions 6, 16) that would put a raw value outside that range into that holding
+register, as devices refuse a setpoint out of their range; the refused request is recorded too.
 ``max_read_registers`` / ``max_read_bits`` (default: the protocol's 125 / 2000) make it refuse
 reads of more registers (functions 3, 4) or bits (functions 1, 2) than that with exception
 ``oversize_exception`` (3, illegal data value, as the specification says; or 2, illegal data
@@ -190,12 +193,15 @@ def standard_registers() -> dict[int, int]:
 
 @dataclass(frozen=True, slots=True)
 class SimulatorRequest:
-    """One request received: unit, function code, first address and count (0 when not applicable)."""
+    """One request received: unit, function code, first address and count (0 when not applicable);
+    for a write, ``values``: the registers (functions 6, 16), the bits (5, 15) or the AND and OR
+    masks (22) it carried."""
 
     unit: int
     function_code: int
     address: int
     count: int
+    values: tuple[int, ...] = ()
 
 
 def _runs(values: Mapping[int, int]) -> list[tuple[int, list[int]]]:
@@ -235,6 +241,7 @@ class ModbusSimulator:
         max_read_registers: int | None = None,
         max_read_bits: int | None = None,
         oversize_exception: int = 3,
+        write_limits: Mapping[int, tuple[int, int]] | None = None,
     ) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigurationError(
@@ -281,6 +288,21 @@ class ModbusSimulator:
         self.max_read_registers = max_read_registers
         self.max_read_bits = max_read_bits
         self.oversize_exception = oversize_exception
+        self.write_limits: dict[int, tuple[int, int]] = {}
+        for address, limits in (write_limits or {}).items():
+            if (
+                isinstance(address, bool)
+                or not isinstance(address, int)
+                or not 0 <= address <= 0xFFFF
+                or not isinstance(limits, tuple)
+                or len(limits) != 2
+                or not 0 <= limits[0] <= limits[1] <= 0xFFFF
+            ):
+                raise ConfigurationError(
+                    f"ModbusSimulator: write_limits maps a register to (low, high) raw values, got "
+                    f"{address!r}: {limits!r}"
+                )
+            self.write_limits[address] = limits
         self._holding = self._table(standard_map, bulk, holding)
         self._inputs = self._table(standard_map, bulk, inputs)
         self._started_at = time.time()
@@ -543,9 +565,15 @@ class ModbusSimulator:
         if sending:
             return pdu
         unit = pdu.dev_id
-        record = SimulatorRequest(
-            unit, pdu.function_code, getattr(pdu, "address", 0), getattr(pdu, "count", 0)
-        )
+        fc = pdu.function_code
+        values: tuple[int, ...] = ()
+        if fc in (6, 16):
+            values = tuple(int(r) for r in getattr(pdu, "registers", ()))
+        elif fc in (5, 15):
+            values = tuple(int(bool(b)) for b in getattr(pdu, "bits", ()))
+        elif fc == 22:
+            values = (int(getattr(pdu, "and_mask", 0)), int(getattr(pdu, "or_mask", 0)))
+        record = SimulatorRequest(unit, fc, getattr(pdu, "address", 0), getattr(pdu, "count", 0), values)
         with self._requests_lock:
             self._requests.append(record)
         if self._frozen or unit in self.silent_unit_ids:
@@ -556,7 +584,11 @@ class ModbusSimulator:
             code = self._refusal(record)
             if code is not None:
                 return _Refusal(pdu, ExcCodes(code))
-        fc = pdu.function_code
+        if fc in (6, 16) and self.write_limits:
+            for offset, value in enumerate(values):
+                limits = self.write_limits.get(record.address + offset)
+                if limits is not None and not limits[0] <= value <= limits[1]:
+                    return _Refusal(pdu, ExcCodes.ILLEGAL_VALUE)  # a setpoint out of the device's range
         limit = self.max_read_bits if fc in (1, 2) else self.max_read_registers if fc in (3, 4) else None
         if limit is not None and record.count > limit:
             return _Refusal(pdu, ExcCodes(self.oversize_exception))

@@ -33,6 +33,10 @@ Nodes (string NodeIds in namespace ``urn:data-collector:simulator``, see :data:`
 - ``Aux.Counter`` (Int32, live) in a second namespace ``urn:data-collector:simulator:aux``,
   registered before the main one with ``reverse_namespaces=True`` so every index moves.
 
+Writes: :attr:`~OpcUaSimulator.writes` lists every value a client wrote (node, value, the status
+answered), in arrival order, so a test sees what was written and in which order; ``Aux.Counter``
+is not writable (a write gets ``BadNotWritable`` or ``BadUserAccessDenied``).
+
 Nodes appearing and vanishing (thread-safe helpers): :meth:`~OpcUaSimulator.add_variable` adds
 a variable node (string NodeId in the simulator's namespace) at run time;
 :meth:`~OpcUaSimulator.delete_node` deletes one and tells the subscriptions monitoring it, as
@@ -70,6 +74,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -94,6 +99,7 @@ __all__ = [
     "NODES",
     "OPAQUE_NODE",
     "OpcUaSimulator",
+    "SimulatorWrite",
     "main",
 ]
 
@@ -144,6 +150,17 @@ _OTHER_IDS: dict[int | uuid.UUID | bytes, tuple[ua.VariantType, Any]] = {
     GUID_NODE: (_VT.Int32, 7),
     OPAQUE_NODE: (_VT.String, "opaque"),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorWrite:
+    """One node value a client wrote (Write service), in arrival order: the node (``name`` for a
+    string NodeId of the simulator's namespaces, else the NodeId text), the value and the status
+    the server answered (``Good``, ``BadNotWritable``, ...)."""
+
+    name: str
+    value: Any
+    status: str
 
 
 class _Users:
@@ -230,6 +247,8 @@ class OpcUaSimulator:
         self._frozen = False
         self._paused: list[Any] = []  # transports paused by freeze()
         self._refused: dict[str, Any] = {}  # node name -> its value before refuse()
+        self._writes: list[SimulatorWrite] = []
+        self._writes_lock = threading.Lock()
 
     # ------------------------------------------------------------------ addresses
 
@@ -445,6 +464,38 @@ class OpcUaSimulator:
         for isub in list(self._server.iserver.subscription_service.subscriptions.values()):
             await isub.enqueue_statuschange(code)
 
+    @property
+    def writes(self) -> list[SimulatorWrite]:
+        """A copy of every value clients wrote since start (or :meth:`clear_writes`), in order."""
+        with self._writes_lock:
+            return list(self._writes)
+
+    def clear_writes(self) -> None:
+        with self._writes_lock:
+            self._writes.clear()
+
+    def _record_writes(self, event: Any, _dispatcher: Any) -> None:
+        if not getattr(event, "is_external", False):
+            return
+        nodes = getattr(event.request_params, "NodesToWrite", None) or []
+        results = event.response_params or []
+        records = []
+        for i, wv in enumerate(nodes):
+            if wv.AttributeId != ua.AttributeIds.Value:
+                continue
+            nodeid = wv.NodeId
+            name = (
+                nodeid.Identifier
+                if isinstance(nodeid.Identifier, str)
+                and nodeid.NamespaceIndex in (self.namespace_index, self.aux_namespace_index)
+                else nodeid.to_string()
+            )
+            variant = wv.Value.Value if wv.Value is not None else None
+            status = results[i].name if i < len(results) else "?"
+            records.append(SimulatorWrite(name, variant.Value if variant is not None else None, status))
+        with self._writes_lock:
+            self._writes.extend(records)
+
     def get_value(self, name: str) -> Any:
         """The current value of node ``name``."""
         server = self._server
@@ -595,6 +646,7 @@ class OpcUaSimulator:
                 self.read_requests += 1
 
         server.subscribe_server_callback(CallbackType.PreRead, count_reads)
+        server.subscribe_server_callback(CallbackType.PostWrite, self._record_writes)
         return server
 
     async def _simulate(self) -> None:

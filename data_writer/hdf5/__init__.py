@@ -10,7 +10,9 @@ kind (``float``, ``int``, ``uint``, ``bool``, ``str``, ``other``, ``novalue``; e
 ``quality``. ``pandas.read_hdf(path, "/context_7/run_1/float")`` reads a table; h5py, silx and
 HDFView browse the file (zlib compression by default, which every HDF5 tool reads).
 :func:`read_frame` and :func:`read_samples` read samples back typed as collected,
-:func:`list_runs` lists the runs. Extra ``hdf5`` (PyTables, pandas). Full layout, guarantees
+:func:`list_runs` lists the runs. A :class:`~data_collector.Scan` gets its merged table at
+``/scans/<name>`` (:func:`scan_key`): one row per read time and point with the point's
+configuration beside the measured values. Extra ``hdf5`` (PyTables, pandas). Full layout, guarantees
 and option table: ``data_writer/hdf5/README.md``.
 
 Options of ``Hdf5DataWriter(path, *, ...)``: ``flush_s=2.0`` (its ``flush_interval_s``: the
@@ -39,6 +41,7 @@ Example::
 
 from ._layout import FORMAT, FORMAT_VERSION, run_key
 from ._read import FRAME_COLUMNS, RunInfo, StoredSample, list_runs, read_frame, read_samples, table_keys
+from ._scan import scan_key
 from ._writer import REPLAY_KEY, Hdf5DataWriter, Hdf5WriteError
 
 __all__ = [
@@ -54,5 +57,6 @@ __all__ = [
     "read_frame",
     "read_samples",
     "run_key",
+    "scan_key",
     "table_keys",
 ]

@@ -37,6 +37,7 @@ from data_collector import (
     ConfigurationError,
     DataCollectionContext,
     DataWriter,
+    ScanRows,
     Variable,
     WriterError,
 )
@@ -58,6 +59,7 @@ from ._layout import (
     variables_dtype,
     width_class,
 )
+from ._scan import scan_key, store_scan_rows
 
 __all__ = ["REPLAY_KEY", "Hdf5DataWriter", "Hdf5WriteError"]
 
@@ -490,6 +492,33 @@ class Hdf5DataWriter(DataWriter):
         """
         with self.lock:
             self._flush_all(raise_errors=True, discard_on_permanent=True)
+
+    def write_scan_rows(self, rows: ScanRows) -> None:
+        """Append the merged rows of a scan point to ``/scans/<name>`` of the scan's file (the file
+        of ``rows.context_id`` and ``rows.started``), replacing that point's rows, and flush.
+
+        ``pandas.read_hdf(path, "/scans/<name>")`` reads the table (see the package README).
+        """
+        with self.lock, self._io:
+            f = self._file(self.path_for(rows.context_id, rows.started))
+            if f.h5 is None:
+                self._reattach(f)
+            try:
+                store_scan_rows(f.h5, rows, self._filters, self._chunk_rows, self.name)
+            except ValueError as exc:
+                raise Hdf5WriteError(f"{self.name}: {f.path}: {exc}", transient=False) from exc
+            except Exception as exc:
+                error = _failure(f"{self.name}: writing {scan_key(rows.scan)} to {f.path}", exc)
+                self._detach(f)
+                raise error from exc
+            f.unflushed = True
+            self._flush_io(f)
+            if self.per_run_files and not f.runs:
+                self._files.pop(f.path, None)
+                try:
+                    f.h5.close()
+                except Exception as exc:
+                    raise _failure(f"closing {f.path}", exc) from exc
 
     # -- runs -------------------------------------------------------------------------------------
     def _run_for(self, context: DataCollectionContext) -> _Run:

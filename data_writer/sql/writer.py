@@ -34,11 +34,13 @@ from data_collector import (
     DataCollectionContext,
     DataCollectionError,
     DataWriter,
+    ScanRows,
     Variable,
 )
 
 from ._codec import MissingVariables, SampleTuple, encode_rows
 from ._errors import SqlWriterError, cause, is_transient_error, translate
+from ._scan import store_scan_rows
 from ._schema import SCHEMA_VERSION, check_prefix
 from ._store import ContextRun, SampleRow, SqlStore, make_engine
 from ._url import parse_url, safe_url
@@ -239,6 +241,17 @@ class SqlDataWriter(DataWriter):
             self._run(
                 f"recording the end of context {context.id}",
                 lambda conn: self._store.end_run(conn, run_id, context),
+            )
+
+    def write_scan_rows(self, rows: ScanRows) -> None:
+        """Replace the rows of a scan point in ``<prefix>scan_<name>`` (created when absent) by
+        ``rows``, in one transaction (see ``data_writer/sql/README.md``)."""
+        with self.lock:
+            _check_context_id(rows.context_id)
+            self.open()
+            self._run(
+                f"storing point {rows.point} of scan {rows.scan}",
+                lambda conn: store_scan_rows(conn, self._prefix, rows),
             )
 
     def write(self, context: DataCollectionContext, variables: CollectedVariables) -> None:
