@@ -106,6 +106,15 @@ SECTIONS: dict[str, tuple[str, str, list[Key]]] = {
                 "`[[contexts]]` `id = 1`",
                 "One table per collection context (below); at least one.",
             ),
+            Key(
+                "scans",
+                "array of tables",
+                "`[]`",
+                '`[[scans]]` `name = "sweep"`',
+                "Parameter scans run by `data-collector scan CONFIG --name NAME`: setpoints with their "
+                "base values, parameters, settle condition and capture (see the README's \"Parameter "
+                'scans" and the commented `examples/scan.toml`).',
+            ),
         ],
     ),
     "collector": (
