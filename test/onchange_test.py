@@ -229,7 +229,7 @@ def scenarios(draw: st.DrawFn) -> tuple[list[Variable], list[tuple[int, list[Any
     for _ in range(draw(st.integers(1, 25))):
         now += draw(st.sampled_from([100, 100, 200, 300, 1000])) + draw(st.integers(-99, 99))
         mostly_good = draw(st.booleans())  # ticks where nothing but values move
-        row = []
+        row: list[tuple[Any, Quality, str | None]] = []
         for i in range(len(variables)):
             values_of = numbers if i < n_num and draw(st.integers(0, 20)) else anything
             value = draw(values_of)
@@ -290,7 +290,8 @@ def twenty(**settings: Any) -> tuple[ContextFilter, Any]:
     return ContextFilter(ctx, 0), rules
 
 
-GOOD20, NONE20 = [GOOD] * 20, [None] * 20
+GOOD20: list[Quality] = [GOOD] * 20
+NONE20: list[str | None] = [None] * 20
 
 
 @pytest.mark.parametrize("vector", [True, False], ids=["screens", "item-by-item"])
@@ -324,7 +325,9 @@ def test_bad_items_are_always_recorded_without_leaving_the_screens(vector: bool)
     f, rules = twenty(deadband=5, max_age_s=1)
     values = [1.0] * 20
     assert f.select(rules, values, GOOD20, NONE20, 0, vector=vector) is None
-    bad, qs, errors = [*values], [*GOOD20], [*NONE20]
+    bad: list[Any] = [*values]
+    qs = [*GOOD20]
+    errors: list[str | None] = [*NONE20]
     bad[3], qs[3], errors[3] = None, BAD, "TimeoutError"
     assert f.select(rules, bad, qs, errors, 100, vector=vector) == [3]
     assert f.select(rules, bad, qs, errors, 200, vector=vector) == [3]  # BAD again: recorded again
