@@ -91,6 +91,8 @@ NUMERIC_VALUE_TYPES = frozenset({"float", "int"})
 #: Groups smaller than this are filtered item by item (the screens' set-up would cost more).
 VECTOR_MIN_ITEMS = 8
 _NUMBERS = frozenset({int, float, type(None)})
+#: The most per-group hints a filter keeps (beyond: dropped, they are only shortcuts).
+_MAX_HINTS = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +146,7 @@ def _getter(
     return get
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # hashed by identity: keys the filter's hints
 class _Group:
     """Items of one delivery that are compared the same way, as columns.
 
@@ -302,8 +304,11 @@ class ContextFilter:
         self._errors: list[str | None] = [None] * n
         self._times: list[int] = [0] * n
         self.fallbacks = 0  # deliveries the screens handed to the item-by-item loop
-        self._dense: dict[int, int] = {}  # group -> deliveries left without the ``!=`` pass
-        self._beats: dict[int, int] = {}  # group -> the earliest time (ms) a heartbeat can be due
+        # hints per group (a group lives in a memoised tick plan; a new plan makes new ones, so
+        # they are dropped beyond a bound): deliveries left without the ``!=`` pass, and the
+        # earliest time (ms) a heartbeat can be due
+        self._dense: dict[_Group, int] = {}
+        self._beats: dict[_Group, int] = {}
 
     def select(
         self,
@@ -322,6 +327,9 @@ class ContextFilter:
         filters item by item (the reference the screens are tested against).
         """
         keep: list[int] = list(rules.plain)
+        if len(self._beats) + len(self._dense) > _MAX_HINTS:
+            self._beats.clear()  # safe: the next delivery of each group looks at every heartbeat
+            self._dense.clear()
         for g in rules.groups:
             if vector and len(g.positions) >= VECTOR_MIN_ITEMS:
                 try:
@@ -396,7 +404,7 @@ class ContextFilter:
         picked.update(k for k in moved if k not in picked and changed(vals[k], lv[k], rules[k]))
         # heartbeats due: looked for only once the earliest one can be (recorded times only grow,
         # so the earliest possible heartbeat computed after a look stays a lower bound)
-        beat = g.any_age and now_ms >= self._beats.get(id(g), 0)
+        beat = g.any_age and now_ms >= self._beats.get(g, 0)
         if beat:
             if g.interval is not None:
                 boundaries: Iterable[int] = repeat(now_ms - now_ms % g.interval)
@@ -412,7 +420,7 @@ class ContextFilter:
                 lv_all[s], lq_all[s], le_all[s] = vals[k], qs[k], es[k]
                 lt_all[s] = now_ms - now_ms % intervals[k]
         if beat:
-            self._beats[id(g)] = min(map(add, g.state(self._times), g.ages))
+            self._beats[g] = min(map(add, g.state(self._times), g.ages))
         return [positions[k] for k in out] if picked else []
 
     def _moved_numbers(
@@ -424,14 +432,13 @@ class ContextFilter:
         pass first narrows the deadband arithmetic to the values that differ at all; when most
         of them differ (noisy values), that pass is skipped for the next 32 deliveries.
         """
-        key = id(g)
-        skip = self._dense.get(key, 0)
+        skip = self._dense.get(g, 0)
         if skip > 0:
-            self._dense[key] = skip - 1
+            self._dense[g] = skip - 1
             return _moved_numbers_of(g.bands, g.fractions, vals, lv, every)
         m = len(vals)
         differ = list(compress(every, map(ne, vals, lv)))
-        self._dense[key] = 32 if len(differ) * 4 > m and None not in lv else 0  # (None: first samples)
+        self._dense[g] = 32 if len(differ) * 4 > m and None not in lv else 0  # (None: first samples)
         if len(differ) == m:
             return _moved_numbers_of(g.bands, g.fractions, vals, lv, every)
         if not differ:
