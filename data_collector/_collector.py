@@ -43,6 +43,7 @@ from ._model import (
     Variable,
     json_metadata,
 )
+from ._onchange import on_change_metadata
 from ._reader import DataReader
 from ._schedule import ReaderPlan
 from ._spool import Spool, spool_folder_name
@@ -76,6 +77,9 @@ class ReaderStats:
     lateness_p50_us: int
     lateness_p99_us: int
     lateness_max_us: int
+    #: samples read that a context's on-change filter did not record (see ``_onchange``): never
+    #: delivered to a writer, so neither lost nor dropped; every BAD sample is recorded
+    suppressed_samples: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,13 +112,18 @@ class WriterStats:
 
 @dataclass(frozen=True, slots=True)
 class ContextStats:
-    """One started context: its state, samples delivered so far and its time frame."""
+    """One started context: its state, samples delivered so far and its time frame.
+
+    ``suppressed_samples``: samples read for it that its on-change recording did not record
+    (``samples`` + ``suppressed_samples`` = every sample read or missed for it).
+    """
 
     id: int
     state: ContextState
     samples: int
     start_date: datetime | None
     ends_at: datetime | None
+    suppressed_samples: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +148,7 @@ class _Ctx:
         "samples",
         "since_ms",
         "state",
+        "suppressed",
         "tap",
     )
 
@@ -146,6 +156,7 @@ class _Ctx:
         self.context = context
         self.state: ContextState = "scheduled"
         self.samples = 0
+        self.suppressed = 0  # samples its on-change recording did not record
         self.ends_at: datetime | None = None
         self.job_id: str | None = None
         self.reader_types = reader_types
@@ -211,6 +222,16 @@ class DataCollector:
     for. No silent gaps: a boundary that passes without its own read (the reader was busy or its
     previous read still ran) gives that context one BAD sample per variable, stamped at the
     boundary, with the reason.
+
+    On-change recording: a variable with ``deadband``, ``deadband_percent`` or ``max_age_s`` (its
+    own, else its context's) is recorded by that context only when its value moved beyond the
+    deadband since the last recorded one, its quality or error changed, or ``max_age_s`` passed
+    (heartbeat); every BAD sample is recorded. The rest is *suppressed* after the read, per
+    context (so two contexts may record one read differently), counted in ``stats()``
+    (``suppressed_samples`` per reader and per context) and handed to no writer, spool or event;
+    a suppressed sample is not a gap: the last recorded value still holds, no older than the
+    heartbeat. :meth:`latest` shows every value read, before any context's filter. See
+    :mod:`data_collector._onchange`.
 
     Per writer one thread writes from a bounded queue (``max_queue_samples``), one lane per
     context, handing the writer up to ``max_write_samples`` queued samples of a context at once
@@ -711,6 +732,8 @@ class DataCollector:
         """The last ``n`` (default and at most ``latest_n``) samples read of a variable, oldest first.
 
         Needs ``DataCollector(..., latest_n=N)``; kept per variable id whichever contexts read it.
+        These are the samples *read*, before on-change recording: a value that a context does not
+        record (within its deadband) is still shown here, as the freshest value known.
         """
         size = self._live.latest_n
         if size == 0:
@@ -777,6 +800,7 @@ class DataCollector:
                 lateness_p50_us=p50,
                 lateness_p99_us=p99,
                 lateness_max_us=mx,
+                suppressed_samples=c.suppressed_samples,
             )
         writers = {}
         for wtask in self._writer_tasks or ():
@@ -805,7 +829,7 @@ class DataCollector:
                 flushes=w.flushes,
             )
         contexts = {
-            cid: ContextStats(cid, r.state, r.samples, r.context.start_date, r.ends_at)
+            cid: ContextStats(cid, r.state, r.samples, r.context.start_date, r.ends_at, r.suppressed)
             for cid, r in list(self._ctx.items())
         }
         return CollectorStats(
@@ -1151,6 +1175,7 @@ class DataCollector:
             "writers": [{"name": w.name, "class": _qualname(w)} for w in self._writers],
             "variables": len(context.variables),
             "start": context.start_date.isoformat(),
+            **({"on_change": on_change} if (on_change := on_change_metadata(context)) else {}),
             **record.extra,
         }
 
@@ -1251,10 +1276,14 @@ class DataCollector:
             ok = task.wait_tick(max(0.0, deadline - time.monotonic())) and ok
         return ok
 
-    def _dispatch(self, context: DataCollectionContext, batch: CollectedVariables) -> None:
+    def _dispatch(self, context: DataCollectionContext, batch: CollectedVariables, suppressed: int) -> None:
         record = self._ctx.get(context.id)
         if record is None or record.context is not context or not record.accepting:
             return  # a read that outlived stop()/pause() of this context (its barrier timed out)
+        if suppressed:
+            record.suppressed += suppressed
+            if not batch:
+                return  # every sample of it suppressed (on-change recording): nothing to write
         record.samples += len(batch)
         if record.tap is not None:
             try:

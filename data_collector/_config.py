@@ -48,6 +48,14 @@ Format (every key is optional unless marked *required*)::
     reader_type = "press"            # default reader_type of its variables
     value_type = "float"             # default value_type of its variables
     metadata = { batch = "B-1042", operator = "J. Doe" }
+    deadband = 0.5                   # on-change recording, default of its variables: a value is
+                                     #   recorded when it moved more than this (absolute) since the
+                                     #   last recorded one; 0 records every change (default: none,
+                                     #   every sample is recorded)
+    deadband_percent = 2.0           #   or: more than this percent of the last recorded value
+                                     #   (not both; a variable's own deadband replaces these)
+    max_age_s = 600                  #   heartbeat: an unchanged value is recorded again after this
+                                     #   long (seconds; alone, it means on change with deadband 0)
 
     [[contexts.variables]]           # one table per variable (or an array of inline tables)
     id = 1                           # *required*: the variable id (an int)
@@ -55,11 +63,17 @@ Format (every key is optional unless marked *required*)::
     value_type = "float"             # float, int, bool, str (readers may add e.g. bytes)
     reader_type = "press"            # default: the context's, else the only reader's
     interval_ms = 500                # default: the context's default_interval_ms
+    deadband = 0.1                   # on-change recording of this variable (deadband,
+    max_age_s = 60                   #   deadband_percent, max_age_s): replaces the context's
     name = "Press 1 pressure"        # a label shown by the command line (not stored)
 
     [[scans]]                        # parameter scans (``data-collector scan``): see
     name = "sweep"                   #   data_collector._config_scan for every key
     context_id = 100
+
+On-change recording (``deadband``, ``deadband_percent``, ``max_age_s``): quality and error
+changes and every BAD sample are always recorded; non-numeric values are recorded on any change.
+What is not recorded is counted as suppressed in the statistics (see :mod:`._onchange`).
 
 Environment variables: ``${NAME}`` and ``${NAME:-default}`` are replaced by their value before
 the file is parsed, as written (so ``port = ${MODBUS_PORT:-502}`` is an integer and
@@ -131,7 +145,16 @@ from ._config_model import (
 from ._config_options import blame, check_options
 from ._config_scan import load_scans
 from ._errors import ConfigurationError
-from ._model import MAX_DURATION_S, MAX_ID, MAX_INTERVAL_MS, MIN_ID, DataCollectionContext, Variable
+from ._model import (
+    MAX_DURATION_S,
+    MAX_ID,
+    MAX_INTERVAL_MS,
+    MIN_ID,
+    ON_CHANGE_FIELDS,
+    DataCollectionContext,
+    Variable,
+    _check_on_change,
+)
 from ._reader import DataReader
 from ._registry import reader_class, writer_class
 from ._writer import DataWriter
@@ -175,8 +198,9 @@ _CONTEXT_KEYS = (
     "start_at",
     "reader_type",
     "value_type",
+    *ON_CHANGE_FIELDS,
 )
-_VARIABLE_KEYS = ("id", "address", "value_type", "reader_type", "interval_ms", "name")
+_VARIABLE_KEYS = ("id", "address", "value_type", "reader_type", "interval_ms", "name", *ON_CHANGE_FIELDS)
 
 
 # -- loading ----------------------------------------------------------------------------------------
@@ -302,6 +326,21 @@ class _Loader:
             self.issue(_join(path, key), f"must be a non-empty string, got {got}", value)
             return MISSING
         return value
+
+    def get_on_change(self, table: Mapping[str, Any], path: str) -> dict[str, Any] | None:
+        """The on-change keys of a context or variable table (checked), or None after an issue."""
+        given = {k: table[k] for k in ON_CHANGE_FIELDS if k in table}
+        for key, value in given.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                self.issue(_join(path, key), f"must be a number, got {_kind(value)}", value)
+                return None
+        try:
+            _check_on_change("", *(given.get(k) for k in ON_CHANGE_FIELDS))
+        except ConfigurationError as exc:
+            key = exc.field if exc.field in given else next(iter(given))
+            self.issue(_join(path, key), str(exc), given[key])
+            return None
+        return given
 
     def get_table(self, table: Mapping[str, Any], path: str, key: str) -> Any:
         value = table.get(key, MISSING)
@@ -591,6 +630,7 @@ class _Loader:
                     options["duration_s"] = duration
             metadata = self.get_table(entry, path, "metadata")
             options["metadata"] = {**base_metadata, **({} if metadata is MISSING else metadata)}
+            options.update(self.get_on_change(entry, path) or {})
             when = self.start_time(entry, path)
             default_rt = self.get_str(entry, path, "reader_type")
             default_vt = self.get_str(entry, path, "value_type")
@@ -699,11 +739,17 @@ class _Loader:
             name = table.get("name", MISSING)
             if name is not MISSING and not isinstance(name, str):
                 self.issue(_join(vpath, "name"), f"must be a string, got {_kind(name)}", name)
-            if len(self.issues) + self.more > before:
+            on_change = self.get_on_change(table, vpath)
+            if len(self.issues) + self.more > before or on_change is None:
                 continue
             try:
                 variable = Variable(
-                    vid, address, value_type, reader_type, None if interval is MISSING else interval
+                    vid,
+                    address,
+                    value_type,
+                    reader_type,
+                    None if interval is MISSING else interval,
+                    **on_change,
                 )
             except ConfigurationError as exc:
                 key = blame(str(exc), table)

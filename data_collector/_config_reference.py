@@ -238,6 +238,29 @@ SECTIONS: dict[str, tuple[str, str, list[Key]]] = {
                 '`"float"`',
                 "Default `value_type` of its variables.",
             ),
+            Key(
+                "deadband",
+                "number >= 0",
+                "not set (every sample recorded)",
+                "`0.5`",
+                "On-change recording for its variables: a numeric value is recorded when it moved more "
+                "than this from the last recorded one (quality/error changes and BAD samples always are).",
+            ),
+            Key(
+                "deadband_percent",
+                "number >= 0 (not with `deadband`)",
+                "not set",
+                "`2.0`",
+                "As `deadband`, in percent of the last recorded value's magnitude.",
+            ),
+            Key(
+                "max_age_s",
+                "number of seconds > 0",
+                "not set (no heartbeat)",
+                "`600`",
+                "On-change heartbeat: an unchanged value is recorded again this long after the last "
+                "recorded one (alone: record on any change, deadband 0).",
+            ),
         ],
     ),
     "variable": (
@@ -286,6 +309,27 @@ SECTIONS: dict[str, tuple[str, str, list[Key]]] = {
                 "not set",
                 '`"Press 1 pressure"`',
                 "A label shown by the command line.",
+            ),
+            Key(
+                "deadband",
+                "number >= 0",
+                "the context's",
+                "`0.1`",
+                "On-change deadband of this variable (replaces the context's `deadband`/`deadband_percent`).",
+            ),
+            Key(
+                "deadband_percent",
+                "number >= 0 (not with `deadband`)",
+                "the context's",
+                "`1.0`",
+                "On-change deadband in percent of the last recorded value's magnitude.",
+            ),
+            Key(
+                "max_age_s",
+                "number of seconds > 0",
+                "the context's",
+                "`60`",
+                "On-change heartbeat of this variable (replaces the context's).",
             ),
         ],
     ),

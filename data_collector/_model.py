@@ -25,6 +25,7 @@ __all__ = [
     "MAX_ID",
     "MAX_INTERVAL_MS",
     "MIN_ID",
+    "ON_CHANGE_FIELDS",
     "CollectedVariable",
     "CollectedVariables",
     "DataCollectionContext",
@@ -105,6 +106,47 @@ def _check_text(name: str, value: object, *, where: str = "") -> str:
     return value
 
 
+# -- on-change recording settings (of a Variable, and a context's defaults) ---------------------------
+#: The fields that say how a context records a variable: on change (with a deadband and a
+#: heartbeat) rather than every sample. See :mod:`data_collector._onchange` for what they mean.
+ON_CHANGE_FIELDS = ("deadband", "deadband_percent", "max_age_s")
+
+
+def _check_on_change(where: str, deadband: object, deadband_percent: object, max_age_s: object) -> None:
+    """:class:`ConfigurationError` naming the first bad on-change setting (None is always fine)."""
+    for name, value in (("deadband", deadband), ("deadband_percent", deadband_percent)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigurationError(f"{where}{name} must be a number >= 0, got {_shown(value)}", field=name)
+        try:
+            as_float = float(value)
+        except OverflowError:
+            as_float = math.inf
+        if not math.isfinite(as_float) or value < 0:
+            raise ConfigurationError(
+                f"{where}{name} must be a finite number >= 0, got {_shown(value)}", field=name
+            )
+    if deadband is not None and deadband_percent is not None:
+        raise ConfigurationError(
+            f"{where}give deadband (absolute) or deadband_percent (of the last recorded value), not both "
+            f"(got deadband={_shown(deadband)}, deadband_percent={_shown(deadband_percent)})",
+            field="deadband",
+        )
+    if max_age_s is not None and (
+        isinstance(max_age_s, bool)
+        or not isinstance(max_age_s, int | float)
+        or (isinstance(max_age_s, float) and not math.isfinite(max_age_s))
+        or max_age_s <= 0
+        or max_age_s > MAX_DURATION_S
+    ):
+        raise ConfigurationError(
+            f"{where}max_age_s must be a number of seconds > 0 and at most {MAX_DURATION_S:g} "
+            f"(100 years), got {_shown(max_age_s)}",
+            field="max_age_s",
+        )
+
+
 @dataclass(frozen=True, slots=True, kw_only=False)
 class Variable:
     """One value to collect: where it lives and how often to read it.
@@ -115,6 +157,12 @@ class Variable:
 
     Ranges: ``id`` is a signed 64-bit integer (:data:`MIN_ID` .. :data:`MAX_ID`, what the SQL
     writer stores); ``interval_ms`` is 1 .. :data:`MAX_INTERVAL_MS` (366 days).
+
+    On-change recording (keyword-only; ``None`` takes the context's setting): ``deadband``
+    (absolute, >= 0) or ``deadband_percent`` (>= 0, of the last recorded value's magnitude), not
+    both, and ``max_age_s`` (heartbeat: an unchanged value is recorded again after this long).
+    A variable with any of them (its own or its context's) is recorded on change; see
+    :mod:`data_collector._onchange`.
     """
 
     id: int
@@ -122,6 +170,11 @@ class Variable:
     value_type: str
     reader_type: str
     interval_ms: int | None = None
+    # -- on-change recording (keyword-only, so positional fields may follow) --
+    deadband: float | None = field(default=None, kw_only=True)
+    deadband_percent: float | None = field(default=None, kw_only=True)
+    max_age_s: float | None = field(default=None, kw_only=True)
+    # --
     _hash: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
@@ -132,15 +185,32 @@ class Variable:
         _check_text("reader_type", self.reader_type, where=where)
         if self.interval_ms is not None:
             _check_interval("interval_ms", self.interval_ms, where=where)
+        _check_on_change(where, self.deadband, self.deadband_percent, self.max_age_s)
         key = (self.id, self.address, self.value_type, self.reader_type, self.interval_ms)
         object.__setattr__(self, "_hash", hash(key))
 
     def __hash__(self) -> int:  # computed once: variables key the readers' per-tick lookups
         return self._hash
 
-    def __reduce__(self) -> tuple[type[Variable], tuple[int, str, str, str, int | None]]:
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # rebuilt through the constructor, so the cached hash is that of the receiving process
-        return (Variable, (self.id, self.address, self.value_type, self.reader_type, self.interval_ms))
+        args = (self.id, self.address, self.value_type, self.reader_type, self.interval_ms)
+        on_change = self.on_change_settings()
+        if on_change:
+            return (_rebuild_variable, (args, on_change))
+        return (Variable, args)
+
+    def on_change_settings(self) -> dict[str, float]:
+        """The on-change settings this variable gives itself (``deadband``, ...), without the None ones."""
+        return {
+            name: value
+            for name, value in (
+                ("deadband", self.deadband),
+                ("deadband_percent", self.deadband_percent),
+                ("max_age_s", self.max_age_s),
+            )
+            if value is not None
+        }
 
     def same_definition(self, other: Variable) -> bool:
         """True when both describe the same device value (interval aside)."""
@@ -150,6 +220,11 @@ class Variable:
             and self.value_type == other.value_type
             and self.reader_type == other.reader_type
         )
+
+
+def _rebuild_variable(args: tuple[Any, ...], on_change: Mapping[str, Any]) -> Variable:
+    """A :class:`Variable` unpickled with its keyword-only on-change settings."""
+    return Variable(*args, **on_change)
 
 
 class DataCollectionContext:
@@ -162,14 +237,21 @@ class DataCollectionContext:
     1 .. :data:`MAX_INTERVAL_MS` (366 days); ``duration_s`` is a finite int or float in
     (0, :data:`MAX_DURATION_S`] (100 years). ``metadata`` is a mapping with str keys, or a
     dataclass or attrs instance (taken as its fields); see :func:`json_metadata`.
+
+    On-change recording defaults for its variables (keyword-only, see :class:`Variable`):
+    ``deadband`` or ``deadband_percent`` and ``max_age_s``. A variable's own deadband (absolute
+    or percent) replaces the context's; its own ``max_age_s`` replaces the context's.
     """
 
     __slots__ = (
+        "_deadband",
+        "_deadband_percent",
         "_deduced",
         "_default_interval_ms",
         "_duration_s",
         "_end_date",
         "_id",
+        "_max_age_s",
         "_metadata",
         "_min_interval_ms",
         "_start_date",
@@ -184,6 +266,10 @@ class DataCollectionContext:
         default_interval_ms: int = 1000,
         duration_s: float = 86400,
         metadata: Mapping[str, Any] | _DataclassRecord | _AttrsRecord | None = None,
+        *,
+        deadband: float | None = None,
+        deadband_percent: float | None = None,
+        max_age_s: float | None = None,
     ) -> None:
         _check_id("id", id, where="DataCollectionContext ")
         where = f"DataCollectionContext {id}: "
@@ -216,6 +302,10 @@ class DataCollectionContext:
         if metadata is not None and not isinstance(metadata, Mapping) and not _is_record(metadata):
             raise ConfigurationError(f"{where}metadata must be a mapping, got {metadata!r}")
         user = json_metadata(metadata or {}, f"{where}metadata") if metadata is not None else {}
+        _check_on_change(where, deadband, deadband_percent, max_age_s)
+        self._deadband = deadband
+        self._deadband_percent = deadband_percent
+        self._max_age_s = max_age_s
         self._id = id
         self._variables = plan
         self._min_interval_ms = min_interval_ms
@@ -245,6 +335,21 @@ class DataCollectionContext:
     @property
     def duration_s(self) -> float:
         return self._duration_s
+
+    @property
+    def deadband(self) -> float | None:
+        """The default absolute deadband of its variables (on-change recording), else None."""
+        return self._deadband
+
+    @property
+    def deadband_percent(self) -> float | None:
+        """The default deadband of its variables in percent of the last recorded value, else None."""
+        return self._deadband_percent
+
+    @property
+    def max_age_s(self) -> float | None:
+        """The default heartbeat of its on-change variables (seconds), else None."""
+        return self._max_age_s
 
     @property
     def metadata(self) -> Mapping[str, Any]:

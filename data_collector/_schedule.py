@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ._model import DataCollectionContext, Variable
+from ._onchange import DeliveryRules, delivery_rules
 
 __all__ = ["Delivery", "Missed", "ReaderPlan", "TickPlan", "effective_interval"]
 
@@ -46,7 +47,8 @@ class Delivery:
     ``indexes`` point into :attr:`TickPlan.variables` (the read order); ``variables`` are the
     context's own :class:`Variable` objects for those indexes. ``shared`` is true when they are
     the very objects read (so read items can be handed on as they are), and ``whole`` when the
-    context gets every item of the read, in read order.
+    context gets every item of the read, in read order. ``on_change`` holds the on-change rules
+    of its items (see :mod:`._onchange`), None when the context records every one of them.
     """
 
     context: DataCollectionContext
@@ -54,6 +56,7 @@ class Delivery:
     variables: tuple[Variable, ...]
     shared: bool
     whole: bool
+    on_change: DeliveryRules | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +271,7 @@ class ReaderPlan:
                     variables=own,
                     shared=shared,
                     whole=shared and len(indexes) == len(read_order),
+                    on_change=delivery_rules(self.contexts[ci], own),
                 )
             )
         read = tuple(self.variables[vi] for vi in read_order)

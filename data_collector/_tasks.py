@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from ._model import CollectedVariables, DataCollectionContext, Quality, Variable
+from ._onchange import ContextFilter
 from ._reader import DataReader
 from ._schedule import Missed, ReaderPlan, TickPlan
 from ._spool import (
@@ -84,6 +85,9 @@ def _percentile(sorted_values: list[int], q: float) -> int:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+_MS = timedelta(milliseconds=1)
+
+
 def _utc_of_ms(t_ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=t_ms)
 
@@ -99,9 +103,12 @@ class _ReaderCounters:
     read_errors: int = 0
     last_read_ms: float = 0.0
     max_read_ms: float = 0.0
+    suppressed_samples: int = 0  # not recorded by a context's on-change filter
 
 
-Dispatch = Callable[[DataCollectionContext, CollectedVariables], None]
+#: ``dispatch(context, batch, suppressed)``: the samples a context records, and how many of the
+#: samples read for it its on-change filter suppressed (never handed to a writer).
+Dispatch = Callable[[DataCollectionContext, CollectedVariables, int], None]
 
 
 class ReaderTask:
@@ -133,6 +140,10 @@ class ReaderTask:
         self._installed_seq = 0
         self._last_read_end_ns = 0  # wall clock when the last read returned
         self._last_errors: dict[int, str] = {}  # variable id -> error of the BAD items of the last read
+        # on-change recording (loop thread only): the filter of each context id, and each
+        # context's run (object, start or resume) in the current plan
+        self._filters: dict[int, ContextFilter] = {}
+        self._runs: dict[int, tuple[DataCollectionContext, int]] = {}
         self.counters = _ReaderCounters()
         self._lateness: collections.deque[int] = collections.deque(maxlen=_LATENESS_WINDOW)
         self._thread = threading.Thread(target=self._run, name=f"dc-reader-{self.reader_type}", daemon=True)
@@ -220,6 +231,7 @@ class ReaderTask:
                         return
                     if self._version != version:
                         plan, version, changed = self._plan, self._version, True
+                        self._sync_filters(plan)
                         break
                     if plan is not None and not plan.empty:
                         break
@@ -323,7 +335,31 @@ class ReaderTask:
             self._observe(batch)
         if missed or over:
             self._deliver_missed(missed, over, previous_end_ns, previous_errors, now_ns)
-        self._deliver(tick_plan, batch)
+        self._deliver(tick_plan, batch, now_ms)
+
+    def _sync_filters(self, plan: ReaderPlan | None) -> None:
+        """Keep the on-change state of the contexts still in ``plan`` in the same run; drop the rest.
+
+        A context that left the plan (stopped, paused) or resumed (a new ``since``) starts afresh.
+        """
+        runs: dict[int, tuple[DataCollectionContext, int]] = {}
+        if plan is not None:
+            since = plan.since_ms or [0] * len(plan.contexts)
+            runs = {c.id: (c, s) for c, s in zip(plan.contexts, since, strict=True)}
+        self._runs = runs
+        if self._filters:
+            self._filters = {
+                cid: f
+                for cid, f in self._filters.items()
+                if (run := runs.get(cid)) is not None and run[0] is f.context and run[1] == f.since_ms
+            }
+
+    def _filter_of(self, context: DataCollectionContext) -> ContextFilter:
+        f = self._filters.get(context.id)
+        if f is None or f.context is not context:
+            run = self._runs.get(context.id)
+            f = self._filters[context.id] = ContextFilter(context, run[1] if run is not None else 0)
+        return f
 
     def _read(self, tick_plan: TickPlan, now_ns: int) -> CollectedVariables:
         counters = self.counters
@@ -424,7 +460,7 @@ class ReaderTask:
             elif t.utcoffset():
                 read_ats[i] = t.astimezone(UTC)
 
-    def _deliver(self, tick_plan: TickPlan, batch: CollectedVariables) -> None:
+    def _deliver(self, tick_plan: TickPlan, batch: CollectedVariables, now_ms: int) -> None:
         values, qualities, errors, read_ats = batch.values, batch.qualities, batch.errors, batch.read_ats
         dispatch = self._dispatch
         for delivery in tick_plan.deliveries:
@@ -439,7 +475,24 @@ class ReaderTask:
                     [qualities[i] for i in idx],
                     [errors[i] for i in idx],
                 )
-            dispatch(delivery.context, out)
+            suppressed = 0
+            if delivery.on_change is not None:  # on-change recording: keep what the context records
+                keep = self._filter_of(delivery.context).select(
+                    delivery.on_change, out.values, out.qualities, out.errors, now_ms
+                )
+                if keep is not None:
+                    suppressed = len(out) - len(keep)
+                    self.counters.suppressed_samples += suppressed
+                    ov, oa, oq, oe = out.values, out.read_ats, out.qualities, out.errors
+                    variables = out.variables
+                    out = CollectedVariables._columns(
+                        [variables[i] for i in keep],
+                        [ov[i] for i in keep],
+                        [oa[i] for i in keep],
+                        [oq[i] for i in keep],
+                        [oe[i] for i in keep],
+                    )
+            dispatch(delivery.context, out, suppressed)
 
     def _deliver_missed(
         self,
@@ -482,7 +535,11 @@ class ReaderTask:
                 [Quality.BAD] * n,
                 [errors[i] for i in order],
             )
-            self._dispatch(context, batch)
+            f = self._filters.get(context.id)
+            if f is not None and f.context is context:  # a BAD sample is always recorded: noted
+                for i in order:
+                    f.note_bad(variables[i].id, errors[i], (times[i] - _EPOCH) // _MS)
+            self._dispatch(context, batch, 0)
         self.counters.missed_samples += total
         if over:
             self._log.error(

@@ -147,10 +147,20 @@ class FrozenDevice(DataReader):
             item.set_bad(f"TimeoutError: no answer within {self.timeout_s} s")
 
 
-def test_frozen_device_gives_one_bad_sample_per_due_boundary() -> None:
+#: context keywords: every sample recorded, or on change (a BAD sample is never suppressed, and a
+#: counter changes at every read, so on change records the same samples)
+RECORDING = pytest.mark.parametrize(
+    "recording", [{}, {"deadband": 0, "max_age_s": 60}], ids=["every-sample", "on-change"]
+)
+
+
+@RECORDING
+def test_frozen_device_gives_one_bad_sample_per_due_boundary(recording: dict[str, Any]) -> None:
     writer = RecordingWriter()
     with DataCollector(LOG, [FrozenDevice()], [writer]) as c:
-        c.start(DataCollectionContext(1, [V(1, 100, "hr:0", rt="plc"), V(2, 200, "hr:1", rt="plc")]))
+        c.start(
+            DataCollectionContext(1, [V(1, 100, "hr:0", rt="plc"), V(2, 200, "hr:1", rt="plc")], **recording)
+        )
         wait_for(lambda: len(writer.of(1, 1)) >= 30, 15, "samples of a frozen device")
         c.stop(1)
         stats = c.stats()
@@ -167,6 +177,7 @@ def test_frozen_device_gives_one_bad_sample_per_due_boundary() -> None:
     assert len(running) >= 0.8 * len(missed)  # (a boundary just after a read ended: "reader busy")
     assert stats.readers["plc"].missed_samples == len(missed)
     assert stats.contexts == {} and stats.writers["rec"].samples_written == len(rows1) + len(rows2)
+    assert stats.readers["plc"].suppressed_samples == 0
 
 
 def test_overrunning_reads_of_shared_variables_leave_no_gap_in_either_context() -> None:
@@ -187,7 +198,10 @@ def test_overrunning_reads_of_shared_variables_leave_no_gap_in_either_context() 
     assert all(len(values) == 1 for values in by_time.values())
 
 
-def test_a_late_wake_up_makes_the_boundaries_it_passed_bad_with_reader_busy() -> None:
+@RECORDING
+def test_a_late_wake_up_makes_the_boundaries_it_passed_bad_with_reader_busy(
+    recording: dict[str, Any],
+) -> None:
     gate = threading.Event()
 
     class OnceSlow(CountingReader):
@@ -198,7 +212,7 @@ def test_a_late_wake_up_makes_the_boundaries_it_passed_bad_with_reader_busy() ->
 
     writer = RecordingWriter()
     with DataCollector(LOG, [OnceSlow()], [writer]) as c:
-        c.start(DataCollectionContext(1, [V(1, 50)], min_interval_ms=10))
+        c.start(DataCollectionContext(1, [V(1, 50)], min_interval_ms=10, **recording))
         wait_for(lambda: len(writer.of(1)) >= 50, 15, "samples after the slow read")
         stats = c.stats().readers["random"]
     rows = writer.of(1, 1)
@@ -206,6 +220,7 @@ def test_a_late_wake_up_makes_the_boundaries_it_passed_bad_with_reader_busy() ->
     missed = [r for r in rows if r.quality is Quality.BAD]
     assert 15 <= len(missed) <= 22, len(missed)  # ~1 s of 50 ms boundaries
     assert stats.missed_ticks == len(missed) == stats.missed_samples
+    assert stats.suppressed_samples == 0
 
 
 def test_wall_clock_jumping_forward_does_not_flood_the_store() -> None:
@@ -325,7 +340,8 @@ def test_stop_returns_within_drain_timeout_whatever_the_writer_does() -> None:
         writer.release.set()
 
 
-def test_accounting_identity_across_faults() -> None:
+@pytest.mark.parametrize("recording", [{}, {"deadband": 1.5}], ids=["every-sample", "on-change"])
+def test_accounting_identity_across_faults(recording: dict[str, Any]) -> None:
     class Faulty(RecordingWriter):
         """Fails transiently, then permanently for one batch, then hangs at the end."""
 
@@ -346,7 +362,7 @@ def test_accounting_identity_across_faults() -> None:
 
     faulty = Faulty()
     c = DataCollector(LOG, [CountingReader()], [faulty], max_queue_samples=30, drain_timeout_s=0.5)
-    c.start(DataCollectionContext(1, [V(1, 10), V(2, 20)], min_interval_ms=10))
+    c.start(DataCollectionContext(1, [V(1, 10), V(2, 20)], min_interval_ms=10, **recording))
     wait_for(lambda: c.stats().writers["faulty"].dropped_samples > 0, 15, "a full queue")
     c.close()
     faulty.release.set()
@@ -355,7 +371,11 @@ def test_accounting_identity_across_faults() -> None:
     assert w.lost_samples > 0 and w.dropped_samples > 0 and w.unwritten_samples > 0
     assert w.samples_written == len(faulty.rows)
     _identity(stats)
-    assert w.samples_delivered == stats.readers["random"].samples + stats.readers["random"].missed_samples
+    # every sample read or missed is delivered, or suppressed by on-change recording (counters
+    # that step by 1 with a deadband of 1.5: about every other sample)
+    r = stats.readers["random"]
+    assert w.samples_delivered + r.suppressed_samples == r.samples + r.missed_samples
+    assert (r.suppressed_samples > 0) is bool(recording)
 
 
 # -- no lock across user code ----------------------------------------------------------------------

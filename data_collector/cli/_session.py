@@ -260,6 +260,7 @@ class _Session:
         for rt, rs in stats.readers.items():
             lines.append(
                 f"reader {rt}: {rs.samples} samples, {rs.bad_samples} bad, {rs.missed_samples} missed"
+                + (f", {rs.suppressed_samples} suppressed (on change)" if rs.suppressed_samples else "")
             )
         for name, ws in stats.writers.items():
             if name == self.monitor.name:
@@ -397,6 +398,7 @@ class _Session:
                 lines.append(
                     f"reader {rt}: {rs.reads} reads, {rs.samples} samples ({rs.bad_samples} bad), "
                     f"{rs.missed_ticks} missed ticks, {rs.missed_samples} missed samples"
+                    + (f", {rs.suppressed_samples} suppressed (on change)" if rs.suppressed_samples else "")
                 )
         # BAD as the writers got them, or as the readers counted them (whichever saw more)
         bad_total = max(delivered_bad, read_bad)
