@@ -102,9 +102,9 @@ def test_the_examples_are_values_the_loader_accepts() -> None:
             "[[writers]]",
             'type = "noop"',
             "[[contexts]]",
-            block("context", skip=("variables",)),
+            block("context", skip=("variables", "deadband_percent")),  # exclusive with deadband
             "[[contexts.variables]]",
-            block("variable"),
+            block("variable", skip=("deadband",)),
         ]
     )
     config = loads_config(text, source="examples.toml")
