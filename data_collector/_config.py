@@ -55,7 +55,10 @@ Format (every key is optional unless marked *required*)::
     value_type = "float"             # float, int, bool, str (readers may add e.g. bytes)
     reader_type = "press"            # default: the context's, else the only reader's
     interval_ms = 500                # default: the context's default_interval_ms
-    name = "Press 1 pressure"        # a label shown by the command line (not stored)
+    name = "Press 1 pressure"        # a label: stored by the writers, shown by the command line,
+                                     #   the column title of `export --wide` and the legend of `plot`
+    unit = "bar"                     # its unit (stored; `plot` draws one axis per unit)
+    description = "after the valve"  # free text (stored)
 
 Environment variables: ``${NAME}`` and ``${NAME:-default}`` are replaced by their value before
 the file is parsed, as written (so ``port = ${MODBUS_PORT:-502}`` is an integer and
@@ -170,7 +173,7 @@ _CONTEXT_KEYS = (
     "reader_type",
     "value_type",
 )
-_VARIABLE_KEYS = ("id", "address", "value_type", "reader_type", "interval_ms", "name")
+_VARIABLE_KEYS = ("id", "address", "value_type", "reader_type", "interval_ms", "name", "unit", "description")
 
 
 # -- loading ----------------------------------------------------------------------------------------
@@ -681,14 +684,21 @@ class _Loader:
                     known = ", ".join(sorted({*readers, *broken})) or "none configured"
                     self.issue(vpath, f'missing key "reader_type" (the reader that reads it: {known})')
             interval = self.get_interval(table, vpath, "interval_ms")
-            name = table.get("name", MISSING)
-            if name is not MISSING and not isinstance(name, str):
-                self.issue(_join(vpath, "name"), f"must be a string, got {_kind(name)}", name)
+            labels: dict[str, str] = {}
+            for key in ("name", "unit", "description"):
+                label = table.get(key, MISSING)
+                if label is MISSING:
+                    continue
+                if not isinstance(label, str):
+                    self.issue(_join(vpath, key), f"must be a string, got {_kind(label)}", label)
+                else:
+                    labels[key] = label
+            name = labels.get("name", MISSING)
             if len(self.issues) + self.more > before:
                 continue
             try:
                 variable = Variable(
-                    vid, address, value_type, reader_type, None if interval is MISSING else interval
+                    vid, address, value_type, reader_type, None if interval is MISSING else interval, **labels
                 )
             except ConfigurationError as exc:
                 key = blame(str(exc), table)

@@ -10,6 +10,7 @@ import dataclasses
 import enum
 import itertools
 import math
+import re
 import types
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,9 +22,12 @@ from ._errors import ConfigurationError
 
 __all__ = [
     "BUILTIN_VALUE_TYPES",
+    "MAX_DESCRIPTION_LENGTH",
     "MAX_DURATION_S",
     "MAX_ID",
     "MAX_INTERVAL_MS",
+    "MAX_NAME_LENGTH",
+    "MAX_UNIT_LENGTH",
     "MIN_ID",
     "CollectedVariable",
     "CollectedVariables",
@@ -47,6 +51,13 @@ MAX_ID = 2**63 - 1
 
 #: The value types every reader understands; a reader may declare more in ``value_types``.
 BUILTIN_VALUE_TYPES: frozenset[str] = frozenset({"float", "int", "bool", "str"})
+
+#: The longest ``Variable.name`` (characters): a column title, a legend entry, a topic level.
+MAX_NAME_LENGTH = 256
+#: The longest ``Variable.unit`` (characters), e.g. "bar", "°C", "m³/h".
+MAX_UNIT_LENGTH = 64
+#: The longest ``Variable.description`` (characters).
+MAX_DESCRIPTION_LENGTH = 4096
 
 
 class Quality(enum.Enum):
@@ -105,6 +116,46 @@ def _check_text(name: str, value: object, *, where: str = "") -> str:
     return value
 
 
+#: Control characters refused in a name or unit (a description may hold tab and newlines).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _check_label(name: str, value: object, *, limit: int, multiline: bool, where: str) -> str | None:
+    """``value`` when it is None or a str fit for a label (a name, unit or description) every
+    store can hold: not empty, at most ``limit`` characters, no surrounding whitespace, no control
+    characters (but tab and newlines in a ``multiline`` text), valid Unicode (no lone surrogates)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{where}{name} must be a str or None, got {_shown(value)}")
+    if not value.strip():
+        raise ConfigurationError(f"{where}{name} must not be empty or blank (use None), got {value!r}")
+    if len(value) > limit:
+        raise ConfigurationError(
+            f"{where}{name} must be at most {limit} characters, got {len(value)}: {_shown(value)}"
+        )
+    if value != value.strip():
+        raise ConfigurationError(f"{where}{name} must not start or end with whitespace, got {_shown(value)}")
+    bad = (_CONTROL_IN_TEXT if multiline else _CONTROL).search(value)
+    if bad is not None:
+        raise ConfigurationError(
+            f"{where}{name} must not hold the control character {bad.group()!r}, got {_shown(value)}"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigurationError(
+            f"{where}{name} must be valid Unicode (it holds a lone surrogate), got {_shown(value)}"
+        ) from None
+    return value
+
+
+def _rebuild_variable(fields: tuple[tuple[str, Any], ...]) -> Variable:
+    """A :class:`Variable` from ``(field name, value)`` pairs (unpickling)."""
+    return Variable(**dict(fields))
+
+
 @dataclass(frozen=True, slots=True, kw_only=False)
 class Variable:
     """One value to collect: where it lives and how often to read it.
@@ -115,6 +166,14 @@ class Variable:
 
     Ranges: ``id`` is a signed 64-bit integer (:data:`MIN_ID` .. :data:`MAX_ID`, what the SQL
     writer stores); ``interval_ms`` is 1 .. :data:`MAX_INTERVAL_MS` (366 days).
+
+    Descriptive, keyword-only, each ``None`` or a str: ``name`` (a label for people: column
+    titles, legends; at most :data:`MAX_NAME_LENGTH` characters), ``unit`` (e.g. ``"bar"``,
+    ``"°C"``; at most :data:`MAX_UNIT_LENGTH`) and ``description`` (free text, may span lines; at
+    most :data:`MAX_DESCRIPTION_LENGTH`). They are not empty, have no surrounding whitespace, no
+    control characters (a description may hold tabs and newlines) and no lone surrogates. Writers
+    store them once per variable; they are not part of the device definition
+    (:meth:`same_definition`), so two contexts may label a shared variable differently.
     """
 
     id: int
@@ -122,6 +181,11 @@ class Variable:
     value_type: str
     reader_type: str
     interval_ms: int | None = None
+    # -- descriptive labels (name, unit, description): keyword-only, stored by the writers ---------
+    name: str | None = field(default=None, kw_only=True)
+    unit: str | None = field(default=None, kw_only=True)
+    description: str | None = field(default=None, kw_only=True)
+    # -- end of the descriptive labels ------------------------------------------------------------
     _hash: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
@@ -132,15 +196,24 @@ class Variable:
         _check_text("reader_type", self.reader_type, where=where)
         if self.interval_ms is not None:
             _check_interval("interval_ms", self.interval_ms, where=where)
+        # -- descriptive labels
+        _check_label("name", self.name, limit=MAX_NAME_LENGTH, multiline=False, where=where)
+        _check_label("unit", self.unit, limit=MAX_UNIT_LENGTH, multiline=False, where=where)
+        _check_label(
+            "description", self.description, limit=MAX_DESCRIPTION_LENGTH, multiline=True, where=where
+        )
+        # -- end of the descriptive labels
         key = (self.id, self.address, self.value_type, self.reader_type, self.interval_ms)
         object.__setattr__(self, "_hash", hash(key))
 
     def __hash__(self) -> int:  # computed once: variables key the readers' per-tick lookups
         return self._hash
 
-    def __reduce__(self) -> tuple[type[Variable], tuple[int, str, str, str, int | None]]:
-        # rebuilt through the constructor, so the cached hash is that of the receiving process
-        return (Variable, (self.id, self.address, self.value_type, self.reader_type, self.interval_ms))
+    def __reduce__(self) -> tuple[Any, tuple[tuple[tuple[str, Any], ...]]]:
+        # rebuilt through the constructor, so the cached hash is that of the receiving process;
+        # by field name, so that every constructor field (keyword-only ones included) comes along
+        fields = tuple((f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.init)
+        return (_rebuild_variable, (fields,))
 
     def same_definition(self, other: Variable) -> bool:
         """True when both describe the same device value (interval aside)."""
