@@ -158,23 +158,41 @@ def _hdf5_samples(args: argparse.Namespace, out: IO[str]) -> tuple[list[Any], li
         return None
     ids = _contexts_of(args, [r.context_id for r in runs])
     _check_known(ids, [r.context_id for r in runs], path, lambda _cid: True)
-    numbers: list[int | None] = list(dict.fromkeys(args.run)) if args.run else [None]
-    for cid in ids:
-        have = [r.run for r in runs if r.context_id == cid]
-        for n in numbers:
-            if n is not None and n not in have:
-                raise ConfigurationError(
-                    f"{path}: context {cid} has no run {n} (it has run {', '.join(map(str, have))})"
-                )
+    have = {cid: [r.run for r in runs if r.context_id == cid] for cid in ids}
+    numbers = _runs_wanted(args, have, path)
     start = _parse_time(args.start, "--from")
     end = _parse_time(args.end, "--to")
     samples: list[Any] = []
     for cid in ids:
         for n in numbers:
-            samples += hdf5.read_samples(
-                path, cid, n, variable_ids=args.variables or None, start=start, end=end
-            )
+            if n is None or n in have[cid]:
+                samples += hdf5.read_samples(
+                    path, cid, n, variable_ids=args.variables or None, start=start, end=end
+                )
     return samples, ids
+
+
+def _run_list(runs: list[int]) -> str:
+    if not runs:
+        return "no recorded run"
+    if len(runs) == 1:
+        return f"run {runs[0]}"
+    if runs == list(range(1, len(runs) + 1)):
+        return f"runs 1..{len(runs)}"
+    return "runs " + ", ".join(map(str, runs))
+
+
+def _runs_wanted(args: argparse.Namespace, have: dict[int, list[int]], label: str) -> list[int | None]:
+    """The ``--run`` numbers (``[None]``: every run); :class:`ConfigurationError` for a number
+    none of the chosen contexts has (with several contexts, each gets the runs it has)."""
+    if not args.run:
+        return [None]
+    numbers = list(dict.fromkeys(args.run))
+    for n in numbers:
+        if not any(n in runs for runs in have.values()):
+            shown = "; ".join(f"context {cid}: {_run_list(runs)}" for cid, runs in have.items())
+            raise ConfigurationError(f"{label}: no run {n} ({shown})")
+    return list(numbers)
 
 
 def _contexts_of(args: argparse.Namespace, known: Sequence[int]) -> list[int]:
@@ -227,13 +245,18 @@ def _sql_samples(args: argparse.Namespace, out: IO[str]) -> tuple[list[Any], lis
         variable_ids = args.variables or None
         start = _parse_time(args.start, "--from")
         end = _parse_time(args.end, "--to")
-        numbers_wanted: list[int | None] = list(dict.fromkeys(args.run)) if args.run else [None]
+        have: dict[int, list[int]] = {cid: [] for cid in ids}
+        for r in runs:
+            if r.context_id in have:
+                have[r.context_id].append(len(have[r.context_id]) + 1)
+        numbers_wanted = _runs_wanted(args, have, label)
         samples: list[Any] = []
         for cid in ids:
             for n in numbers_wanted:
-                samples += sql.read_samples(
-                    url, cid, run=n, variable_ids=variable_ids, start=start, end=end, table_prefix=prefix
-                )
+                if n is None or n in have[cid]:
+                    samples += sql.read_samples(
+                        url, cid, run=n, variable_ids=variable_ids, start=start, end=end, table_prefix=prefix
+                    )
     finally:
         cleanup()
     return samples, ids, label

@@ -18,6 +18,7 @@ key over the batch's time range), in a new transaction. The common case pays not
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import math
@@ -435,20 +436,26 @@ class SqlStore:
         again, a few times over about a second.
         """
 
-        def add_columns() -> None:
+        def add_column(table: sa.Table, name: str) -> None:
             with conn.begin():
-                for ddl in self._add_columns_ddl(conn):
-                    conn.exec_driver_sql(ddl)
+                ddl = self._add_columns_ddl(conn, [(table, (name,))])
+                if ddl:
+                    conn.exec_driver_sql(ddl[0])
 
-        def columns_added() -> bool:
+        def column_added(table: sa.Table, name: str) -> bool:
             with conn.begin():
-                return not self._add_columns_ddl(conn)
+                return not self._add_columns_ddl(conn, [(table, (name,))])
 
         def record_version() -> None:
             with contextlib.suppress(IntegrityError):  # else recorded by a concurrent writer
                 self._record_version(conn)
 
-        self._despite_concurrent_writers(add_columns, columns_added)
+        # one column at a time: another writer may be adding the same ones (MariaDB commits each)
+        for table, names in self._added_columns():
+            for name in names:
+                self._despite_concurrent_writers(
+                    functools.partial(add_column, table, name), functools.partial(column_added, table, name)
+                )
         self._despite_concurrent_writers(lambda: self._create_view(conn), lambda: self._has_view(conn))
         self._despite_concurrent_writers(record_version, lambda: self.stored_version(conn) == SCHEMA_VERSION)
 
@@ -466,16 +473,19 @@ class SqlStore:
                     raise
             time.sleep(0.05 * attempt)  # another writer's DDL or insert: short
 
-    def _add_columns_ddl(self, conn: Connection) -> list[str]:
-        """``ALTER TABLE ... ADD COLUMN`` of each column that versions 3 and 4 added and the
-        store lacks (none: it has them all)."""
+    def _added_columns(self) -> list[tuple[sa.Table, tuple[str, ...]]]:
+        """The columns versions 3 and 4 added, by table."""
+        return [(self.tables.contexts, (DEDUCED_COLUMN,)), (self.tables.variables, LABEL_COLUMNS)]
+
+    def _add_columns_ddl(
+        self, conn: Connection, columns: list[tuple[sa.Table, tuple[str, ...]]] | None = None
+    ) -> list[str]:
+        """``ALTER TABLE ... ADD COLUMN`` of each of ``columns`` (default: every column versions 3
+        and 4 added) that the store lacks (none: it has them all)."""
         dialect = self.engine.dialect
         inspector = sa.inspect(conn)
         out = []
-        for table, names in (
-            (self.tables.contexts, (DEDUCED_COLUMN,)),
-            (self.tables.variables, LABEL_COLUMNS),
-        ):
+        for table, names in columns if columns is not None else self._added_columns():
             present = {c["name"] for c in inspector.get_columns(table.name)}
             for name in names:
                 if name not in present:
