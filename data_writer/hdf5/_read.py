@@ -435,12 +435,10 @@ def read_frame(
             }
         )
         frame["address"] = frame["variable_id"].map({k: v.address for k, v in data.variables.items()})
-        frame["name"] = (
-            frame["variable_id"].map({k: v.name for k, v in data.variables.items()}).astype(object)
-        )
-        frame["unit"] = (
-            frame["variable_id"].map({k: v.unit for k, v in data.variables.items()}).astype(object)
-        )
+        ids = frame["variable_id"].tolist()
+        for label in ("name", "unit"):
+            of = {k: getattr(v, label) for k, v in data.variables.items()}
+            frame[label] = pd.Series([of.get(i) for i in ids], dtype=object, index=frame.index)
         if data.errors:
             err = pd.DataFrame(
                 [(t, v, e) for (t, v), e in data.errors.items()], columns=["time_us", "variable_id", "error"]
