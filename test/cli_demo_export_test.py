@@ -84,10 +84,12 @@ def test_demo_collects_into_sqlite_and_csv_and_says_where(tmp_path: Path) -> Non
     assert labels[4] == ("Modbus square wave", None)
     # the commands it prints show the data
     tail = out.strip().splitlines()
-    commands = [line.strip() for line in tail[tail.index("look at it with:") + 1 :] if "data-collector " in line]
+    hints = tail[tail.index("look at it with:") + 1 :]
+    commands = [line.strip() for line in hints if "data-collector " in line]
     assert commands == [
         "data-collector export data-collector-demo/demo.sqlite --context 1",
-        "data-collector export data-collector-demo/demo.sqlite --context 1 --wide -o data-collector-demo/wide.csv",
+        "data-collector export data-collector-demo/demo.sqlite --context 1 --wide "
+        "-o data-collector-demo/wide.csv",
         "data-collector plot data-collector-demo/demo.sqlite --context 1 -o data-collector-demo/plot.png",
     ]
     assert tail[-1].strip() == "(in SQL: select * from dc_samples_view where context_id = 1)"

@@ -228,7 +228,10 @@ def test_round_trip_through_read_samples_pandas_and_h5py(tmp_path: Path) -> None
 
     # 5. h5py reads the same file: compound tables and attributes
     with h5py.File(path, "r") as f:
-        assert f.attrs["dc_format"] == b"data-collector-hdf5" and int(f.attrs["dc_format_version"]) == FORMAT_VERSION
+        assert (
+            f.attrs["dc_format"] == b"data-collector-hdf5"
+            and int(f.attrs["dc_format_version"]) == FORMAT_VERSION
+        )
         group = f["context_7/run_1"]
         assert json.loads(group.attrs["user_metadata"]) == metadata
         assert json.loads(group.attrs["deduced_metadata"]) == dict(ctx.deduced_metadata)

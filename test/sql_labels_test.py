@@ -26,7 +26,7 @@ from data_collector import (
     CollectedVariables,
     ConfigurationError,
     DataCollectionContext,
-    Quality,
+    DataWriter,
     Variable,
 )
 from data_writer.sql import (
@@ -73,7 +73,7 @@ VALUES: list[list[Any]] = [
 
 
 def write_ticks(
-    writer: SqlDataWriter, context: DataCollectionContext, start: datetime, values: list[list[Any]]
+    writer: DataWriter, context: DataCollectionContext, start: datetime, values: list[list[Any]]
 ) -> None:
     vs = list(context.variables)
     for i, row in enumerate(values):
@@ -116,7 +116,8 @@ def test_each_definition_is_stored_once_with_id_name_unit_and_description(store:
     fill(url, prefix)
     rows = query(
         url,
-        f"SELECT id, variable_id, name, unit, description, address FROM {prefix}variables ORDER BY variable_id",
+        f"SELECT id, variable_id, name, unit, description, address FROM {prefix}variables "
+        "ORDER BY variable_id",
     )
     assert [r[1:] for r in rows] == [
         (11, "Ram force", "kN", "load cell\nunder it", "hr:0"),

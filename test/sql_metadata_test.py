@@ -237,7 +237,11 @@ def test_a_writer_upgrades_a_version_2_store_by_itself(
             th.join(60)
     try:
         assert errors == []  # three writers opening the old store at once: all fine
-        assert [r for r in caplog.records if f"upgraded from schema version 2 to {SCHEMA_VERSION}" in r.getMessage()]
+        assert [
+            r
+            for r in caplog.records
+            if f"upgraded from schema version 2 to {SCHEMA_VERSION}" in r.getMessage()
+        ]
         assert _versions(url, prefix) == [2, SCHEMA_VERSION]
         assert "deduced_metadata" in _columns(url, f"{prefix}contexts")
         ctx = DataCollectionContext(3, [V(1)], metadata={"lot": 8})
@@ -254,7 +258,9 @@ def test_a_writer_upgrades_a_version_2_store_by_itself(
     assert ctx.start_date is not None
     assert new.metadata == {"lot": 8} and new.deduced_metadata == {"start": ctx.start_date.isoformat()}
     assert [r.value for r in read_samples(url, 3, table_prefix=prefix)] == [0, 1, 5]
-    assert migrate_store(url, table_prefix=prefix) == MigrationResult(SCHEMA_VERSION, SCHEMA_VERSION, 3, 0)  # nothing left to do
+    assert migrate_store(url, table_prefix=prefix) == MigrationResult(
+        SCHEMA_VERSION, SCHEMA_VERSION, 3, 0
+    )  # nothing left to do
 
 
 def test_migrate_store_brings_version_2_to_the_current_one(store: tuple[str, str]) -> None:

@@ -48,6 +48,7 @@ class Series:
     times: list[datetime] = field(default_factory=list)
     values: list[float] = field(default_factory=list)  # NaN at BAD samples: the line breaks
     bad: list[tuple[datetime, datetime]] = field(default_factory=list)
+    samples: int = 0
     bad_samples: int = 0
 
 
@@ -111,6 +112,7 @@ def build_series(
         steps = bool(good) and all(isinstance(r.value, bool | int) for r in good)
         one = Series(vid, labels[vid], getattr(rows[-1], "unit", None), steps)
         bad_since: datetime | None = None
+        one.samples = len(rows)
         for r in rows:
             is_bad = r.quality is Quality.BAD or r.value is None
             one.times.append(r.read_at)
@@ -185,7 +187,7 @@ def draw(
             label = one.label + (f" ({one.bad_samples} BAD)" if one.bad_samples else "")
             drawstyle = "steps-post" if one.steps else "default"
             ax.plot(one.times, one.values, color=colour, label=label, drawstyle=drawstyle, linewidth=1.4)
-            if len(one.times) - one.bad_samples == 1:  # a single good point: show it
+            if one.samples - one.bad_samples == 1:  # a single good point: show it
                 ax.plot(one.times, one.values, color=colour, marker="o", linestyle="none")
             for start, end in one.bad:
                 ax.axvspan(start, end, color=colour, alpha=0.18, hatch="//", linewidth=0)
@@ -235,7 +237,7 @@ def _cmd_plot(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if not args.quiet:
         bad = sum(one.bad_samples for one in series)
         err.write(
-            f"plotted {len(series)} variables ({sum(len(one.times) for one in series)} samples, {bad} BAD) "
+            f"plotted {len(series)} variables ({sum(one.samples for one in series)} samples, {bad} BAD) "
             f"on {axes} axes to {path}\n"
         )
     return EXIT_OK
