@@ -685,14 +685,14 @@ class _Loader:
                     self.issue(vpath, f'missing key "reader_type" (the reader that reads it: {known})')
             interval = self.get_interval(table, vpath, "interval_ms")
             labels: dict[str, str] = {}
-            for key in ("name", "unit", "description"):
-                label = table.get(key, MISSING)
+            for label_key in ("name", "unit", "description"):
+                label = table.get(label_key, MISSING)
                 if label is MISSING:
                     continue
                 if not isinstance(label, str):
-                    self.issue(_join(vpath, key), f"must be a string, got {_kind(label)}", label)
+                    self.issue(_join(vpath, label_key), f"must be a string, got {_kind(label)}", label)
                 else:
-                    labels[key] = label
+                    labels[label_key] = label
             name = labels.get("name", MISSING)
             if len(self.issues) + self.more > before:
                 continue

@@ -14,7 +14,7 @@ import pickle
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -68,7 +68,7 @@ def test_labels_are_keyword_only_optional_and_part_of_equality() -> None:
     )
     assert pickle.loads(pickle.dumps(v)) == v and hash(pickle.loads(pickle.dumps(v))) == hash(v)
     with pytest.raises(TypeError):
-        Variable(7, "hr:0", "float", "plc", 500, "Pressure")  # type: ignore[misc]  # keyword-only
+        Variable(7, "hr:0", "float", "plc", 500, "Pressure")  # type: ignore[call-arg]  # keyword-only
 
 
 @pytest.mark.parametrize(
@@ -312,7 +312,7 @@ def test_redis_latest_values_and_runs_carry_the_labels() -> None:
 
 # -- MQTT ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("message", ["sample", "batch"])
-def test_mqtt_json_payloads_carry_name_and_unit(message: str) -> None:
+def test_mqtt_json_payloads_carry_name_and_unit(message: Literal["sample", "batch"]) -> None:
     pytest.importorskip("paho.mqtt")
     from _cases.mqtt_cases import Subscriber, json_samples, require_broker, unique_prefix
 
