@@ -245,6 +245,7 @@ COMMANDS = (
     "read",
     "demo",
     "export",
+    "plot",
     "migrate",
     "plugins",
     "simulator",

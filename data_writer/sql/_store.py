@@ -420,15 +420,19 @@ class SqlStore:
         if version in AUTO_UPGRADE_FROM:
             self._upgrade(conn)
             upgraded = version
-        else:
-            self._despite_concurrent_writers(lambda: self._create_view(conn), lambda: self._has_view(conn))
         self.deduced_column = self.label_columns = True
-        self.check_schema(conn)
+        self.check_schema(conn)  # before the view: a foreign table of that name is refused as such
+        self._despite_concurrent_writers(lambda: self._create_view(conn), lambda: self._has_view(conn))
+        if upgraded is not None:
+            self._despite_concurrent_writers(
+                lambda: self._record_upgrade(conn), lambda: self.stored_version(conn) == SCHEMA_VERSION
+            )
         return upgraded
 
     def _upgrade(self, conn: Connection) -> None:
-        """Version 2 or 3 to 4: add what is missing (``contexts.deduced_metadata``, the label
-        columns of ``variables``: nullable; the samples view), record version 4.
+        """Version 2 or 3 to 4: add the columns that are missing (``contexts.deduced_metadata``,
+        the label columns of ``variables``: nullable); :meth:`create_schema` then checks the
+        tables, creates the samples view and records version 4.
 
         Safe when several writers open the store at once: a column, view or version another one
         added meanwhile is taken as done, and a lock conflict with one of them (SQLite answers
@@ -446,18 +450,17 @@ class SqlStore:
             with conn.begin():
                 return not self._add_columns_ddl(conn, [(table, (name,))])
 
-        def record_version() -> None:
-            with contextlib.suppress(IntegrityError):  # else recorded by a concurrent writer
-                self._record_version(conn)
-
         # one column at a time: another writer may be adding the same ones (MariaDB commits each)
         for table, names in self._added_columns():
             for name in names:
                 self._despite_concurrent_writers(
                     functools.partial(add_column, table, name), functools.partial(column_added, table, name)
                 )
-        self._despite_concurrent_writers(lambda: self._create_view(conn), lambda: self._has_view(conn))
-        self._despite_concurrent_writers(record_version, lambda: self.stored_version(conn) == SCHEMA_VERSION)
+
+    def _record_upgrade(self, conn: Connection) -> None:
+        """Record this version after an upgrade (once: a concurrent writer may have done it)."""
+        with contextlib.suppress(IntegrityError):  # else recorded by a concurrent writer
+            self._record_version(conn)
 
     def _despite_concurrent_writers(self, step: Callable[[], None], done: Callable[[], bool]) -> None:
         """Run ``step``; when it fails, fine if ``done()`` (another writer did it), else try again

@@ -88,7 +88,11 @@ def boom_trigger(url: str, prefix: str) -> list[str]:
             f"CREATE TRIGGER {prefix}boom BEFORE INSERT ON {table} "
             f"FOR EACH ROW EXECUTE FUNCTION {prefix}boom()",
         ]
-        cleanup = [f"DROP TABLE IF EXISTS {table}", f"DROP FUNCTION IF EXISTS {prefix}boom()"]
+        cleanup = [
+            f"DROP VIEW IF EXISTS {prefix}samples_view",  # first: it reads the table
+            f"DROP TABLE IF EXISTS {table}",
+            f"DROP FUNCTION IF EXISTS {prefix}boom()",
+        ]
     else:
         ddl = [
             f"CREATE TRIGGER {prefix}boom BEFORE INSERT ON {table} FOR EACH ROW BEGIN "
