@@ -402,6 +402,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.url and not args.keep:
             engine = sa.create_engine(url)
             with engine.begin() as conn:
+                # the view first: it reads the tables
+                conn.exec_driver_sql(f"DROP VIEW IF EXISTS {prefix}samples_view")
                 for name in ("samples", "variables", "contexts", "schema_version"):
                     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {prefix}{name}")
             engine.dispose()

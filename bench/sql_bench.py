@@ -14,7 +14,7 @@ mixed float/int/bool/str samples per batch), one transaction per batch:
 - ``raw+conv``: the raw driver plus the minimal tuple building a hand-written writer would do.
 
 Every insert gets fresh samples (ours, raw and raw+conv write to three contexts, each round to
-new read times), into the writer's own schema (version 3: primary key (context, read time,
+new read times), into the writer's own schema (version 4: primary key (context, read time,
 variable)); ours also skips samples already stored, which costs it nothing on SQLite (``ON
 CONFLICT DO NOTHING``) and nothing until a duplicate shows up on PostgreSQL/MariaDB (optimistic
 insert). Rounds alternate ours / raw / raw+conv so that table growth and machine load hit all
@@ -324,6 +324,7 @@ def bench_db(label: str, url: str, results: dict[str, Any], rows_out: list[list[
     finally:
         writer.close()
         with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP VIEW IF EXISTS {prefix}samples_view")  # first: it reads the tables
             for t in ("samples", "variables", "contexts", "schema_version"):
                 conn.exec_driver_sql(f"DROP TABLE IF EXISTS {prefix}{t}")
         engine.dispose()

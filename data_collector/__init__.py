@@ -38,6 +38,7 @@ from ._errors import (
     WriteNotSupportedError,
     WriterError,
 )
+from ._frames import wide_frame
 from ._listener import DataCollectionListener
 from ._live import CollectionEvent, Subscription
 from ._model import (
@@ -118,5 +119,6 @@ __all__ = [
     "register_writer",
     "unregister_reader",
     "unregister_writer",
+    "wide_frame",
     "writer_class",
 ]

@@ -65,7 +65,10 @@ Format (every key is optional unless marked *required*)::
     interval_ms = 500                # default: the context's default_interval_ms
     deadband = 0.1                   # on-change recording of this variable (deadband,
     max_age_s = 60                   #   deadband_percent, max_age_s): replaces the context's
-    name = "Press 1 pressure"        # a label shown by the command line (not stored)
+    name = "Press 1 pressure"        # a label: stored by the writers, shown by the command line,
+                                     #   the column title of `export --wide` and the legend of `plot`
+    unit = "bar"                     # its unit (stored; `plot` draws one axis per unit)
+    description = "after the valve"  # free text (stored)
 
     [[scans]]                        # parameter scans (``data-collector scan``): see
     name = "sweep"                   #   data_collector._config_scan for every key
@@ -200,7 +203,17 @@ _CONTEXT_KEYS = (
     "value_type",
     *ON_CHANGE_FIELDS,
 )
-_VARIABLE_KEYS = ("id", "address", "value_type", "reader_type", "interval_ms", "name", *ON_CHANGE_FIELDS)
+_VARIABLE_KEYS = (
+    "id",
+    "address",
+    "value_type",
+    "reader_type",
+    "interval_ms",
+    "name",
+    "unit",
+    "description",
+    *ON_CHANGE_FIELDS,
+)
 
 
 # -- loading ----------------------------------------------------------------------------------------
@@ -736,9 +749,16 @@ class _Loader:
                     known = ", ".join(sorted({*readers, *broken})) or "none configured"
                     self.issue(vpath, f'missing key "reader_type" (the reader that reads it: {known})')
             interval = self.get_interval(table, vpath, "interval_ms")
-            name = table.get("name", MISSING)
-            if name is not MISSING and not isinstance(name, str):
-                self.issue(_join(vpath, "name"), f"must be a string, got {_kind(name)}", name)
+            labels: dict[str, str] = {}
+            for label_key in ("name", "unit", "description"):
+                label = table.get(label_key, MISSING)
+                if label is MISSING:
+                    continue
+                if not isinstance(label, str):
+                    self.issue(_join(vpath, label_key), f"must be a string, got {_kind(label)}", label)
+                else:
+                    labels[label_key] = label
+            name = labels.get("name", MISSING)
             on_change = self.get_on_change(table, vpath)
             if len(self.issues) + self.more > before or on_change is None:
                 continue
@@ -749,6 +769,9 @@ class _Loader:
                     value_type,
                     reader_type,
                     None if interval is MISSING else interval,
+                    name=labels.get("name"),
+                    unit=labels.get("unit"),
+                    description=labels.get("description"),
                     **on_change,
                 )
             except ConfigurationError as exc:

@@ -163,7 +163,7 @@ class Configuration:
         self.contexts: tuple[DataCollectionContext, ...] = tuple(contexts)
         self.start_at: Mapping[int, datetime] = types.MappingProxyType(dict(start_at))
         self.collector_options: Mapping[str, Any] = types.MappingProxyType(dict(collector_options))
-        #: variable id -> the ``name`` given in the file (display only)
+        #: variable id -> the ``name`` given in the file (the first one; also ``Variable.name``)
         self.variable_names: Mapping[int, str] = types.MappingProxyType(dict(variable_names))
         #: reader_type -> key path of its reader table (``readers[0]``)
         self.reader_paths: Mapping[str, str] = types.MappingProxyType(dict(reader_paths))

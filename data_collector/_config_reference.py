@@ -308,7 +308,22 @@ SECTIONS: dict[str, tuple[str, str, list[Key]]] = {
                 "string",
                 "not set",
                 '`"Press 1 pressure"`',
-                "A label shown by the command line.",
+                "A label for people (at most 256 characters): stored by the writers, shown by the command "
+                "line, the column title of `export --wide` and the legend of `plot`.",
+            ),
+            Key(
+                "unit",
+                "string",
+                "not set",
+                '`"bar"`',
+                "Its unit (at most 64 characters): stored by the writers; `plot` draws one axis per unit.",
+            ),
+            Key(
+                "description",
+                "string",
+                "not set",
+                '`"after the valve"`',
+                "Free text (may span lines, at most 4096 characters), stored by the writers.",
             ),
             Key(
                 "deadband",

@@ -10,6 +10,7 @@ import dataclasses
 import enum
 import itertools
 import math
+import re
 import types
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,9 +22,12 @@ from ._errors import ConfigurationError
 
 __all__ = [
     "BUILTIN_VALUE_TYPES",
+    "MAX_DESCRIPTION_LENGTH",
     "MAX_DURATION_S",
     "MAX_ID",
     "MAX_INTERVAL_MS",
+    "MAX_NAME_LENGTH",
+    "MAX_UNIT_LENGTH",
     "MIN_ID",
     "ON_CHANGE_FIELDS",
     "CollectedVariable",
@@ -48,6 +52,13 @@ MAX_ID = 2**63 - 1
 
 #: The value types every reader understands; a reader may declare more in ``value_types``.
 BUILTIN_VALUE_TYPES: frozenset[str] = frozenset({"float", "int", "bool", "str"})
+
+#: The longest ``Variable.name`` (characters): a column title, a legend entry, a topic level.
+MAX_NAME_LENGTH = 256
+#: The longest ``Variable.unit`` (characters), e.g. "bar", "°C", "m³/h".
+MAX_UNIT_LENGTH = 64
+#: The longest ``Variable.description`` (characters).
+MAX_DESCRIPTION_LENGTH = 4096
 
 
 class Quality(enum.Enum):
@@ -147,6 +158,46 @@ def _check_on_change(where: str, deadband: object, deadband_percent: object, max
         )
 
 
+#: Control characters refused in a name or unit (a description may hold tab and newlines).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _check_label(name: str, value: object, *, limit: int, multiline: bool, where: str) -> str | None:
+    """``value`` when it is None or a str fit for a label (a name, unit or description) every
+    store can hold: not empty, at most ``limit`` characters, no surrounding whitespace, no control
+    characters (but tab and newlines in a ``multiline`` text), valid Unicode (no lone surrogates)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{where}{name} must be a str or None, got {_shown(value)}")
+    if not value.strip():
+        raise ConfigurationError(f"{where}{name} must not be empty or blank (use None), got {value!r}")
+    if len(value) > limit:
+        raise ConfigurationError(
+            f"{where}{name} must be at most {limit} characters, got {len(value)}: {_shown(value)}"
+        )
+    if value != value.strip():
+        raise ConfigurationError(f"{where}{name} must not start or end with whitespace, got {_shown(value)}")
+    bad = (_CONTROL_IN_TEXT if multiline else _CONTROL).search(value)
+    if bad is not None:
+        raise ConfigurationError(
+            f"{where}{name} must not hold the control character {bad.group()!r}, got {_shown(value)}"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigurationError(
+            f"{where}{name} must be valid Unicode (it holds a lone surrogate), got {_shown(value)}"
+        ) from None
+    return value
+
+
+def _rebuild_variable(fields: tuple[tuple[str, Any], ...]) -> Variable:
+    """A :class:`Variable` from ``(field name, value)`` pairs (unpickling)."""
+    return Variable(**dict(fields))
+
+
 @dataclass(frozen=True, slots=True, kw_only=False)
 class Variable:
     """One value to collect: where it lives and how often to read it.
@@ -163,6 +214,14 @@ class Variable:
     both, and ``max_age_s`` (heartbeat: an unchanged value is recorded again after this long).
     A variable with any of them (its own or its context's) is recorded on change; see
     :mod:`data_collector._onchange`.
+
+    Descriptive, keyword-only, each ``None`` or a str: ``name`` (a label for people: column
+    titles, legends; at most :data:`MAX_NAME_LENGTH` characters), ``unit`` (e.g. ``"bar"``,
+    ``"°C"``; at most :data:`MAX_UNIT_LENGTH`) and ``description`` (free text, may span lines; at
+    most :data:`MAX_DESCRIPTION_LENGTH`). They are not empty, have no surrounding whitespace, no
+    control characters (a description may hold tabs and newlines) and no lone surrogates. Writers
+    store them once per variable; they are not part of the device definition
+    (:meth:`same_definition`), so two contexts may label a shared variable differently.
     """
 
     id: int
@@ -175,6 +234,11 @@ class Variable:
     deadband_percent: float | None = field(default=None, kw_only=True)
     max_age_s: float | None = field(default=None, kw_only=True)
     # --
+    # -- descriptive labels (name, unit, description): keyword-only, stored by the writers ---------
+    name: str | None = field(default=None, kw_only=True)
+    unit: str | None = field(default=None, kw_only=True)
+    description: str | None = field(default=None, kw_only=True)
+    # -- end of the descriptive labels ------------------------------------------------------------
     _hash: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
@@ -186,19 +250,24 @@ class Variable:
         if self.interval_ms is not None:
             _check_interval("interval_ms", self.interval_ms, where=where)
         _check_on_change(where, self.deadband, self.deadband_percent, self.max_age_s)
+        # -- descriptive labels
+        _check_label("name", self.name, limit=MAX_NAME_LENGTH, multiline=False, where=where)
+        _check_label("unit", self.unit, limit=MAX_UNIT_LENGTH, multiline=False, where=where)
+        _check_label(
+            "description", self.description, limit=MAX_DESCRIPTION_LENGTH, multiline=True, where=where
+        )
+        # -- end of the descriptive labels
         key = (self.id, self.address, self.value_type, self.reader_type, self.interval_ms)
         object.__setattr__(self, "_hash", hash(key))
 
     def __hash__(self) -> int:  # computed once: variables key the readers' per-tick lookups
         return self._hash
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        # rebuilt through the constructor, so the cached hash is that of the receiving process
-        args = (self.id, self.address, self.value_type, self.reader_type, self.interval_ms)
-        on_change = self.on_change_settings()
-        if on_change:
-            return (_rebuild_variable, (args, on_change))
-        return (Variable, args)
+    def __reduce__(self) -> tuple[Any, tuple[tuple[tuple[str, Any], ...]]]:
+        # rebuilt through the constructor, so the cached hash is that of the receiving process;
+        # by field name, so that every constructor field (keyword-only ones included) comes along
+        fields = tuple((f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.init)
+        return (_rebuild_variable, (fields,))
 
     def on_change_settings(self) -> dict[str, float]:
         """The on-change settings this variable gives itself (``deadband``, ...), without the None ones."""
@@ -220,11 +289,6 @@ class Variable:
             and self.value_type == other.value_type
             and self.reader_type == other.reader_type
         )
-
-
-def _rebuild_variable(args: tuple[Any, ...], on_change: Mapping[str, Any]) -> Variable:
-    """A :class:`Variable` unpickled with its keyword-only on-change settings."""
-    return Variable(*args, **on_change)
 
 
 class DataCollectionContext:

@@ -25,6 +25,7 @@ that no one else writes to.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import pickle
@@ -35,7 +36,7 @@ import time
 import types
 import zlib
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -81,12 +82,27 @@ def _dt(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
+def _encode_variable(v: Variable) -> tuple[Any, ...]:
+    """``(id, address, value_type, reader_type, interval_ms)``, plus a dict of the keyword-only
+    fields (name, unit, description...) that differ from their default, when any does."""
+    base = (v.id, v.address, v.value_type, v.reader_type, v.interval_ms)
+    extras = {
+        f.name: getattr(v, f.name)
+        for f in dataclasses.fields(v)
+        if f.init and f.kw_only and getattr(v, f.name) != f.default
+    }
+    return (*base, extras) if extras else base
+
+
+def _decode_variable(v: Sequence[Any]) -> Variable:
+    """Inverse of :func:`_encode_variable` (a spool written before the extras has 5-tuples)."""
+    return Variable(*v[:5], **(v[5] if len(v) > 5 else {}))
+
+
 def encode_context(context: DataCollectionContext) -> dict[str, Any]:
     return {
         "id": context.id,
-        "variables": [
-            (v.id, v.address, v.value_type, v.reader_type, v.interval_ms) for v in context.variables
-        ],
+        "variables": [_encode_variable(v) for v in context.variables],
         "min_interval_ms": context.min_interval_ms,
         "default_interval_ms": context.default_interval_ms,
         "duration_s": context.duration_s,
@@ -101,7 +117,7 @@ def decode_context(d: dict[str, Any], deduced: dict[str, Any] | None = None) -> 
     metadata = dict(d["metadata"])
     context = DataCollectionContext(
         d["id"],
-        [Variable(*v) for v in d["variables"]],
+        [_decode_variable(v) for v in d["variables"]],
         min_interval_ms=d["min_interval_ms"],
         default_interval_ms=d["default_interval_ms"],
         duration_s=d["duration_s"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import math
 import os
@@ -77,15 +78,36 @@ def test_demo_collects_into_sqlite_and_csv_and_says_where(tmp_path: Path) -> Non
     ), out
     assert f"  SQLite  data-collector-demo/demo.sqlite  ({len(rows)} rows of context 1;" in out
     assert f"  CSV     data-collector-demo/samples.csv  ({len(rows)} rows of context 1)" in out
-    last = out.strip().splitlines()[-1].strip()
-    assert last == "data-collector export data-collector-demo/demo.sqlite --context 1"
-    # the one command it prints shows the data
-    shown = cli(last.split()[1:], tmp_path)
+    # names and units of the demo's configuration are stored with the samples
+    labels = {r.variable_id: (r.name, r.unit) for r in rows}
+    assert labels[1] == ("Modbus sine", "bar") and labels[11] == ("OPC UA sine", "bar")
+    assert labels[4] == ("Modbus square wave", None)
+    # the commands it prints show the data
+    tail = out.strip().splitlines()
+    hints = tail[tail.index("look at it with:") + 1 :]
+    commands = [line.strip() for line in hints if "data-collector " in line]
+    assert commands == [
+        "data-collector export data-collector-demo/demo.sqlite --context 1",
+        "data-collector export data-collector-demo/demo.sqlite --context 1 --wide "
+        "-o data-collector-demo/wide.csv",
+        "data-collector plot data-collector-demo/demo.sqlite --context 1 -o data-collector-demo/plot.png",
+    ]
+    assert tail[-1].strip() == "(in SQL: select * from dc_samples_view where context_id = 1)"
+    shown = cli(commands[0].split()[1:], tmp_path)
     assert shown.returncode == 0, shown.stderr
     exported = list(csv.DictReader(io.StringIO(shown.stdout)))
     assert len(exported) == len(rows)
     source = "data-collector-demo/demo.sqlite"
     assert shown.stderr == f"exported {len(rows)} samples of 1 context from {source} to standard output\n"
+    wide = cli(commands[1].split()[1:], tmp_path)
+    assert wide.returncode == 0, wide.stderr
+    with open(demo / "wide.csv", newline="", encoding="utf-8") as f:
+        header = next(csv.reader(f))
+    assert header[0] == "read_at" and "Modbus sine" in header and "OPC UA counter" in header
+    if importlib.util.find_spec("matplotlib") is not None:
+        plotted = cli(commands[2].split()[1:], tmp_path)
+        assert plotted.returncode == 0, plotted.stderr
+        assert (demo / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # a second demo appends a new context to the same files
     again = cli(["demo", "--seconds", "1.5", "--no-opcua"], tmp_path)
@@ -166,6 +188,8 @@ def test_export_csv_round_trips(store: tuple[str, list[Any]], tmp_path: Path) ->
         "value",
         "quality",
         "error",
+        "name",
+        "unit",
     ]
     assert len(exported) == len(rows)
     for row, original in zip(exported, rows, strict=True):
@@ -198,8 +222,8 @@ def test_export_csv_round_trips(store: tuple[str, list[Any]], tmp_path: Path) ->
     listing = cli(["export", "store.sqlite", "--list"], tmp_path)
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.splitlines()
-    assert lines[0].split() == ["context", "start", "end", "ended", "metadata"]
-    assert [line.split()[0] for line in lines[1:]] == ["1", "2"]
+    assert lines[0].split() == ["context", "run", "start", "end", "ended", "metadata"]
+    assert [line.split()[:2] for line in lines[1:]] == [["1", "1"], ["2", "1"]]
     assert '{"batch": "B-2"}' in lines[2]
     missing = cli(["export", "nothing.sqlite"], tmp_path)
     assert missing.returncode == 2 and "no such file: 'nothing.sqlite'" in missing.stderr
@@ -231,6 +255,8 @@ def test_export_parquet_round_trips(store: tuple[str, list[Any]], tmp_path: Path
         "value_float",
         "quality",
         "error",
+        "name",
+        "unit",
     ]
     assert str(table.schema.field("read_at").type) == "timestamp[us, tz=UTC]"
     exported = table.to_pylist()

@@ -172,5 +172,10 @@ def test_runs_listing_selection_and_detection_by_signature(tmp_path: Path) -> No
     assert refused.returncode == 2 and "not a file of the data-collector HDF5 writer" in refused.stderr
     missing = cli(["export", "nothing.h5"], tmp_path)
     assert missing.returncode == 2 and "no such file: 'nothing.h5'" in missing.stderr
-    sql = cli(["export", "sqlite:///x.sqlite", "--run", "1"], tmp_path)
-    assert sql.returncode == 2 and "--run selects runs of an HDF5 file" in sql.stderr
+    # a run or context the file does not have is a usage error, not an empty export
+    for args, message in (
+        (["--context", "9"], "no context 9 in"),
+        (["--context", "1", "--run", "7"], "no run 7 (context 1: runs 1..2)"),
+    ):
+        wrong = cli(["export", str(h5), *args], tmp_path)
+        assert wrong.returncode == 2 and message in wrong.stderr, wrong.stderr

@@ -48,6 +48,7 @@ from data_collector import (  # noqa: E402
 from data_collector._registry import writer_class  # noqa: E402
 from data_reader.random import RandomDataReader  # noqa: E402
 from data_writer.hdf5 import (  # noqa: E402
+    FORMAT_VERSION,
     REPLAY_KEY,
     Hdf5DataWriter,
     list_runs,
@@ -213,6 +214,8 @@ def test_round_trip_through_read_samples_pandas_and_h5py(tmp_path: Path) -> None
         "value",
         "quality",
         "error",
+        "name",
+        "unit",
     ]
     assert len(frame) == len(delivered) and str(frame["time"].dtype).startswith("datetime64")
     by = {(int(r.variable_id), r.time.to_pydatetime()): r for r in frame.itertuples()}
@@ -225,7 +228,10 @@ def test_round_trip_through_read_samples_pandas_and_h5py(tmp_path: Path) -> None
 
     # 5. h5py reads the same file: compound tables and attributes
     with h5py.File(path, "r") as f:
-        assert f.attrs["dc_format"] == b"data-collector-hdf5" and int(f.attrs["dc_format_version"]) == 1
+        assert (
+            f.attrs["dc_format"] == b"data-collector-hdf5"
+            and int(f.attrs["dc_format_version"]) == FORMAT_VERSION
+        )
         group = f["context_7/run_1"]
         assert json.loads(group.attrs["user_metadata"]) == metadata
         assert json.loads(group.attrs["deduced_metadata"]) == dict(ctx.deduced_metadata)

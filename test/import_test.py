@@ -89,6 +89,7 @@ def test_all_is_pinned() -> None:
             "register_writer",
             "unregister_reader",
             "unregister_writer",
+            "wide_frame",
             "writer_class",
             "__version__",
         ]

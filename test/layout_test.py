@@ -311,6 +311,7 @@ COMMANDS = (
     "read",
     "demo",
     "export",
+    "plot",
     "migrate",
     "plugins",
     "simulator",

@@ -267,7 +267,7 @@ def test_schema_tables_index_and_version(writer: SqlDataWriter, db: tuple[str, s
                     f"SELECT sql FROM sqlite_master WHERE name = '{prefix}samples'"
                 ).scalar_one()
                 assert "WITHOUT ROWID" in ddl
-        assert versions == [SCHEMA_VERSION] == [3]
+        assert versions == [SCHEMA_VERSION] == [4]
         # A store written by a later version is refused, naming the version.
         with engine.begin() as conn:
             conn.exec_driver_sql(
@@ -429,6 +429,9 @@ def test_read_back_filters_and_frame(writer: SqlDataWriter, db: tuple[str, str])
         "value",
         "quality",
         "error",
+        "name",
+        "unit",
+        "value_float",
     ]
     assert list(frame["value"]) == [f"s{s}" for s in range(10)]
     assert str(frame["read_at"].dt.tz) == "UTC"

@@ -237,7 +237,11 @@ def test_a_writer_upgrades_a_version_2_store_by_itself(
             th.join(60)
     try:
         assert errors == []  # three writers opening the old store at once: all fine
-        assert [r for r in caplog.records if "upgraded from schema version 2 to 3" in r.getMessage()]
+        assert [
+            r
+            for r in caplog.records
+            if f"upgraded from schema version 2 to {SCHEMA_VERSION}" in r.getMessage()
+        ]
         assert _versions(url, prefix) == [2, SCHEMA_VERSION]
         assert "deduced_metadata" in _columns(url, f"{prefix}contexts")
         ctx = DataCollectionContext(3, [V(1)], metadata={"lot": 8})
@@ -254,14 +258,16 @@ def test_a_writer_upgrades_a_version_2_store_by_itself(
     assert ctx.start_date is not None
     assert new.metadata == {"lot": 8} and new.deduced_metadata == {"start": ctx.start_date.isoformat()}
     assert [r.value for r in read_samples(url, 3, table_prefix=prefix)] == [0, 1, 5]
-    assert migrate_store(url, table_prefix=prefix) == MigrationResult(3, 3, 3, 0)  # nothing left to do
+    assert migrate_store(url, table_prefix=prefix) == MigrationResult(
+        SCHEMA_VERSION, SCHEMA_VERSION, 3, 0
+    )  # nothing left to do
 
 
-def test_migrate_store_brings_version_2_to_3(store: tuple[str, str]) -> None:
+def test_migrate_store_brings_version_2_to_the_current_one(store: tuple[str, str]) -> None:
     url, prefix = store
     make_v2_store(url, prefix, T0)
     assert migrate_store(url, table_prefix=prefix) == MigrationResult(2, SCHEMA_VERSION, 2, 0)
-    assert _versions(url, prefix) == [2, 3]
+    assert _versions(url, prefix) == [2, SCHEMA_VERSION]
     (run,) = read_contexts(url, 3, table_prefix=prefix)
     assert run.metadata == {"lot": 7} and run.deduced_metadata == {}
-    assert migrate_store(url, table_prefix=prefix) == MigrationResult(3, 3, 2, 0)
+    assert migrate_store(url, table_prefix=prefix) == MigrationResult(SCHEMA_VERSION, SCHEMA_VERSION, 2, 0)

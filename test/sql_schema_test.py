@@ -28,6 +28,7 @@ from data_collector import (
     Variable,
 )
 from data_writer.sql import (
+    SCHEMA_VERSION,
     MigrationResult,
     SqlDataWriter,
     migrate_store,
@@ -112,7 +113,7 @@ def test_version_1_store_is_refused_then_migrated(store: tuple[str, str]) -> Non
         read_samples(url, 3, table_prefix=prefix)  # reading too says what to do
 
     result = migrate_store(url, table_prefix=prefix)
-    assert result == MigrationResult(1, 3, 5, 1)  # five samples, one duplicate dropped
+    assert result == MigrationResult(1, SCHEMA_VERSION, 5, 1)  # five samples, one duplicate dropped
     rows = read_samples(url, 3, table_prefix=prefix)
     expected.sort(key=lambda e: (e[1], e[0]))
     assert [(r.variable_id, r.read_at, r.quality) for r in rows] == [(e[0], e[1], e[3]) for e in expected]
@@ -134,7 +135,8 @@ def test_version_1_store_is_refused_then_migrated(store: tuple[str, str]) -> Non
     finally:
         again.close()
     assert len(read_samples(url, 3, table_prefix=prefix)) == 6
-    assert migrate_store(url, table_prefix=prefix) == MigrationResult(3, 3, 6, 0)  # nothing left to do
+    nothing_left = MigrationResult(SCHEMA_VERSION, SCHEMA_VERSION, 6, 0)
+    assert migrate_store(url, table_prefix=prefix) == nothing_left
     engine = sa.create_engine(url)
     try:
         assert not sa.inspect(engine).has_table(f"{prefix}samples_v1")

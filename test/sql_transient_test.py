@@ -119,7 +119,7 @@ def test_a_table_dropped_under_the_writer_is_permanent(store: tuple[str, str]) -
     try:
         writer.write(CTX, _batch(0))
         writer.close()  # no open transaction holds the table
-        execute_sql(url, [f"DROP TABLE {prefix}samples"])
+        execute_sql(url, [f"DROP VIEW {prefix}samples_view", f"DROP TABLE {prefix}samples"])
         writer = SqlDataWriter(url, table_prefix=prefix)
         writer._opened = True  # as if opened before the drop: the next write meets no table
         error = _failure(writer, _batch(1))

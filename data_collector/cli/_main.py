@@ -30,6 +30,7 @@ from .capture import CAPTURE_HELP, _cmd_capture
 from .demo import _cmd_demo
 from .export import _cmd_export
 from .migrate import _cmd_migrate
+from .plot import _cmd_plot
 from .plugins import _cmd_plugins
 from .read import _cmd_read
 from .run import _cmd_run
@@ -198,27 +199,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-opcua", action="store_true", help="leave the OPC UA simulator out")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser(
-        "export", parents=[common], help="samples of a SQL store or an HDF5 file to CSV or Parquet"
-    )
-    p.add_argument(
+    source_options = argparse.ArgumentParser(add_help=False)  # export and plot
+    source_options.add_argument(
         "source",
         help="a SQLAlchemy URL, an SQLite file, a .toml with a sql writer, or an HDF5 file of the hdf5 "
         "writer (.h5/.hdf5, or any name with the HDF5 signature)",
     )
-    p.add_argument("--context", type=_id, action="append", metavar="ID", help="this context (default all)")
-    p.add_argument(
-        "--run", type=_id, action="append", metavar="N", help="HDF5: only run N of each context (repeatable)"
+    source_options.add_argument(
+        "--run",
+        type=_id,
+        action="append",
+        metavar="N",
+        help="only run N of the context (1: its first, as --list numbers them; repeatable)",
     )
+    source_options.add_argument(
+        "--from",
+        "--start",
+        dest="start",
+        default=None,
+        help="from this ISO-8601 time (included; UTC if no offset)",
+    )
+    source_options.add_argument(
+        "--to", "--end", dest="end", default=None, help="until this ISO-8601 time (excluded)"
+    )
+    source_options.add_argument("--table-prefix", default="dc_", help="table prefix of the store (dc_)")
+    source_options.add_argument(
+        "--writer", type=int, default=0, help="which sql writer of a .toml (0: the first)"
+    )
+
+    p = sub.add_parser(
+        "export",
+        parents=[common, source_options],
+        help="samples of a SQL store or an HDF5 file to CSV or Parquet (long, or --wide)",
+        description="Write the samples of a SQL store or an HDF5 file as CSV or Parquet: one row per sample, "
+        "or with --wide one row per read time and one column per variable (its name, else its id; BAD "
+        "samples empty). An unknown context or run, or an output file that is not .csv or .parquet, is "
+        "a usage error (exit status 2).",
+    )
+    p.add_argument("--context", type=_id, action="append", metavar="ID", help="this context (default all)")
     p.add_argument("--list", action="store_true", help="list the recorded context runs instead")
+    p.add_argument(
+        "--wide", action="store_true", help="one column per variable, one row per read time (one context)"
+    )
     p.add_argument("-o", "--output", default=None, help="output file (.csv or .parquet); default stdout")
     p.add_argument("--format", choices=("csv", "parquet"), default=None, help="default: by the file name")
     p.add_argument("--variables", type=_ids, default=None, metavar="ID,ID", help="only these variable ids")
-    p.add_argument("--start", default=None, help="from this ISO-8601 time (included; UTC if no offset)")
-    p.add_argument("--end", default=None, help="until this ISO-8601 time (excluded)")
-    p.add_argument("--table-prefix", default="dc_", help="table prefix of the store (dc_)")
-    p.add_argument("--writer", type=int, default=0, help="which sql writer of a .toml (0: the first)")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "plot",
+        parents=[common, source_options],
+        help="draw variables of a stored context over time into a PNG, SVG or PDF file",
+        description="Draw the chosen variables of one context (or one run of it) of a SQL store or an HDF5 "
+        "file over time: one axis per unit, BAD stretches shaded. Needs matplotlib (extra 'plot').",
+    )
+    p.add_argument(
+        "--context", type=_id, default=None, metavar="ID", help="the context (default: the only one)"
+    )
+    p.add_argument(
+        "--variables",
+        default=None,
+        metavar="ID|NAME,...",
+        help="only these variables, by id or name (default: every numeric one)",
+    )
+    p.add_argument("-o", "--output", required=True, help="the picture file: .png, .svg or .pdf")
+    p.add_argument("--title", default=None, help="the title (default: the context, run and source)")
+    p.add_argument("--width", type=_positive, default=10.0, metavar="IN", help="width in inches (10)")
+    p.add_argument("--height", type=_positive, default=None, metavar="IN", help="height in inches (by axes)")
+    p.add_argument("--dpi", type=_positive, default=100.0, help="dots per inch of a PNG (100)")
+    p.set_defaults(func=_cmd_plot)
 
     p = sub.add_parser(
         "tail",

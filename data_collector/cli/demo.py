@@ -43,6 +43,7 @@ address = "hr:0:float32"
 value_type = "float"
 interval_ms = 250
 name = "Modbus sine"
+unit = "bar"
 
 [[contexts.variables]]
 id = 2
@@ -50,12 +51,14 @@ address = "hr:2:float32"
 value_type = "float"
 interval_ms = 500
 name = "Modbus ramp"
+unit = "mm"
 
 [[contexts.variables]]
 id = 3
 address = "hr:4:uint32"
 value_type = "int"
 name = "Modbus seconds counter"
+unit = "s"
 
 [[contexts.variables]]
 id = 4
@@ -69,6 +72,7 @@ id = 5
 address = "hr:240:float32"
 value_type = "float"
 name = "Modbus constant"
+unit = "kW"
 
 [[contexts.variables]]
 id = 6
@@ -93,6 +97,7 @@ value_type = "float"
 reader_type = "opcua"
 interval_ms = 250
 name = "OPC UA sine"
+unit = "bar"
 
 [[contexts.variables]]
 id = 12
@@ -115,6 +120,7 @@ address = "nsu=urn:data-collector:simulator;s=Static.Double"
 value_type = "float"
 reader_type = "opcua"
 name = "OPC UA constant"
+unit = "kW"
 """
 
 
@@ -222,10 +228,13 @@ def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         f"context {context_id}",
         "the data is in:",
         f"  SQLite  {sqlite_path}  ({sql_rows} rows of context {context_id}; tables dc_samples, "
-        "dc_variables, dc_contexts)",
+        "dc_variables, dc_contexts; view dc_samples_view)",
         f"  CSV     {csv_path}  ({csv_rows} rows of context {context_id})",
         "look at it with:",
         f"  data-collector export {sqlite_path} --context {context_id}",
+        f"  data-collector export {sqlite_path} --context {context_id} --wide -o {out_dir}/wide.csv",
+        f"  data-collector plot {sqlite_path} --context {context_id} -o {out_dir}/plot.png",
+        f"  (in SQL: select * from dc_samples_view where context_id = {context_id})",
     ]
     out.write("\n".join(lines) + "\n")
     out.flush()

@@ -134,8 +134,8 @@ class PathTemplate:
 def variable_fields(variable: Variable, context: DataCollectionContext) -> dict[str, Any]:
     """The ``variable`` of a template: id, address, value_type, reader_type, interval_ms (effective).
 
-    ``name`` and ``unit`` are added when the :class:`Variable` has such attributes (the core's
-    Variable has neither today; a configuration file's variable ``name`` is a label of the file).
+    ``name`` and ``unit`` are added when the :class:`Variable` has them (``Variable.name``,
+    ``Variable.unit``; a configuration file's variable ``name`` and ``unit`` set them).
     """
     out: dict[str, Any] = {
         "id": variable.id,

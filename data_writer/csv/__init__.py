@@ -5,6 +5,24 @@ Code in :mod:`data_writer.csv.writer`; file format and options in this folder's 
 entry point in the project's ``pyproject.toml``.
 """
 
-from .writer import COLUMNS, CsvFileDataWriter, format_value, parse_value, read_samples
+from .writer import (
+    COLUMNS,
+    VARIABLE_COLUMNS,
+    CsvFileDataWriter,
+    format_value,
+    parse_value,
+    read_samples,
+    read_variables,
+    variables_path,
+)
 
-__all__ = ["COLUMNS", "CsvFileDataWriter", "format_value", "parse_value", "read_samples"]
+__all__ = [
+    "COLUMNS",
+    "VARIABLE_COLUMNS",
+    "CsvFileDataWriter",
+    "format_value",
+    "parse_value",
+    "read_samples",
+    "read_variables",
+    "variables_path",
+]

@@ -16,6 +16,13 @@ Runs: beside each CSV file, ``<file>.runs.jsonl`` gets one JSON line when a cont
 when it stops (``event``, ``context_id``, ``start``, ``end``, the user's ``metadata`` and the
 collector's ``deduced_metadata``: readers, writers, host, versions, how the run ended).
 
+Variables: beside each CSV file, ``<file>.variables.csv`` lists each variable once, with the
+columns :data:`VARIABLE_COLUMNS` (``variable_id, name, unit, description, address, value_type,
+reader_type``; empty: none), a row per distinct definition (a variable relabelled later gets a
+second row; the last one is current). The samples file keeps its header, so files written
+before the side file existed are appended to as they are. :func:`read_variables` reads it;
+:func:`read_samples` adds each sample's ``name`` and ``unit`` from it.
+
 Options: ``CsvFileDataWriter(path, *, delimiter=",")``. ``path`` may hold ``{context_id}`` to
 write one file per context (each file closed when its context stops). Parent directories are
 created. Reopening appends: an existing file is never truncated; a file whose header differs
@@ -50,6 +57,7 @@ import errno
 import io
 import json
 import os
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -60,10 +68,20 @@ from data_collector import (
     DataCollectionContext,
     DataWriter,
     Quality,
+    Variable,
     WriterError,
 )
 
-__all__ = ["COLUMNS", "CsvFileDataWriter", "format_value", "parse_value", "read_samples"]
+__all__ = [
+    "COLUMNS",
+    "VARIABLE_COLUMNS",
+    "CsvFileDataWriter",
+    "format_value",
+    "parse_value",
+    "read_samples",
+    "read_variables",
+    "variables_path",
+]
 
 COLUMNS: tuple[str, ...] = (
     "context_id",
@@ -75,6 +93,61 @@ COLUMNS: tuple[str, ...] = (
     "error",
     "value_type",
 )
+
+
+#: The columns of the ``<file>.variables.csv`` side file.
+VARIABLE_COLUMNS: tuple[str, ...] = (
+    "variable_id",
+    "name",
+    "unit",
+    "description",
+    "address",
+    "value_type",
+    "reader_type",
+)
+
+_Definition = tuple[str, str, str, str, str, str, str]
+
+
+def variables_path(path: str | os.PathLike[str]) -> Path:
+    """The side file listing the variables of the CSV file at ``path``."""
+    p = Path(path)
+    return p.with_name(p.name + ".variables.csv")
+
+
+def _definition(v: Variable) -> _Definition:
+    return (
+        str(v.id),
+        v.name or "",
+        v.unit or "",
+        v.description or "",
+        v.address,
+        v.value_type,
+        v.reader_type,
+    )
+
+
+def read_variables(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
+    """The variables listed beside the CSV file at ``path`` (its ``.variables.csv``): variable id
+    -> ``name``, ``unit``, ``description`` (``None`` when empty), ``address``, ``value_type``,
+    ``reader_type``; the last row of an id wins. ``{}`` when there is no side file."""
+    side = variables_path(path)
+    out: dict[int, dict[str, Any]] = {}
+    try:
+        f = open(side, newline="", encoding="utf-8")  # noqa: SIM115
+    except FileNotFoundError:
+        return out
+    with f:
+        for row in csv.DictReader(f):
+            out[int(row["variable_id"])] = {
+                "name": row["name"] or None,
+                "unit": row["unit"] or None,
+                "description": row["description"] or None,
+                "address": row["address"],
+                "value_type": row["value_type"],
+                "reader_type": row["reader_type"],
+            }
+    return out
 
 
 def format_value(value: Any) -> str:
@@ -106,10 +179,13 @@ def parse_value(text: str, value_type: str) -> Any:
 
 
 def read_samples(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The rows of a CSV file written by this writer, typed (ints, aware datetimes, Quality, values)."""
+    """The rows of a CSV file written by this writer, typed (ints, aware datetimes, Quality,
+    values), each with its variable's ``name`` and ``unit`` from the side file (``None``: none)."""
     rows = []
+    labels = read_variables(path)
     with open(path, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
+            label = labels.get(int(row["variable_id"]), {})
             rows.append(
                 {
                     "context_id": int(row["context_id"]),
@@ -120,6 +196,8 @@ def read_samples(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                     "quality": Quality(row["quality"]),
                     "error": row["error"] or None,
                     "value_type": row["value_type"],
+                    "name": label.get("name"),
+                    "unit": label.get("unit"),
                 }
             )
     return rows
@@ -149,6 +227,8 @@ class CsvFileDataWriter(DataWriter):
         self._delimiter = delimiter
         self._header = delimiter.join(COLUMNS)
         self._files: dict[Path, IO[str]] = {}
+        #: per CSV file: the variables listed in its side file (objects, and definitions)
+        self._listed: dict[Path, tuple[set[Variable], set[_Definition]]] = {}
 
     @property
     def name(self) -> str:
@@ -191,8 +271,56 @@ class CsvFileDataWriter(DataWriter):
         path = self.path_for(context_id)
         return path.with_name(path.name + ".runs.jsonl")
 
+    def variables_path_for(self, context_id: int) -> Path:
+        """The side file listing the variables beside the CSV file of ``context_id``."""
+        return variables_path(self.path_for(context_id))
+
     def context_started(self, context: DataCollectionContext) -> None:
         self._record_run("started", context)
+        with self.lock:
+            self._list_variables(self.path_for(context.id), context.variables)
+
+    def _list_variables(self, path: Path, variables: Iterable[Variable]) -> None:
+        """Append the variables the side file of ``path`` does not list yet (once per definition)."""
+        listed = self._listed.get(path)
+        if listed is None:
+            side = variables_path(path)
+            known: set[_Definition] = set()
+            try:
+                with open(side, newline="", encoding="utf-8") as f:
+                    reader = csv.reader(f)
+                    next(reader, None)
+                    known = {tuple(row) for row in reader if len(row) == len(VARIABLE_COLUMNS)}  # type: ignore[misc]
+            except FileNotFoundError:
+                pass
+            except (OSError, UnicodeDecodeError, csv.Error) as exc:
+                raise WriterError(f"reading {side} failed: {exc}") from exc
+            listed = self._listed[path] = (set(), known)
+        objects, definitions = listed
+        new = [v for v in dict.fromkeys(variables) if v not in objects]
+        if not new:
+            return
+        rows = []
+        for v in new:
+            d = _definition(v)
+            if d not in definitions:
+                rows.append(d)
+        if rows:
+            side = variables_path(path)
+            buf = io.StringIO()
+            w = csv.writer(buf, delimiter=",", lineterminator="\n")
+            try:
+                side.parent.mkdir(parents=True, exist_ok=True)
+                with open(side, "a", newline="", encoding="utf-8", errors="backslashreplace") as f:
+                    if f.tell() == 0:
+                        w.writerow(VARIABLE_COLUMNS)
+                    w.writerows(rows)
+                    f.write(buf.getvalue())
+                    f.flush()
+            except OSError as exc:
+                raise WriterError(f"writing {side} failed: {exc}") from exc
+            definitions.update(rows)
+        objects.update(new)
 
     def context_stopped(self, context: DataCollectionContext) -> None:
         self._record_run("stopped", context)
@@ -252,6 +380,12 @@ class CsvFileDataWriter(DataWriter):
         text = buf.getvalue()
         with self.lock:
             path = self.path_for(cid)
+            self._list_variables(
+                path,
+                variables.variables
+                if isinstance(variables, CollectedVariables)
+                else [item.variable for item in variables],
+            )
             f = self._file(path)
             size = os.fstat(f.fileno()).st_size  # everything before was flushed
             try:

@@ -10,10 +10,10 @@ kind (``float``, ``int``, ``uint``, ``bool``, ``str``, ``other``, ``novalue``; e
 ``quality``. ``pandas.read_hdf(path, "/context_7/run_1/float")`` reads a table; h5py, silx and
 HDFView browse the file (zlib compression by default, which every HDF5 tool reads).
 :func:`read_frame` and :func:`read_samples` read samples back typed as collected,
-:func:`list_runs` lists the runs. A :class:`~data_collector.Scan` gets its merged table at
-``/scans/<name>`` (:func:`scan_key`): one row per read time and point with the point's
-configuration beside the measured values. Extra ``hdf5`` (PyTables, pandas). Full layout, guarantees
-and option table: ``data_writer/hdf5/README.md``.
+:func:`read_wide_frame` as one column per variable, :func:`list_runs` lists the runs. A
+:class:`~data_collector.Scan` gets its merged table at ``/scans/<name>`` (:func:`scan_key`): one row
+per read time and point with the point's configuration beside the measured values. Extra ``hdf5``
+(PyTables, pandas). Full layout, guarantees and option table: ``data_writer/hdf5/README.md``.
 
 Options of ``Hdf5DataWriter(path, *, ...)``: ``flush_s=2.0`` (its ``flush_interval_s``: the
 collector flushes buffered rows to the file at least this often and confirms them to its spool
@@ -40,7 +40,16 @@ Example::
 """
 
 from ._layout import FORMAT, FORMAT_VERSION, run_key
-from ._read import FRAME_COLUMNS, RunInfo, StoredSample, list_runs, read_frame, read_samples, table_keys
+from ._read import (
+    FRAME_COLUMNS,
+    RunInfo,
+    StoredSample,
+    list_runs,
+    read_frame,
+    read_samples,
+    read_wide_frame,
+    table_keys,
+)
 from ._scan import scan_key
 from ._writer import REPLAY_KEY, Hdf5DataWriter, Hdf5WriteError
 
@@ -56,6 +65,7 @@ __all__ = [
     "list_runs",
     "read_frame",
     "read_samples",
+    "read_wide_frame",
     "run_key",
     "scan_key",
     "table_keys",

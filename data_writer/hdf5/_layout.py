@@ -1,4 +1,8 @@
-"""The HDF5 file layout (format version 1): node names, row types and text width classes.
+"""The HDF5 file layout (format version 2): node names, row types and text width classes.
+
+Version 2 added the ``description`` column to a run's ``variables`` table (its ``name`` and
+``unit`` columns, empty in version 1 files, now hold the variable's labels); a run written by
+version 1 keeps its variables table without that column, and is read as it is.
 
 Everything both the writer and the read functions must agree on lives here, nothing else.
 """
@@ -39,7 +43,7 @@ __all__ = [
 #: Value of the root attribute ``dc_format``: marks a file written by this writer.
 FORMAT = "data-collector-hdf5"
 #: Value of the root attribute ``dc_format_version``; a file with a higher version is refused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -145,6 +149,7 @@ def variables_dtype(widths: dict[str, int]) -> np.dtype[Any]:
             ("interval_ms", "<i8"),
             ("name", f"S{widths['name']}"),
             ("unit", f"S{widths['unit']}"),
+            ("description", f"S{widths['description']}"),
         ]
     )
 

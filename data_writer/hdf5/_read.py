@@ -1,4 +1,5 @@
-"""Reading files of the HDF5 writer: the runs, the samples as rows or as a pandas DataFrame."""
+"""Reading files of the HDF5 writer: the runs, the samples as rows, as a long pandas DataFrame or
+as a wide one (one column per variable)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import tables
 
-from data_collector import ConfigurationError, Quality, WriterError
+from data_collector import ConfigurationError, Quality, WriterError, wide_frame
 
 from ._codec import decode_values
 from ._layout import (
@@ -38,11 +39,23 @@ __all__ = [
     "list_runs",
     "read_frame",
     "read_samples",
+    "read_wide_frame",
     "table_keys",
 ]
 
 #: The columns of :func:`read_frame`.
-FRAME_COLUMNS = ("context_id", "run", "time", "variable_id", "address", "value", "quality", "error")
+FRAME_COLUMNS = (
+    "context_id",
+    "run",
+    "time",
+    "variable_id",
+    "address",
+    "value",
+    "quality",
+    "error",
+    "name",
+    "unit",
+)
 
 #: The range of context and variable ids (signed 64-bit, as the model checks them).
 MIN_ID, MAX_ID = -(2**63), 2**63 - 1
@@ -77,7 +90,8 @@ class RunInfo:
 class StoredSample(NamedTuple):
     """One stored sample, typed as it was collected (``read_at`` aware UTC, ``None`` if it had none).
 
-    The fields of the SQL writer's ``SampleRow`` plus ``run``.
+    The fields of the SQL writer's ``SampleRow`` plus ``run``; ``name`` and ``unit`` are the
+    variable's (``None``: none, or a run written by format version 1 without them).
     """
 
     context_id: int
@@ -90,6 +104,8 @@ class StoredSample(NamedTuple):
     quality: Quality
     error: str | None
     run: int
+    name: str | None = None
+    unit: str | None = None
 
 
 @contextlib.contextmanager
@@ -230,12 +246,23 @@ class _Part(NamedTuple):
     rows: np.ndarray[Any, Any]
 
 
+class _VariableInfo(NamedTuple):
+    address: str
+    value_type: str
+    reader_type: str
+    name: str | None
+    unit: str | None
+
+
+_UNKNOWN = _VariableInfo("", "", "", None, None)
+
+
 class _RunData(NamedTuple):
     context_id: int
     run: int
     parts: list[_Part]
     errors: dict[tuple[int, int], str]
-    variables: dict[int, tuple[str, str, str]]
+    variables: dict[int, _VariableInfo]
 
 
 def _read_runs(
@@ -281,11 +308,21 @@ def _read_runs(
                         errors.setdefault((t, v), e.decode("utf-8", "replace"))
                 elif len(rows):
                     parts.append(_Part(base, rows))
-            variables: dict[int, tuple[str, str, str]] = {}
+            variables: dict[int, _VariableInfo] = {}
             if "variables" in group:
-                for row in group._f_get_child("variables").read().tolist():
+                table = group._f_get_child("variables")
+                names = table.dtype.names
+                for row in table.read().tolist():
+                    by = dict(zip(names, row, strict=True))
                     variables.setdefault(
-                        int(row[0]), (row[1].decode("utf-8"), row[2].decode("utf-8"), row[3].decode("utf-8"))
+                        int(by["variable_id"]),
+                        _VariableInfo(
+                            by["address"].decode("utf-8"),
+                            by["value_type"].decode("utf-8"),
+                            by["reader_type"].decode("utf-8"),
+                            by["name"].decode("utf-8") or None if "name" in by else None,
+                            by["unit"].decode("utf-8") or None if "unit" in by else None,
+                        ),
                     )
             out.append(_RunData(c, n, parts, errors, variables))
     return out
@@ -310,7 +347,6 @@ def read_samples(
     out: list[StoredSample] = []
     for data in _read_runs(path, context_id, run, variable_ids, start, end):
         keyed: list[tuple[int, int, StoredSample]] = []
-        unknown = ("", "", "")
         for part in data.parts:
             values = decode_values(part.base, part.rows)
             for t, v, value, q in zip(
@@ -320,7 +356,7 @@ def read_samples(
                 part.rows["quality"].tolist(),
                 strict=True,
             ):
-                address, value_type, reader_type = data.variables.get(v, unknown)
+                info = data.variables.get(v, _UNKNOWN)
                 keyed.append(
                     (
                         t,
@@ -328,14 +364,16 @@ def read_samples(
                         StoredSample(
                             data.context_id,
                             v,
-                            address,
-                            value_type,
-                            reader_type,
+                            info.address,
+                            info.value_type,
+                            info.reader_type,
                             us_to_datetime(t),
                             value,
                             _QUALITY.get(q, Quality.BAD),
                             data.errors.get((t, v)),
                             data.run,
+                            info.name,
+                            info.unit,
                         ),
                     )
                 )
@@ -357,10 +395,10 @@ def read_frame(
 
     Columns :data:`FRAME_COLUMNS`: ``context_id``, ``run``, ``time`` (``datetime64[us, UTC]``),
     ``variable_id``, ``address``, ``value``, ``quality`` ("GOOD", "UNCERTAIN", "BAD"), ``error``
-    (``None`` when the sample has none). ``value`` keeps its NumPy type when every selected
-    sample has the same kind (all floats: ``float64``), else it is an object column of the
-    values as collected. Rows are ordered by context, run, time and variable id. The arguments
-    are those of :func:`read_samples`.
+    (``None`` when the sample has none), ``name`` and ``unit`` (the variable's, ``None``: none).
+    ``value`` keeps its NumPy type when every selected sample has the same kind (all floats:
+    ``float64``), else it is an object column of the values as collected. Rows are ordered by
+    context, run, time and variable id. The arguments are those of :func:`read_samples`.
     """
     try:
         pd: Any = importlib.import_module("pandas")
@@ -396,7 +434,11 @@ def read_frame(
                 ),
             }
         )
-        frame["address"] = frame["variable_id"].map({k: v[0] for k, v in data.variables.items()})
+        frame["address"] = frame["variable_id"].map({k: v.address for k, v in data.variables.items()})
+        ids = frame["variable_id"].tolist()
+        for label in ("name", "unit"):
+            of = {k: getattr(v, label) for k, v in data.variables.items()}
+            frame[label] = pd.Series([of.get(i) for i in ids], dtype=object, index=frame.index)
         if data.errors:
             err = pd.DataFrame(
                 [(t, v, e) for (t, v), e in data.errors.items()], columns=["time_us", "variable_id", "error"]
@@ -417,3 +459,34 @@ def read_frame(
     frame = frame.sort_values(["context_id", "run", "time_us", "variable_id"], kind="stable")
     frame["time"] = pd.to_datetime(frame["time_us"], unit="us", utc=True)
     return frame[list(FRAME_COLUMNS)].reset_index(drop=True)
+
+
+def read_wide_frame(
+    path: str | os.PathLike[str],
+    context_id: int,
+    run: int | None = None,
+    *,
+    variable_ids: Iterable[int] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> Any:
+    """One context (every run, or run ``run``) as a wide pandas DataFrame (needs pandas).
+
+    One row per read time (index ``read_at``, UTC), one column per variable titled by its name
+    (its id as text when it has none), BAD samples and times a variable was not read missing;
+    ``float64`` columns for floats, ``int64`` (``Int64`` with missing values) for ints,
+    ``bool``/``boolean`` for bools, else ``object``; ``frame.attrs["units"]`` maps titles to
+    units (see :func:`data_collector.wide_frame`). A context or run the file does not have raises
+    :class:`ConfigurationError`.
+    """
+    cid = _check_id("context_id", context_id)
+    if cid is None:
+        raise ConfigurationError("context_id must be an int (signed 64-bit), got None")
+    rn = _check_id("run", run)
+    runs = list_runs(path, cid)
+    if not runs:
+        raise ConfigurationError(f"{os.fspath(path)}: no context {cid}")
+    if rn is not None and rn not in {r.run for r in runs}:
+        numbers = ", ".join(str(r.run) for r in runs)
+        raise ConfigurationError(f"{os.fspath(path)}: context {cid} has no run {rn} (it has run {numbers})")
+    return wide_frame(read_samples(path, cid, rn, variable_ids=variable_ids, start=start, end=end))

@@ -657,7 +657,9 @@ class Hdf5DataWriter(DataWriter):
 
     # -- variables ---------------------------------------------------------------------------------
     def _create_variables(self, run: _Run, variables: tuple[Variable, ...] | list[Variable]) -> None:
-        widths = {k: WIDTHS[0] for k in ("address", "value_type", "reader_type", "name", "unit")}
+        widths = {
+            k: WIDTHS[0] for k in ("address", "value_type", "reader_type", "name", "unit", "description")
+        }
         rows = [self._variable_row(v) for v in variables]
         for row in rows:
             for k, text in _texts(row).items():
@@ -688,8 +690,9 @@ class Hdf5DataWriter(DataWriter):
             text(v.value_type),
             text(v.reader_type),
             v.interval_ms if v.interval_ms is not None else 0,
-            text(getattr(v, "name", None)),
-            text(getattr(v, "unit", None)),
+            text(v.name),
+            text(v.unit),
+            text(v.description),
         )
 
     def _register_variables(self, run: _Run, batch: CollectedVariables, ids: Any) -> None:
@@ -713,10 +716,15 @@ class Hdf5DataWriter(DataWriter):
 
     def _append_variables(self, run: _Run, variables: list[Variable]) -> None:
         table = run.var_table
+        width = len(table.dtype.names)  # a run begun by format version 1 has no description column
         rows = []
         for v in variables:
             row = self._variable_row(v)
-            cut = [col for col, text in _texts(row).items() if len(text) > table.coldtypes[col].itemsize]
+            cut = [
+                col
+                for col, text in _texts(row).items()
+                if col in table.coldtypes and len(text) > table.coldtypes[col].itemsize
+            ]
             if cut:
                 _log.warning(
                     "%s: variable %d has a %s longer than the run's variables table holds; stored cut",
@@ -724,7 +732,7 @@ class Hdf5DataWriter(DataWriter):
                     v.id,
                     " and ".join(cut),
                 )
-            rows.append(row)
+            rows.append(row[:width])
         try:
             table.append(np.array(rows, dtype=table.dtype))
         except Exception as exc:
@@ -815,6 +823,15 @@ class Hdf5DataWriter(DataWriter):
                         f"{self.name}: {path} has format version {found}, newer than this writer's "
                         f"{FORMAT_VERSION}; refusing to write to it",
                         transient=False,
+                    )
+                if found < FORMAT_VERSION:  # runs added now have the newer layout: say so
+                    attrs["dc_format_version"] = np.int64(FORMAT_VERSION)
+                    _log.info(
+                        "%s: %s: format version %d -> %d (older runs are kept as they are)",
+                        self.name,
+                        path,
+                        found,
+                        FORMAT_VERSION,
                     )
         except Exception as exc:
             raise _failure(f"{self.name}: checking {path}", exc) from exc
@@ -1008,12 +1025,19 @@ class Hdf5DataWriter(DataWriter):
         )
 
 
-_VariableRow = tuple[int, bytes, bytes, bytes, int, bytes, bytes]
+_VariableRow = tuple[int, bytes, bytes, bytes, int, bytes, bytes, bytes]
 
 
 def _texts(row: _VariableRow) -> dict[str, bytes]:
     """The text columns of a ``variables`` row by name."""
-    return {"address": row[1], "value_type": row[2], "reader_type": row[3], "name": row[5], "unit": row[6]}
+    return {
+        "address": row[1],
+        "value_type": row[2],
+        "reader_type": row[3],
+        "name": row[5],
+        "unit": row[6],
+        "description": row[7],
+    }
 
 
 def _gist(exc: BaseException) -> str:

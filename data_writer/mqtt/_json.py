@@ -3,10 +3,12 @@
 Sample object (a message of its own, or an element of a batch message's ``samples``)::
 
     {"context_id": 7, "variable_id": 1, "address": "sine", "reader_type": "random",
-     "value_type": "float", "collector": "line-3", "id": "7:1:1795335300100000",
-     "read_at": "2026-11-22T08:15:00.100000+00:00", "value": 0.5, "quality": "GOOD", "error": null}
+     "value_type": "float", "name": "Ram force", "unit": "kN", "collector": "line-3",
+     "id": "7:1:1795335300100000", "read_at": "2026-11-22T08:15:00.100000+00:00", "value": 0.5,
+     "quality": "GOOD", "error": null}
 
-(in a batch message, ``context_id`` and ``collector`` are given once, beside ``samples``). ``id`` is
+(in a batch message, ``context_id`` and ``collector`` are given once, beside ``samples``;
+``name`` and ``unit`` only when the variable has them). ``id`` is
 ``<context_id>:<variable_id>:<read_at in µs since 1970 UTC>``: one sample, whatever the message;
 consumers de-duplicate on it (delivery is at least once). Values: JSON numbers, booleans and
 strings as read; ``null`` when missing (a BAD sample); non-finite floats as the strings ``"NaN"``,
@@ -122,18 +124,23 @@ class JsonCodec:
         found = self._heads.get(key)
         if found is not None:
             return found
+        labels = "".join(
+            f',"{key}":{_text(value)}'
+            for key, value in (("name", variable.name), ("unit", variable.unit))
+            if value
+        )
         if self.batch:
             topic = ""
             head = (
                 f'{{"variable_id":{variable.id},"address":{_text(variable.address)},'
-                f'"reader_type":{_text(variable.reader_type)},"value_type":{_text(variable.value_type)},'
+                f'"reader_type":{_text(variable.reader_type)},"value_type":{_text(variable.value_type)}{labels},'
                 f'"id":"{context_id}:{variable.id}:'
             )
         else:
             topic = self.topic.format(**sample_fields(variable, context_id, self.client_id))
             head = (
                 f'{{"context_id":{context_id},"variable_id":{variable.id},"address":{_text(variable.address)},'
-                f'"reader_type":{_text(variable.reader_type)},"value_type":{_text(variable.value_type)},'
+                f'"reader_type":{_text(variable.reader_type)},"value_type":{_text(variable.value_type)}{labels},'
                 f'"collector":{self._collector},"id":"{context_id}:{variable.id}:'
             )
         self._heads[key] = (topic, head)
@@ -200,6 +207,9 @@ class JsonCodec:
                     "reader_type": v.reader_type,
                     "value_type": v.value_type,
                     "interval_ms": context.interval_of(v),
+                    "name": v.name,
+                    "unit": v.unit,
+                    "description": v.description,
                 }
                 for v in context.variables
             ],

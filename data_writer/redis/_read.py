@@ -62,6 +62,8 @@ class RedisSample:
     value_type: str
     quality: Quality
     error: str | None
+    name: str | None = None  # the variable's, in the latest-value hash only (streams do not carry it)
+    unit: str | None = None
 
 
 def connect(
@@ -210,6 +212,8 @@ def read_latest(source: str | redis.Redis, context_id: int, *, prefix: str = "dc
                 value_type=value_type,
                 quality=Quality(doc.get("quality", "BAD")),
                 error=doc.get("error") or None,
+                name=doc.get("name"),
+                unit=doc.get("unit"),
             )
         return dict(sorted(out.items()))
     finally:

@@ -208,9 +208,15 @@ class _VarCodes:
     cid_b: bytes
     vid_b: bytes
     value_type_b: bytes
+    labels: str  # ',"name":...,"unit":...' for the latest-value JSON ("" without labels)
 
     @staticmethod
     def of(prefix: str, cid: int, var: Variable, per_variable: bool) -> _VarCodes:
+        labels = "".join(
+            f",{json.dumps(key)}:{json.dumps(value, ensure_ascii=False)}"
+            for key, value in (("name", var.name), ("unit", var.unit))
+            if value is not None
+        )
         return _VarCodes(
             var.id,
             stream_key(prefix, cid, var.id if per_variable else None),
@@ -218,6 +224,7 @@ class _VarCodes:
             str(cid).encode(),
             str(var.id).encode(),
             var.value_type.encode("utf-8", "backslashreplace"),
+            labels,
         )
 
 
@@ -460,8 +467,9 @@ class RedisDataWriter(DataWriter):
                 "value_type": v.value_type,
                 "reader_type": v.reader_type,
                 "interval_ms": context.interval_of(v),
-                "name": getattr(v, "name", None),
-                "unit": getattr(v, "unit", None),
+                "name": v.name,
+                "unit": v.unit,
+                "description": v.description,
             }
             for v in context.variables
         ]
@@ -548,7 +556,9 @@ class RedisDataWriter(DataWriter):
         cache = self._var_cache
         if len(cache) > 1_000_000:  # variables made afresh for every batch: start over
             cache.clear()
-        last: dict[int, tuple[int, _Batch, int, str, str | None]] = {}  # vid -> (read µs, batch, index, ...)
+        last: dict[
+            int, tuple[int, _Batch, int, str, str | None, str]
+        ] = {}  # vid -> (read µs, batch, index, ...)
         keep_latest = self._latest
         last_t: object = object()
         us: int | None = None
@@ -602,16 +612,16 @@ class RedisDataWriter(DataWriter):
                 at = -(2**63) if us is None else us
                 seen = last.get(known.vid)
                 if seen is None or at >= seen[0]:
-                    last[known.vid] = (at, batch, len(batch.mids) - 1, vj, error)
+                    last[known.vid] = (at, batch, len(batch.mids) - 1, vj, error, known.labels)
         latest: dict[int, tuple[int, str]] = {}
-        for vid, (at, batch, index, vj, error) in last.items():
+        for vid, (at, batch, index, vj, error, labels) in last.items():
             f = batch.fields[index]
             read_at = '"' + f[3].decode() + '"' if f[3] else "null"
             err = "null" if error is None else json.dumps(error)
             latest[vid] = (
                 at,
                 f'{{"msg_id":"{f[0].decode()}","read_at":{read_at},"value":{vj},'
-                f'"value_type":{json.dumps(f[5].decode())},"quality":"{f[6].decode()}","error":{err}}}',
+                f'"value_type":{json.dumps(f[5].decode())},"quality":"{f[6].decode()}","error":{err}{labels}}}',
             )
         return batches, latest
 

@@ -18,6 +18,7 @@ key over the batch's time range), in a new transaction. The common case pays not
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import math
@@ -41,6 +42,7 @@ from ._schema import (
     AUTO_UPGRADE_FROM,
     DEDUCED_COLUMN,
     EPOCH,
+    LABEL_COLUMNS,
     SAMPLE_COLUMNS,
     SAMPLE_KEY,
     SCHEMA_VERSION,
@@ -48,15 +50,17 @@ from ._schema import (
     build_tables,
     definition_hash,
     epoch_us,
+    view_name,
+    view_sql,
 )
 from ._url import safe_url
 
-__all__ = ["ContextRun", "MigrationResult", "SampleRow", "SqlStore", "jsonable", "make_engine"]
+__all__ = ["ContextRun", "Definition", "MigrationResult", "SampleRow", "SqlStore", "jsonable", "make_engine"]
 
 #: Rows per INSERT statement on SQLite (see SqlStore._insert_executemany).
 _SQLITE_ROWS_PER_STATEMENT = 100
 
-#: Tries of the version 2 to 3 upgrade against concurrent writers (see SqlStore._upgrade).
+#: Tries of each step of an upgrade against concurrent writers (see SqlStore._upgrade).
 _UPGRADE_ATTEMPTS = 6
 
 #: Rows probed at the start of a time range to choose how to find a few variables in it.
@@ -73,7 +77,8 @@ DEFAULT_SQLITE_PRAGMAS: Mapping[str, str | int] = {
 
 
 class SampleRow(NamedTuple):
-    """One stored sample, typed as it was collected (``read_at`` aware UTC)."""
+    """One stored sample, typed as it was collected (``read_at`` aware UTC), with the ``name`` and
+    ``unit`` its variable had (``None``: none, or a store older than schema version 4)."""
 
     context_id: int
     variable_id: int
@@ -84,6 +89,12 @@ class SampleRow(NamedTuple):
     value: Any
     quality: Quality
     error: str | None
+    name: str | None = None
+    unit: str | None = None
+
+
+#: The stored identity of a variable: id, address, value_type, reader_type, name, unit, description.
+Definition = tuple[int, str, str, str, str | None, str | None, str | None]
 
 
 class MigrationResult(NamedTuple):
@@ -355,6 +366,14 @@ class SqlStore:
         #: whether ``<prefix>contexts`` has the deduced metadata column (not in a version 2 store
         #: that is only read)
         self.deduced_column = True
+        #: whether ``<prefix>variables`` has the label columns (not in a version 2 or 3 store that
+        #: is only read)
+        self.label_columns = True
+
+    def set_read_version(self, version: int | None) -> None:
+        """Read a store of ``version`` as it is (older ones lack some columns)."""
+        self.deduced_column = version is None or version >= 3
+        self.label_columns = version is None or version >= 4
 
     # -- schema ---------------------------------------------------------------------------------
     @property
@@ -401,34 +420,47 @@ class SqlStore:
         if version in AUTO_UPGRADE_FROM:
             self._upgrade(conn)
             upgraded = version
-        self.deduced_column = True
-        self.check_schema(conn)
+        self.deduced_column = self.label_columns = True
+        self.check_schema(conn)  # before the view: a foreign table of that name is refused as such
+        self._despite_concurrent_writers(lambda: self._create_view(conn), lambda: self._has_view(conn))
+        if upgraded is not None:
+            self._despite_concurrent_writers(
+                lambda: self._record_upgrade(conn), lambda: self.stored_version(conn) == SCHEMA_VERSION
+            )
         return upgraded
 
     def _upgrade(self, conn: Connection) -> None:
-        """Version 2 to 3: add ``contexts.deduced_metadata`` (nullable), record version 3.
+        """Version 2 or 3 to 4: add the columns that are missing (``contexts.deduced_metadata``,
+        the label columns of ``variables``: nullable); :meth:`create_schema` then checks the
+        tables, creates the samples view and records version 4.
 
-        Safe when several writers open the store at once: a column or version another one added
-        meanwhile is taken as done, and a lock conflict with one of them (SQLite answers "database
-        is locked" at once to a reader turning writer while another writes) is tried again, a few
-        times over about a second.
+        Safe when several writers open the store at once: a column, view or version another one
+        added meanwhile is taken as done, and a lock conflict with one of them (SQLite answers
+        "database is locked" at once to a reader turning writer while another writes) is tried
+        again, a few times over about a second.
         """
 
-        def add_column() -> None:
+        def add_column(table: sa.Table, name: str) -> None:
             with conn.begin():
-                if not self._has_deduced_column(conn):
-                    conn.exec_driver_sql(self._add_deduced_column_ddl())
+                ddl = self._add_columns_ddl(conn, [(table, (name,))])
+                if ddl:
+                    conn.exec_driver_sql(ddl[0])
 
-        def column_added() -> bool:
+        def column_added(table: sa.Table, name: str) -> bool:
             with conn.begin():
-                return self._has_deduced_column(conn)
+                return not self._add_columns_ddl(conn, [(table, (name,))])
 
-        def record_version() -> None:
-            with contextlib.suppress(IntegrityError):  # else recorded by a concurrent writer
-                self._record_version(conn)
+        # one column at a time: another writer may be adding the same ones (MariaDB commits each)
+        for table, names in self._added_columns():
+            for name in names:
+                self._despite_concurrent_writers(
+                    functools.partial(add_column, table, name), functools.partial(column_added, table, name)
+                )
 
-        self._despite_concurrent_writers(add_column, column_added)
-        self._despite_concurrent_writers(record_version, lambda: self.stored_version(conn) == SCHEMA_VERSION)
+    def _record_upgrade(self, conn: Connection) -> None:
+        """Record this version after an upgrade (once: a concurrent writer may have done it)."""
+        with contextlib.suppress(IntegrityError):  # else recorded by a concurrent writer
+            self._record_version(conn)
 
     def _despite_concurrent_writers(self, step: Callable[[], None], done: Callable[[], bool]) -> None:
         """Run ``step``; when it fails, fine if ``done()`` (another writer did it), else try again
@@ -444,15 +476,43 @@ class SqlStore:
                     raise
             time.sleep(0.05 * attempt)  # another writer's DDL or insert: short
 
-    def _has_deduced_column(self, conn: Connection) -> bool:
-        columns = sa.inspect(conn).get_columns(self.tables.contexts.name)
-        return any(c["name"] == DEDUCED_COLUMN for c in columns)
+    def _added_columns(self) -> list[tuple[sa.Table, tuple[str, ...]]]:
+        """The columns versions 3 and 4 added, by table."""
+        return [(self.tables.contexts, (DEDUCED_COLUMN,)), (self.tables.variables, LABEL_COLUMNS)]
 
-    def _add_deduced_column_ddl(self) -> str:
+    def _add_columns_ddl(
+        self, conn: Connection, columns: list[tuple[sa.Table, tuple[str, ...]]] | None = None
+    ) -> list[str]:
+        """``ALTER TABLE ... ADD COLUMN`` of each of ``columns`` (default: every column versions 3
+        and 4 added) that the store lacks (none: it has them all)."""
         dialect = self.engine.dialect
-        table = dialect.identifier_preparer.format_table(self.tables.contexts)
-        column = sa.schema.CreateColumn(self.tables.contexts.c[DEDUCED_COLUMN]).compile(dialect=dialect)
-        return f"ALTER TABLE {table} ADD COLUMN {column}"
+        inspector = sa.inspect(conn)
+        out = []
+        for table, names in columns if columns is not None else self._added_columns():
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for name in names:
+                if name not in present:
+                    column = sa.schema.CreateColumn(table.c[name]).compile(dialect=dialect)
+                    out.append(
+                        f"ALTER TABLE {dialect.identifier_preparer.format_table(table)} ADD COLUMN {column}"
+                    )
+        return out
+
+    def _has_view(self, conn: Connection) -> bool:
+        with conn.begin():
+            return view_name(self.prefix) in sa.inspect(conn).get_view_names()
+
+    def _view_ddl(self) -> str:
+        ddl = view_sql(self.prefix, self.engine.dialect)
+        if self.engine.dialect.paramstyle in ("format", "pyformat"):  # a % is no placeholder
+            ddl = ddl.replace("%", "%%")
+        return ddl
+
+    def _create_view(self, conn: Connection) -> None:
+        """Create the samples view when absent (it is never replaced: a view a user changed stays)."""
+        with conn.begin():
+            if view_name(self.prefix) not in sa.inspect(conn).get_view_names():
+                conn.exec_driver_sql(self._view_ddl())
 
     def _record_version(self, conn: Connection) -> None:
         with conn.begin():
@@ -491,7 +551,8 @@ class SqlStore:
         Version 1 to 2: its samples move to ``<prefix>samples`` with the primary key (a sample
         stored twice by version 1, e.g. after a lost COMMIT acknowledgement, is kept once); the old
         table is renamed ``<prefix>samples_v1`` first and dropped at the end. Version 2 to 3: the
-        ``contexts.deduced_metadata`` column is added (the writer does this one by itself too).
+        ``contexts.deduced_metadata`` column is added. Version 3 to 4: the label columns of
+        ``variables`` and the samples view are added (the writer does these two by itself too).
         On SQLite and PostgreSQL it is one transaction; on MariaDB/MySQL (whose DDL commits by
         itself) running it again after an interruption finishes the job.
         """
@@ -519,8 +580,10 @@ class SqlStore:
                 tables.samples.create(conn, checkfirst=True)
                 conn.exec_driver_sql(self._copy_v1_samples_sql(new, old))
                 before = int(conn.exec_driver_sql(f"SELECT COUNT(*) FROM {old}").scalar() or 0)
-            if not self._has_deduced_column(conn):
-                conn.exec_driver_sql(self._add_deduced_column_ddl())
+            for ddl in self._add_columns_ddl(conn):
+                conn.exec_driver_sql(ddl)
+            if view_name(self.prefix) not in sa.inspect(conn).get_view_names():
+                conn.exec_driver_sql(self._view_ddl())
             after = int(conn.execute(sa.select(sa.func.count()).select_from(tables.samples)).scalar() or 0)
             self._insert_version(conn)
             if before is not None:
@@ -551,7 +614,12 @@ class SqlStore:
         """:class:`ConfigurationError` unless the tables have the columns this code uses."""
         tables = self.tables
         for table in (tables.contexts, tables.variables, tables.samples):
-            columns = [c for c in table.c if self.deduced_column or c.name != DEDUCED_COLUMN]
+            columns = [
+                c
+                for c in table.c
+                if (self.deduced_column or c.name != DEDUCED_COLUMN)
+                and (self.label_columns or table is not tables.variables or c.name not in LABEL_COLUMNS)
+            ]
             try:
                 with conn.begin():
                     conn.execute(sa.select(*columns).where(sa.false()).limit(1)).all()
@@ -566,21 +634,27 @@ class SqlStore:
 
     # -- variables --------------------------------------------------------------------------
     @staticmethod
-    def definition(variable: Variable) -> tuple[int, str, str, str]:
+    def definition(variable: Variable) -> Definition:
         """The stored identity of a variable; :class:`ConfigurationError` if its id does not fit BIGINT."""
         if not INT64_MIN <= variable.id <= INT64_MAX:
             raise ConfigurationError(
                 f"SqlDataWriter: variable id {variable.id} is outside the signed 64-bit range of the database"
             )
-        return variable.id, variable.address, variable.value_type, variable.reader_type
+        return (
+            variable.id,
+            variable.address,
+            variable.value_type,
+            variable.reader_type,
+            variable.name,
+            variable.unit,
+            variable.description,
+        )
 
-    def variable_keys(
-        self, conn: Connection, definitions: Iterable[tuple[int, str, str, str]]
-    ) -> dict[tuple[int, str, str, str], int]:
+    def variable_keys(self, conn: Connection, definitions: Iterable[Definition]) -> dict[Definition, int]:
         """Row ids of the given variable definitions, inserting those not stored yet (own transaction)."""
-        wanted = {(d, definition_hash(d[1], d[2], d[3])) for d in set(definitions)}
+        wanted = {(d, definition_hash(*d[1:])) for d in set(definitions)}
         table = self.tables.variables
-        found: dict[tuple[int, str, str, str], int] = {}
+        found: dict[Definition, int] = {}
         for attempt in (1, 2):
             try:
                 with conn.begin():
@@ -594,10 +668,10 @@ class SqlStore:
                             hit = by_hash.get((int(vid), digest))
                             if hit is not None:
                                 found[hit] = int(key)
-                    for definition, digest in sorted(wanted):
+                    for definition, digest in sorted(wanted, key=lambda w: (w[0][0], w[1])):
                         if definition in found:
                             continue
-                        vid, address, value_type, reader_type = definition
+                        vid, address, value_type, reader_type, name, unit, description = definition
                         result = conn.execute(
                             table.insert().values(
                                 variable_id=vid,
@@ -605,6 +679,9 @@ class SqlStore:
                                 value_type=value_type,
                                 reader_type=reader_type,
                                 definition_hash=digest,
+                                name=name,
+                                unit=unit,
+                                description=description,
                             )
                         )
                         pk = result.inserted_primary_key
@@ -867,12 +944,14 @@ class SqlStore:
                     # The range is in ``times`` only: bounds on ``s`` too would tempt the planner to
                     # scan ``s`` over the range and look each row up in ``times``.
                     conds = [s.c.context_id == context_id, s.c.variable_key.in_(keys)]
+            labels: list[Any] = [v.c.name, v.c.unit] if self.label_columns else [sa.null(), sa.null()]
             query = (
                 sa.select(
                     v.c.variable_id,
                     v.c.address,
                     v.c.value_type,
                     v.c.reader_type,
+                    *labels,
                     s.c.read_at,
                     s.c.value_kind,
                     s.c.value_num,
@@ -898,12 +977,16 @@ class SqlStore:
                     decode_value(kind, num, ival, text),
                     qualities.get(quality) or Quality(quality),
                     error,
+                    name,
+                    unit,
                 )
                 for (
                     vid,
                     address,
                     value_type,
                     reader_type,
+                    name,
+                    unit,
                     read_at,
                     kind,
                     num,
@@ -963,6 +1046,16 @@ class SqlStore:
             conds.append(nxt.c.read_at < self.to_core_time(end))
         following = sa.select(sa.func.min(nxt.c.read_at)).where(*conds).scalar_subquery()
         return times.union_all(sa.select(following).where(times.c.x.is_not(None)))
+
+    def context_known(self, conn: Connection, context_id: int) -> bool:
+        """Whether the store has a run or a sample of ``context_id`` (two key seeks)."""
+        contexts, samples = self.tables.contexts, self.tables.samples
+        with conn.begin():
+            query = sa.select(contexts.c.id).where(contexts.c.context_id == context_id).limit(1)
+            if conn.execute(query).first() is not None:
+                return True
+            query = sa.select(samples.c.context_id).where(samples.c.context_id == context_id).limit(1)
+            return conn.execute(query).first() is not None
 
     def select_runs(self, conn: Connection, context_id: int | None) -> list[ContextRun]:
         table = self.tables.contexts

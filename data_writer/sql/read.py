@@ -2,7 +2,9 @@
 
 - :func:`read_samples`: the samples of a context, typed as collected, in time order (optionally
   of some variables and within a time range);
-- :func:`read_samples_frame`: the same as a pandas DataFrame (needs pandas);
+- :func:`read_samples_frame`: the same as a pandas DataFrame (needs pandas), typed columns;
+- :func:`read_wide_frame`: one context (or one run of it) as a wide pandas DataFrame: one column
+  per variable (titled by its name), one row per read time, BAD samples missing;
 - :func:`read_contexts`: the recorded runs of a context (start, end, user and deduced metadata);
 - :func:`migrate_store`: bring the tables of an older version to this version's schema
   (``data-collector migrate`` on the command line); :func:`stored_schema_version` tells which
@@ -16,36 +18,42 @@ schema: the message says what to do) or :class:`SqlWriterError` (the database fa
 from __future__ import annotations
 
 import importlib
+import math
 import os
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 
-from data_collector import ConfigurationError
+from data_collector import ConfigurationError, wide_frame
 
 from ._codec import INT64_MAX, INT64_MIN
 from ._errors import cause, translate
-from ._schema import AUTO_UPGRADE_FROM, check_prefix
+from ._schema import check_prefix
 from ._store import ContextRun, MigrationResult, SampleRow, SqlStore, make_engine
 from ._url import parse_url, safe_url
 
 __all__ = [
     "FRAME_COLUMNS",
+    "has_context",
     "migrate_store",
     "read_contexts",
     "read_samples",
     "read_samples_frame",
+    "read_wide_frame",
     "samples_to_frame",
     "stored_schema_version",
 ]
 
 _T = TypeVar("_T")
 
-#: The DataFrame columns of :func:`read_samples_frame` (those of :class:`SampleRow`).
-FRAME_COLUMNS = SampleRow._fields
+#: The DataFrame columns of :func:`read_samples_frame`: those of :class:`SampleRow`, then
+#: ``value_float`` (the value of a float, int or bool sample as a float, else NaN).
+FRAME_COLUMNS = (*SampleRow._fields, "value_float")
+
+_US = timedelta(microseconds=1)
 
 
 def _check_context_id(context_id: object) -> None:
@@ -80,18 +88,67 @@ def _check_query(
     return ids, _check_time("start", start), _check_time("end", end)
 
 
+def _check_run(run: object) -> int | None:
+    if run is None:
+        return None
+    if isinstance(run, bool) or not isinstance(run, int) or run < 1:
+        raise ConfigurationError(f"run must be an int >= 1 (1: a context's first run), got {run!r}")
+    return run
+
+
+def _as_float(value: Any) -> float:
+    if isinstance(value, float | int):  # bools too
+        try:
+            return float(value)
+        except OverflowError:
+            return math.nan
+    return math.nan
+
+
+def _typed_values(pd: Any, values: list[Any]) -> Any:
+    """The ``value`` column: float64, Int64 or boolean when every value present has that type
+    (``None``: missing), else object (the values as collected)."""
+    kinds = {type(v) for v in values if v is not None}
+    if kinds == {float}:
+        return pd.array([math.nan if v is None else v for v in values], dtype="float64")
+    if kinds == {int} and all(v is None or -(2**63) <= v < 2**63 for v in values):
+        return pd.array(values, dtype="Int64")
+    if kinds == {bool}:
+        return pd.array(values, dtype="boolean")
+    return pd.array(values, dtype=object)
+
+
 def samples_to_frame(rows: list[SampleRow]) -> Any:
-    """Rows as a pandas DataFrame: the :class:`SampleRow` columns, ``read_at`` as UTC datetimes,
-    ``quality`` as text."""
+    """Rows as a pandas DataFrame with the columns :data:`FRAME_COLUMNS`, typed: ids ``int64``,
+    ``read_at`` ``datetime64[us, UTC]``, ``value`` ``float64`` / ``Int64`` / ``boolean`` when every
+    selected sample with a value has that type (else ``object``: the values as collected),
+    ``value_float`` ``float64`` always (numbers and bools as floats, else NaN), ``quality`` text."""
     try:
         pd: Any = importlib.import_module("pandas")
     except ImportError:
-        raise ConfigurationError("read_samples_frame needs pandas: pip install pandas") from None
-    frame = pd.DataFrame.from_records(
-        [(*row[:7], row.quality.value, row.error) for row in rows], columns=list(FRAME_COLUMNS)
+        raise ConfigurationError(
+            'read_samples_frame needs pandas: pip install "data-collector[pandas]"'
+        ) from None
+    values = [r.value for r in rows]
+    frame = pd.DataFrame(
+        {
+            "context_id": pd.array([r.context_id for r in rows], dtype="int64"),
+            "variable_id": pd.array([r.variable_id for r in rows], dtype="int64"),
+            "address": pd.array([r.address for r in rows], dtype=object),
+            "value_type": pd.array([r.value_type for r in rows], dtype=object),
+            "reader_type": pd.array([r.reader_type for r in rows], dtype=object),
+            "read_at": pd.to_datetime(pd.Series([r.read_at for r in rows], dtype=object), utc=True).astype(
+                "datetime64[us, UTC]"
+            ),
+            "value": _typed_values(pd, values),
+            "quality": pd.array([r.quality.value for r in rows], dtype=object),
+            "error": pd.array([r.error for r in rows], dtype=object),
+            "name": pd.array([r.name for r in rows], dtype=object),
+            "unit": pd.array([r.unit for r in rows], dtype=object),
+            "value_float": pd.array([_as_float(v) for v in values], dtype="float64"),
+        }
     )
-    frame["read_at"] = pd.to_datetime(frame["read_at"], utc=True)
-    return frame
+    return frame[list(FRAME_COLUMNS)]
 
 
 def _open_store(url: str | URL | Engine, table_prefix: str) -> tuple[SqlStore, bool]:
@@ -124,7 +181,7 @@ def _read(url: str | URL | Engine, table_prefix: str, op: Callable[[SqlStore, Co
         with store.engine.connect() as conn:
             version = store.stored_version(conn)
             store.check_version(version)  # an older store: say how to migrate it
-            store.deduced_column = version not in AUTO_UPGRADE_FROM  # read a version 2 store as it is
+            store.set_read_version(version)  # read a version 2 or 3 store as it is
             try:
                 store.check_schema(conn)
             except ConfigurationError:
@@ -139,10 +196,59 @@ def _read(url: str | URL | Engine, table_prefix: str, op: Callable[[SqlStore, Co
             store.engine.dispose()
 
 
+def run_window(
+    runs: list[ContextRun], context_id: int, run: int, where: str = ""
+) -> tuple[datetime | None, datetime | None]:
+    """``[start, end)`` of run ``run`` (1: the first) of ``context_id`` among ``runs`` (the runs
+    :func:`read_contexts` returns, oldest first): from its start to just after its end;
+    :class:`ConfigurationError` naming the runs there are when it has no such run."""
+    mine = [r for r in runs if r.context_id == context_id]
+    if not 1 <= run <= len(mine):
+        there = f"runs 1..{len(mine)}" if len(mine) > 1 else ("run 1" if mine else "no recorded run")
+        raise ConfigurationError(f"{where}context {context_id} has no run {run} (it has {there})")
+    chosen = mine[run - 1]
+    return chosen.start, (chosen.end + _US if chosen.end is not None else None)
+
+
+def _narrow(
+    window: tuple[datetime | None, datetime | None], start: datetime | None, end: datetime | None
+) -> tuple[datetime | None, datetime | None]:
+    lo, hi = window
+    if start is not None and (lo is None or start > lo):
+        lo = start
+    if end is not None and (hi is None or end < hi):
+        hi = end
+    return lo, hi
+
+
+def _select(
+    store: SqlStore,
+    conn: Connection,
+    context_id: int,
+    run: int | None,
+    ids: list[int] | None,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    known: bool = False,
+) -> list[SampleRow]:
+    """The samples of ``context_id`` (run ``run``); ``known``: the context must be in the store."""
+    if known and not store.context_known(conn, context_id):
+        raise ConfigurationError(
+            f"no context {context_id} in tables {store.prefix}* of {safe_url(store.engine.url)}"
+        )
+    if run is not None:
+        start, end = _narrow(run_window(store.select_runs(conn, context_id), context_id, run), start, end)
+        if start is not None and end is not None and start >= end:
+            return []
+    return store.select_samples(conn, context_id, ids, start, end)
+
+
 def read_samples(
     url: str | URL | Engine,
     context_id: int,
     *,
+    run: int | None = None,
     variable_ids: Iterable[int] | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
@@ -150,13 +256,17 @@ def read_samples(
 ) -> list[SampleRow]:
     """Samples of ``context_id`` stored by a :class:`SqlDataWriter`, in time order (then by variable).
 
+    ``run`` keeps one run of the context (1: its first, as :func:`read_contexts` lists them; the
+    samples from its start to its end; :class:`ConfigurationError` when there is no such run);
     ``variable_ids`` keeps only those variables; ``start`` (included) and ``end`` (excluded),
     timezone-aware, bound ``read_at``. Values come back typed as collected, ``read_at`` as aware
-    UTC datetimes. ``url`` may also be a SQLAlchemy :class:`Engine`.
+    UTC datetimes, with the variable's ``name`` and ``unit``. ``url`` may also be a SQLAlchemy
+    :class:`Engine`.
     """
     ids, start, end = _check_query(context_id, variable_ids, start, end)
+    number = _check_run(run)
     return _read(
-        url, table_prefix, lambda store, conn: store.select_samples(conn, context_id, ids, start, end)
+        url, table_prefix, lambda store, conn: _select(store, conn, context_id, number, ids, start, end)
     )
 
 
@@ -164,20 +274,57 @@ def read_samples_frame(
     url: str | URL | Engine,
     context_id: int,
     *,
+    run: int | None = None,
     variable_ids: Iterable[int] | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
     table_prefix: str = "dc_",
 ) -> Any:
-    """:func:`read_samples` as a pandas DataFrame (needs pandas).
+    """:func:`read_samples` as a pandas DataFrame in long format, one row per sample (needs pandas).
 
-    Columns: those of :class:`SampleRow`; ``read_at`` is ``datetime64[..., UTC]``, ``quality`` the
-    quality's text ("GOOD", "UNCERTAIN", "BAD"), ``value`` the typed values (object column).
+    Columns :data:`FRAME_COLUMNS` (those of :class:`SampleRow`, then ``value_float``), typed: see
+    :func:`samples_to_frame`. For one column per variable, see :func:`read_wide_frame`.
     """
     rows = read_samples(
-        url, context_id, variable_ids=variable_ids, start=start, end=end, table_prefix=table_prefix
+        url, context_id, run=run, variable_ids=variable_ids, start=start, end=end, table_prefix=table_prefix
     )
     return samples_to_frame(rows)
+
+
+def read_wide_frame(
+    url: str | URL | Engine,
+    context_id: int,
+    *,
+    run: int | None = None,
+    variable_ids: Iterable[int] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    table_prefix: str = "dc_",
+) -> Any:
+    """One context (or one ``run`` of it) as a wide pandas DataFrame (needs pandas).
+
+    One row per read time (index ``read_at``, UTC), one column per variable titled by its name
+    (its id as text when it has none), BAD samples and times a variable was not read missing;
+    ``float64`` columns for floats, ``int64`` (``Int64`` with missing values) for ints,
+    ``bool``/``boolean`` for bools, else ``object``; ``frame.attrs["units"]`` maps titles to
+    units. See :func:`data_collector.wide_frame`. The arguments are those of
+    :func:`read_samples`; a context the store does not know, or a run it does not have, raises
+    :class:`ConfigurationError`.
+    """
+    ids, start, end = _check_query(context_id, variable_ids, start, end)
+    number = _check_run(run)
+    rows = _read(
+        url,
+        table_prefix,
+        lambda store, conn: _select(store, conn, context_id, number, ids, start, end, known=True),
+    )
+    return wide_frame(rows)
+
+
+def has_context(url: str | URL | Engine, context_id: int, *, table_prefix: str = "dc_") -> bool:
+    """Whether the store holds a run or a sample of ``context_id`` (cheap: two key lookups)."""
+    _check_context_id(context_id)
+    return _read(url, table_prefix, lambda store, conn: store.context_known(conn, context_id))
 
 
 def read_contexts(

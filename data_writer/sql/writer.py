@@ -42,7 +42,7 @@ from ._codec import MissingVariables, SampleTuple, encode_rows
 from ._errors import SqlWriterError, cause, is_transient_error, translate
 from ._scan import store_scan_rows
 from ._schema import SCHEMA_VERSION, check_prefix
-from ._store import ContextRun, SampleRow, SqlStore, make_engine
+from ._store import ContextRun, Definition, SampleRow, SqlStore, make_engine
 from ._url import parse_url, safe_url
 from ._watchdog import Watch, Watchdog
 from .read import _check_context_id, _check_query, samples_to_frame
@@ -128,7 +128,7 @@ class SqlDataWriter(DataWriter):
         self._key_by_id: dict[int, int] = {}  # id(Variable) -> variables.id
         self._key_cache: list[Any] = []  # the ids and keys of the last batch (see encode_rows)
         self._pinned: list[Variable] = []
-        self._definitions: dict[tuple[int, str, str, str], int] = {}
+        self._definitions: dict[Definition, int] = {}
         self._runs: dict[int, int] = {}
         self._refusals_logged: set[tuple[int, str]] = set()
         #: samples stored since this writer was created
@@ -187,7 +187,8 @@ class SqlDataWriter(DataWriter):
                     self._safe_url,
                     upgraded,
                     SCHEMA_VERSION,
-                    "added the column deduced_metadata to the contexts table; "
+                    "added what was missing of: contexts.deduced_metadata, the name, unit and description "
+                    f"of variables, the view {self._prefix}samples_view; "
                     "older data-collector versions now refuse these tables",
                 )
             self._opened = True

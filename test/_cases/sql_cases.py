@@ -31,6 +31,7 @@ POSTGRES_URL = os.environ.get("DC_TEST_POSTGRES_URL", "postgresql+psycopg://post
 MARIADB_URL = os.environ.get("DC_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
 TABLES = ("samples", "variables", "contexts", "schema_version")
+VIEWS = ("samples_view",)
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
 
 
@@ -105,6 +106,8 @@ def drop_tables(url: str, prefix: str) -> None:
     try:
         with engine.begin() as conn:
             quote = conn.dialect.identifier_preparer.quote
+            for name in VIEWS:  # first: PostgreSQL refuses to drop a table a view reads
+                conn.exec_driver_sql(f"DROP VIEW IF EXISTS {quote(prefix + name)}")
             for name in TABLES:
                 conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(prefix + name)}")
     finally:
@@ -140,7 +143,11 @@ def boom_trigger(url: str, prefix: str) -> list[str]:
             f"CREATE TRIGGER {prefix}boom BEFORE INSERT ON {table} "
             f"FOR EACH ROW EXECUTE FUNCTION {prefix}boom()",
         ]
-        cleanup = [f"DROP TABLE IF EXISTS {table}", f"DROP FUNCTION IF EXISTS {prefix}boom()"]
+        cleanup = [
+            f"DROP VIEW IF EXISTS {prefix}samples_view",  # first: it reads the table
+            f"DROP TABLE IF EXISTS {table}",
+            f"DROP FUNCTION IF EXISTS {prefix}boom()",
+        ]
     else:
         ddl = [
             f"CREATE TRIGGER {prefix}boom BEFORE INSERT ON {table} FOR EACH ROW BEGIN "
@@ -250,6 +257,25 @@ def v2_contexts_table(prefix: str) -> sa.Table:
     )
 
 
+def v3_variables_table(prefix: str) -> sa.Table:
+    """The variables table as versions 1 to 3 created it (no name, unit, description)."""
+    long_text: Any = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+    return sa.Table(
+        f"{prefix}variables",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("variable_id", sa.BigInteger, nullable=False),
+        sa.Column("address", long_text, nullable=False),
+        sa.Column("value_type", long_text, nullable=False),
+        sa.Column("reader_type", long_text, nullable=False),
+        sa.Column("definition_hash", sa.String(64), nullable=False),
+        sa.UniqueConstraint("variable_id", "definition_hash", name=f"{prefix}variables_definition"),
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+    )
+
+
 def v1_samples_table(prefix: str) -> sa.Table:
     """The samples table as version 1 created it."""
     time_type: Any = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -280,6 +306,7 @@ def make_v1_store(url: str, prefix: str, T0: datetime) -> list[tuple[int, dateti
     v2 = build_tables(prefix, engine.dialect)
     v1 = v1_samples_table(prefix)
     contexts = v2_contexts_table(prefix)  # versions 1 and 2 had no deduced metadata
+    variables = v3_variables_table(prefix)  # versions 1 to 3 had no labels
     naive = engine.dialect.name != "postgresql"
 
     def t(dt: datetime) -> datetime:
@@ -294,7 +321,8 @@ def make_v1_store(url: str, prefix: str, T0: datetime) -> list[tuple[int, dateti
     ]
     try:
         with engine.begin() as conn:
-            v2.metadata.create_all(conn, tables=[v2.schema_version, v2.variables])
+            v2.metadata.create_all(conn, tables=[v2.schema_version])
+            variables.create(conn)
             contexts.create(conn)
             v1.create(conn)
             conn.execute(v2.schema_version.insert().values(version=1, applied_at=t(T0)))
@@ -304,7 +332,7 @@ def make_v1_store(url: str, prefix: str, T0: datetime) -> list[tuple[int, dateti
             keys = {}
             for vid, address in ((1, "x"), (2, "y")):
                 result = conn.execute(
-                    v2.variables.insert().values(
+                    variables.insert().values(
                         variable_id=vid * 10,
                         address=address,
                         value_type="float",
@@ -339,11 +367,13 @@ def make_v1_store(url: str, prefix: str, T0: datetime) -> list[tuple[int, dateti
     return out
 
 
-def make_v2_store(url: str, prefix: str, T0: datetime) -> None:
-    """A store as schema version 2 left it: one ended run of context 3 with two samples."""
+def make_v2_store(url: str, prefix: str, T0: datetime, *, version: int = 2) -> None:
+    """A store as schema version 2 left it: one ended run of context 3 with two samples
+    (``version=3``: as version 3 left it, with ``contexts.deduced_metadata``)."""
     engine = sa.create_engine(url)
     current = build_tables(prefix, engine.dialect)
-    contexts = v2_contexts_table(prefix)
+    contexts = v2_contexts_table(prefix) if version == 2 else current.contexts
+    variables = v3_variables_table(prefix)
     naive = engine.dialect.name != "postgresql"
 
     def t(dt: datetime) -> datetime:
@@ -351,18 +381,17 @@ def make_v2_store(url: str, prefix: str, T0: datetime) -> None:
 
     try:
         with engine.begin() as conn:
-            current.metadata.create_all(
-                conn, tables=[current.schema_version, current.variables, current.samples]
-            )
+            current.metadata.create_all(conn, tables=[current.schema_version, current.samples])
+            variables.create(conn)
             contexts.create(conn)
-            conn.execute(current.schema_version.insert().values(version=2, applied_at=t(T0)))
+            conn.execute(current.schema_version.insert().values(version=version, applied_at=t(T0)))
             conn.execute(
                 contexts.insert().values(
                     context_id=3, start_date=t(T0), end_date=t(T0 + timedelta(seconds=9)), metadata={"lot": 7}
                 )
             )
             key = conn.execute(
-                current.variables.insert().values(
+                variables.insert().values(
                     variable_id=1,
                     address="counter",
                     value_type="int",
