@@ -2,8 +2,9 @@
 
 ``RandomDataReader`` serves reader_type ``"random"`` (overridable per instance). It needs no
 connection and never fails (the ``bad`` signal stands for a device that does). Every value is of
-the variable's ``value_type`` (float, int, bool, str; for ``wave`` an array of that element type). Signals are functions of the wall-clock read
-time, so two variables with the same address read at the same tick give the same value.
+the variable's ``value_type`` (float, int, bool, str; for ``wave`` an array of that element
+type). Signals are functions of the wall-clock read time, so two variables with the same address
+read at the same tick give the same value.
 
 Address syntax (``<signal>[:<parameter>]``):
 
@@ -207,8 +208,8 @@ class RandomDataReader(DataReader):
                 raise ConfigurationError(f"{where}: {param!r} is not a {vt}") from None
             return lambda t: value
         raise ConfigurationError(
-            f"{where}: unknown signal {kind!r}; use sine[:P], ramp[:P], wave:N[:P], counter, random, constant:<v> "
-            "or bad[:reason]"
+            f"{where}: unknown signal {kind!r}; use sine[:P], ramp[:P], wave:N[:P], counter, random, "
+            "constant:<v> or bad[:reason]"
         )
 
     @staticmethod
