@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from _cases.sql_cases import sql_store
 from _util import wait_for
+
 from data_collector import (
     CollectedVariables,
     ConfigurationError,
