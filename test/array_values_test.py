@@ -214,3 +214,32 @@ def test_random_wave_through_the_collector_into_csv(tmp_path: Path) -> None:
     rows = csv_samples(path)
     assert rows and all(r["quality"] is Quality.GOOD for r in rows)
     assert all(isinstance(r["value"], np.ndarray) and r["value"].shape == (64,) for r in rows)
+
+
+def test_export_and_wide_frame_keep_arrays(tmp_path: Path) -> None:
+    import pandas as pd
+    from cli_demo_export_test import cli
+
+    from data_collector import wide_frame
+
+    cases = [("three", "float", np.array([0.5, np.nan, 2.0])), ("scalar", "float", 1.25)]
+    path = tmp_path / "out.h5"
+    reads = collect(Hdf5DataWriter(path), tmp_path, cases)
+    frame = wide_frame(hdf5_samples(path, 7))
+    assert frame.shape == (reads, 2) and frame["2"].dtype == np.float64
+    assert all(same(v, cases[0][2], bits=True) for v in frame["1"])
+    done = cli(["export", str(path), "--context", "7", "--wide", "-o", str(tmp_path / "w.csv")], tmp_path)
+    assert done.returncode == 0, done.stderr
+    wide = pd.read_csv(tmp_path / "w.csv")
+    assert wide["1"].tolist() == ["[0.5, NaN, 2.0]"] * reads
+    done = cli(["export", str(path), "--context", "7", "-o", str(tmp_path / "long.csv")], tmp_path)
+    assert done.returncode == 0, done.stderr
+    back = [r for r in csv_samples_export(tmp_path / "long.csv") if r[0] == "1"]
+    assert back == [("1", "[0.5, NaN, 2.0]")] * reads
+
+
+def csv_samples_export(path: Path) -> list[tuple[str, str]]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return [(r["variable_id"], r["value"]) for r in csv.DictReader(f)]
