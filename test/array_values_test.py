@@ -243,3 +243,36 @@ def csv_samples_export(path: Path) -> list[tuple[str, str]]:
 
     with open(path, newline="", encoding="utf-8") as f:
         return [(r["variable_id"], r["value"]) for r in csv.DictReader(f)]
+
+
+def test_an_opcua_array_node_is_read_as_a_numpy_array(tmp_path: Path) -> None:
+    from asyncua import ua
+
+    from data_reader.opcua import OpcUaDataReader
+    from data_reader.opcua.simulator import OpcUaSimulator
+
+    with OpcUaSimulator() as sim:
+        wave = [0.5, -0.0, float("nan"), 1e300]
+        sim.add_variable("Arr.Wave", wave, ua.VariantType.Double)
+        sim.add_variable("Arr.Counts", [2**63 - 1, -(2**63), 3], ua.VariantType.Int64)
+        sim.add_variable("Arr.Empty", [], ua.VariantType.Double)
+        sim.add_variable("Arr.Big", [2**64 - 1], ua.VariantType.UInt64)
+        variables = [
+            Variable(1, sim.address("Arr.Wave"), "float", "opcua"),
+            Variable(2, sim.address("Arr.Counts"), "int", "opcua"),
+            Variable(3, sim.address("Arr.Empty"), "float", "opcua"),
+            Variable(4, sim.address("Arr.Big"), "int", "opcua"),
+        ]
+        reader = OpcUaDataReader(sim.endpoint, timeout_s=5.0)
+        reader.open()
+        try:
+            batch = CollectedVariables.of(variables)
+            reader.read(batch)
+        finally:
+            reader.close()
+    values = batch.values
+    assert batch.qualities[:3] == [Quality.GOOD] * 3, batch.errors
+    assert same(values[0], np.array(wave), bits=True)
+    assert same(values[1], np.array([2**63 - 1, -(2**63), 3], dtype=np.int64), bits=True)
+    assert same(values[2], np.zeros(0), bits=True)
+    assert batch.qualities[3] is Quality.BAD and "beyond int64" in (batch.errors[3] or "")
