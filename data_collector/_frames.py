@@ -64,7 +64,12 @@ def _column(pd: Any, np: Any, values: list[Any], value_type: str | None) -> Any:
             return np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
         except OverflowError:  # an int beyond a float's range: keep the values
             pass
-    return np.array(values, dtype=object)
+    if not any(issubclass(k, np.ndarray) for k in kinds):
+        return np.array(values, dtype=object)
+    column = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):  # one by one: np.array() would merge array values into 2-D
+        column[i] = v
+    return column
 
 
 def wide_frame(samples: Iterable[Any]) -> Any:

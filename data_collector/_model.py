@@ -205,6 +205,9 @@ class Variable:
     ``value_type`` is a Python-oriented type name ("float", "int", "bool", "str"; readers may
     declare more); ``reader_type`` names the reader that reads it; ``interval_ms`` overrides the
     context's default interval. Immutable; invalid values raise :class:`ConfigurationError`.
+    A variable holding a 1-D array (a waveform, a register block) keeps its element type as
+    ``value_type`` ("float" for a float64 waveform): its values are 1-D NumPy arrays, which the
+    CSV, SQL, HDF5 and archive writers store (each README says how).
 
     Ranges: ``id`` is a signed 64-bit integer (:data:`MIN_ID` .. :data:`MAX_ID`, what the SQL
     writer stores); ``interval_ms`` is 1 .. :data:`MAX_INTERVAL_MS` (366 days).

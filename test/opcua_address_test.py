@@ -126,7 +126,9 @@ def test_values_convert_to_the_value_type(value: object, value_type: str, expect
         (2.5, "int", "not an integer"),
         ("abc", "float", "cannot convert str"),
         (b"\x01", "int", "cannot convert bytes"),
-        ([1, 2], "float", "cannot convert list"),
+        ([[1.0, 2.0]], "float", "multi-dimensional"),  # a 1-D list is an array (array_values_test)
+        ([1.0, "x"], "float", "array element 1: cannot convert str"),
+        ([1, 2], "bytes", "cannot convert list"),
         (None, "float", "null value"),
         (float("nan"), "int", "not an integer"),
     ],

@@ -52,7 +52,11 @@ class _CaseContract(WriterContract):
 
 for _case in CASES:
     _name = "Test_" + _case.id.replace("-", "_")
-    globals()[_name] = type(_name, (_CaseContract,), {"case": _case, "typed_values": _case.typed_values})
+    globals()[_name] = type(
+        _name,
+        (_CaseContract,),
+        {"case": _case, "typed_values": _case.typed_values, "array_values": _case.array_values},
+    )
 
 
 def test_every_shipped_writer_has_a_case() -> None:

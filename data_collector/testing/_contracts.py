@@ -7,6 +7,7 @@ few hooks, and pytest runs every check on it. A failing check names the rule it 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import random
@@ -78,6 +79,10 @@ WRITER_RULES: Mapping[str, str] = {
     "writer.outage-is-transient": (
         "while the store is unreachable write() raises an error is_transient() accepts (the collector then "
         "retries), never returns as if it had stored the batch; it writes again once the store is back"
+    ),
+    "writer.arrays": (
+        "a writer that claims array_values stores 1-D NumPy arrays (floats with NaN and -0.0, int64 "
+        "extremes, bools, length 1, empty) and gives them back as equal NumPy arrays of the same kind"
     ),
     "writer.exactly-once": (
         "a writer that claims exactly_once stores every sample exactly once when connections are reset, "
@@ -513,6 +518,58 @@ class _ScriptedReader(DataReader):
                 item.set_bad(f"timeout #{n}")
 
 
+class _ArrayReader(DataReader):
+    """1-D NumPy arrays (the address says which; the first point of ``wave`` counts the reads)."""
+
+    def __init__(self, reader_type: str) -> None:
+        super().__init__(reader_type=reader_type, min_interval_ms=10)
+        self.n = 0
+
+    def read(self, variables: CollectedVariables) -> None:
+        np: Any = importlib.import_module("numpy")
+        self.n += 1
+        n = self.n
+        for item in variables:
+            kind = item.variable.address
+            if kind == "wave":
+                item.value = np.concatenate([[float(n)], np.sin(np.linspace(0.0, 6.0, 999))])
+            elif kind == "special":
+                item.value = np.array([math.nan, -0.0, math.inf, -math.inf, 5e-324, n + 0.1])
+            elif kind == "int64":
+                item.value = np.array([2**63 - 1, -(2**63), n], dtype=np.int64)
+            elif kind == "one":
+                item.value = np.array([n], dtype=np.int64)
+            elif kind == "empty":
+                item.value = np.zeros(0, dtype=np.float64)
+            elif kind == "bools":
+                item.value = np.array([n % 2 == 0, True, False])
+
+
+_ARRAY_KINDS = (
+    ("wave", "float"),
+    ("special", "float"),
+    ("int64", "int"),
+    ("one", "int"),
+    ("empty", "float"),
+    ("bools", "bool"),
+)
+
+
+def _same_array(stored: Any, delivered: Any) -> bool:
+    """Equal 1-D NumPy arrays of the same dtype kind (NaN equal to NaN, -0.0 not equal to 0.0)."""
+    np: Any = importlib.import_module("numpy")
+    if not isinstance(stored, np.ndarray) or stored.shape != delivered.shape:
+        return False
+    if stored.dtype.kind != delivered.dtype.kind:
+        return False
+    if delivered.dtype.kind == "f":
+        return bool(
+            np.array_equal(stored, delivered, equal_nan=True)
+            and (np.signbit(stored) == np.signbit(delivered)).all()
+        )
+    return bool(np.array_equal(stored, delivered))
+
+
 _KINDS = (
     ("float", "float"),
     ("int", "int"),
@@ -559,11 +616,13 @@ class WriterContract:
       for a writer whose class sets ``exactly_once = True``).
 
     Settings: ``typed_values`` (True: values come back with their type; False: compared as
-    ``str``), ``collect_timeout_s`` (30), ``fault_batches`` (12: batches written under faults),
-    ``outage_s`` (1.0). Rules: :data:`WRITER_RULES`.
+    ``str``), ``array_values`` (True: the writer stores 1-D NumPy array values and gives them back
+    as NumPy arrays; enables the arrays check), ``collect_timeout_s`` (30), ``fault_batches``
+    (12: batches written under faults), ``outage_s`` (1.0). Rules: :data:`WRITER_RULES`.
     """
 
     typed_values: ClassVar[bool] = True
+    array_values: ClassVar[bool] = False
     collect_timeout_s: ClassVar[float] = 30.0
     fault_batches: ClassVar[int] = 12
     outage_s: ClassVar[float] = 1.0
@@ -690,6 +749,40 @@ class WriterContract:
                     "writer.runs",
                     f"context 11 ran {ctx.start_date} .. {ctx.end_date}; "
                     f"the store says {run.start} .. {run.end}",
+                )
+
+    def test_round_trip_of_array_values(self) -> None:
+        """Rule writer.arrays (for a writer case with ``array_values = True``)."""
+        if not self.array_values:
+            pytest.skip(f"{type(self).__name__} does not set array_values")
+        variables = [Variable(1 + i, addr, vt, "arrays", 50) for i, (addr, vt) in enumerate(_ARRAY_KINDS)]
+        ctx = DataCollectionContext(13, variables, min_interval_ms=10)
+        produced = MemoryWriter(name="delivered")
+        collector = DataCollector(
+            LOG,
+            [_ArrayReader("arrays")],
+            [self.make_writer(), produced],
+            drain_timeout_s=self.collect_timeout_s,
+        )
+        try:
+            collector.start(ctx)
+            produced.wait_for_samples(5 * len(variables), self.collect_timeout_s, context_id=13)
+        finally:
+            _close_collector(collector)
+        delivered = {self._key(d): d for d in produced.of(13)}
+        stored = list(self.read_back(13))
+        if sorted(self._key(s) for s in stored) != sorted(delivered):
+            _broken(
+                "writer.arrays",
+                f"context 13: {len(stored)} samples stored for {len(delivered)} delivered (each once)",
+            )
+        for s in stored:
+            d = delivered[self._key(s)]
+            if s.quality != d.quality or not _same_array(s.value, d.value):
+                _broken(
+                    "writer.arrays",
+                    f"variable {s.variable_id} ({variables[s.variable_id - 1].address}): stored {s.value!r} "
+                    f"({s.quality}, {s.error}) for {d.value!r}",
                 )
 
     def test_two_contexts_two_threads_one_writer(self) -> None:

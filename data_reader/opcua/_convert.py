@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 from datetime import datetime
 from typing import Any
@@ -63,6 +64,32 @@ def status_text(code: int) -> str:
     return f"{name} ({doc})" if doc and name else status_name(code)
 
 
+#: The NumPy dtype of an array node's value by the variable's value_type (its element type).
+_ARRAY_DTYPES = {"float": "float64", "int": "int64", "bool": "bool"}
+
+
+def _array(values: list[Any], value_type: str) -> Any:
+    """A 1-D array node's value (a list) as a NumPy array of ``value_type`` elements, each
+    converted as a scalar would be (``TypeError``/``ValueError`` naming the element that does
+    not fit; a nested list, a multi-dimensional node, is refused)."""
+    try:
+        np: Any = importlib.import_module("numpy")
+    except ImportError:
+        raise TypeError("an array value needs NumPy (pip install numpy)") from None
+    out = []
+    for i, item in enumerate(values):
+        if type(item) is list:
+            raise TypeError("a multi-dimensional array cannot be converted (1-D arrays only)")
+        try:
+            out.append(convert(item, value_type))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"array element {i}: {exc}") from None
+    try:
+        return np.array(out, dtype=_ARRAY_DTYPES[value_type])
+    except OverflowError:
+        raise ValueError(f"an element of the array is beyond int64 ({_short(values)})") from None
+
+
 def convert(value: Any, value_type: str) -> Any:
     """``value`` as read from OPC UA, converted to ``value_type``.
 
@@ -70,6 +97,8 @@ def convert(value: Any, value_type: str) -> Any:
     """
     if value is None:
         raise ValueError("the server returned a null value")
+    if type(value) is list and value_type in _ARRAY_DTYPES:  # a 1-D array node: a NumPy array
+        return _array(value, value_type)
     if value_type == "float":
         if isinstance(value, float):
             return value

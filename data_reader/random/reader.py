@@ -2,8 +2,9 @@
 
 ``RandomDataReader`` serves reader_type ``"random"`` (overridable per instance). It needs no
 connection and never fails (the ``bad`` signal stands for a device that does). Every value is of
-the variable's ``value_type`` (float, int, bool, str). Signals are functions of the wall-clock read
-time, so two variables with the same address read at the same tick give the same value.
+the variable's ``value_type`` (float, int, bool, str; for ``wave`` an array of that element
+type). Signals are functions of the wall-clock read time, so two variables with the same address
+read at the same tick give the same value.
 
 Address syntax (``<signal>[:<parameter>]``):
 
@@ -13,6 +14,10 @@ Address syntax (``<signal>[:<parameter>]``):
 ``ramp[:P]``       saw-tooth from 0 to 1 over ``P`` seconds (default 10); int → 0..99 percent
 ``counter``        1, 2, 3, ... one step per read of that variable; float → 1.0, 2.0, ...;
                    bool → alternates; str → "1", "2", ...
+``wave:N[:P]``     a waveform: a 1-D NumPy array of ``N`` points (0 .. 1,000,000; default period
+                   ``P`` 10 s), point ``i`` = sin(2π·(t/P + i/N)): one period sampled, moving
+                   with time; float → float64 array; int → int64 array of round(100·sin);
+                   bool → bool array of sin ≥ 0 (no str). Needs NumPy
 ``random``         uniform random: float in [0, 1); int in [0, 100); bool; str (8 hex chars)
 ``constant:<v>``   always ``v`` converted to the value type (bool accepts true/false/1/0/yes/no/on/off)
 ``bad[:reason]``   always BAD, no value, error ``reason`` (default "simulated failure"): to try
@@ -37,6 +42,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 import math
 import random
 import threading
@@ -165,6 +171,8 @@ class RandomDataReader(DataReader):
                     "str": lambda t: repr(base(t)),
                 }
             return conv[vt]
+        if kind == "wave":
+            return self._wave(variable, param, where)
         if param and kind not in ("constant", "bad"):
             raise ConfigurationError(f"{where}: signal {kind!r} takes no parameter")
         if kind == "counter":
@@ -200,6 +208,39 @@ class RandomDataReader(DataReader):
                 raise ConfigurationError(f"{where}: {param!r} is not a {vt}") from None
             return lambda t: value
         raise ConfigurationError(
-            f"{where}: unknown signal {kind!r}; use sine[:P], ramp[:P], counter, random, constant:<v> "
-            "or bad[:reason]"
+            f"{where}: unknown signal {kind!r}; use sine[:P], ramp[:P], wave:N[:P], counter, random, "
+            "constant:<v> or bad[:reason]"
         )
+
+    @staticmethod
+    def _wave(variable: Variable, param: str, where: str) -> Signal:
+        vt = variable.value_type
+        if vt == "str":
+            raise ConfigurationError(f"{where}: a wave is an array of float, int or bool, not str")
+        count_text, _, period_text = param.partition(":")
+        try:
+            n = int(count_text)
+        except ValueError:
+            raise ConfigurationError(f"{where}: wave needs a point count, e.g. 'wave:1000'") from None
+        if not 0 <= n <= 1_000_000:
+            raise ConfigurationError(f"{where}: point count must be 0 .. 1000000, got {count_text!r}")
+        try:
+            period = float(period_text) if period_text else 10.0
+        except ValueError:
+            raise ConfigurationError(f"{where}: period {period_text!r} is not a number") from None
+        if not (math.isfinite(period) and period > 0):
+            raise ConfigurationError(f"{where}: period must be > 0 seconds, got {period_text!r}")
+        try:
+            np = importlib.import_module("numpy")
+        except ImportError:
+            raise ConfigurationError(f"{where}: a wave needs NumPy (pip install numpy)") from None
+        phases = np.arange(n, dtype=np.float64) * (2 * math.pi / n) if n else np.zeros(0)
+
+        def base(t: float) -> Any:
+            return np.sin(phases + 2 * math.pi * (t % period) / period)
+
+        if vt == "float":
+            return base
+        if vt == "int":
+            return lambda t: np.rint(100 * base(t)).astype(np.int64)
+        return lambda t: base(t) >= 0

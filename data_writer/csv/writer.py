@@ -10,7 +10,14 @@ Each file starts with one header row, then only data rows with the columns::
 ``read_at`` is ISO-8601 UTC with milliseconds (``2026-11-22T08:15:00.100+00:00``; a naive time is
 taken as UTC; an aware time UTC cannot hold, near year 1 or 9999, keeps its own offset); ``value`` is
 empty for a missing value, ``true``/``false`` for bools, ``repr`` for floats (``nan``, ``inf``
-included) and the text itself for strings; ``quality`` is GOOD, UNCERTAIN or BAD.
+included) and the text itself for strings; ``quality`` is GOOD, UNCERTAIN or BAD. A 1-D NumPy
+array value (dtype bool, int, uint or float) is one JSON list in its cell (``[1.0, NaN, -0.0]``,
+``[9223372036854775807, -1]``, ``[]``: floats as ``repr``, non-finite ones as ``NaN``,
+``Infinity``, ``-Infinity``); :func:`read_samples` gives it back as a NumPy array: float64 when
+the list holds a float, bool for true/false, else int64 (uint64 beyond int64), an empty list by
+the variable's value_type (``int``/``int[]`` int64, ``bool``/``bool[]`` bool, else float64).
+Float arrays come back exactly except the sign and payload of NaN. A multi-dimensional array or
+one of another dtype is written as JSON of its nested lists when JSON can hold it (else ``str``).
 
 Runs: beside each CSV file, ``<file>.runs.jsonl`` gets one JSON line when a context starts and one
 when it stops (``event``, ``context_id``, ``start``, ``end``, the user's ``metadata`` and the
@@ -162,13 +169,45 @@ def format_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, bytes):
         return value.hex()
+    if type(value).__name__ == "ndarray" and type(value).__module__ == "numpy":
+        try:
+            return json.dumps(value.tolist())
+        except (TypeError, ValueError):
+            return str(value)
     return str(value)
 
 
+_ARRAY_TYPES = frozenset({"float", "int", "bool"})
+
+#: value_types of arrays: an empty array's dtype by its variable's value_type
+_EMPTY_ARRAY_DTYPE = {"int": "int64", "int[]": "int64", "bool": "bool", "bool[]": "bool"}
+
+
+def parse_array(text: str, value_type: str) -> Any:
+    """The NumPy array of a JSON list written by :func:`format_value` (see the module docstring)."""
+    import numpy as np  # only when an array is read back
+
+    items = json.loads(text)
+    if not items:
+        return np.array([], dtype=_EMPTY_ARRAY_DTYPE.get(value_type, "float64"))
+    types = set(map(type, items))
+    if float in types:
+        return np.array(items, dtype="float64")
+    if types == {bool}:
+        return np.array(items, dtype="bool")
+    if min(items) >= 0 and max(items) > 2**63 - 1:
+        return np.array(items, dtype="uint64")
+    return np.array(items, dtype="int64")
+
+
 def parse_value(text: str, value_type: str) -> Any:
-    """Inverse of :func:`format_value` for the built-in value types (others stay text)."""
+    """Inverse of :func:`format_value` for the built-in value types and arrays (others stay
+    text): a value of a numeric, bool or array (``...[]``) value_type whose text starts with ``[``
+    is an array."""
     if text == "":
         return None
+    if text[0] == "[" and (value_type in _ARRAY_TYPES or value_type.endswith("[]")):
+        return parse_array(text, value_type)
     if value_type == "float":
         return float(text)
     if value_type == "int":

@@ -12,6 +12,11 @@ other[_W]  ``kind`` + text         ``int`` beyond uint64 (decimal), ``bytes`` (h
                                    that fixed-width UTF-8 cannot hold (unpaired surrogates,
                                    trailing NUL; JSON string), ``list``/``dict`` of JSON values
                                    (JSON), ``datetime`` (ISO-8601), ``Decimal`` (text)
+float_array_N  float64 (N,)        a 1-D NumPy float array of N >= 1 points (float16/32 widened)
+int_array_N    int64 (N,)          a 1-D NumPy signed int array (int8 .. int64 widened)
+uint_array_N   uint64 (N,)         a 1-D NumPy unsigned int array (uint8 .. uint64 widened)
+bool_array_N   bool (N,)           a 1-D NumPy bool array
+other[_W]  kind ``array``          an empty 1-D array: ``<dtype>:`` (its NumPy dtype string)
 novalue    (none)                  samples without a value (``None``; usually BAD)
 errors[_W] ``error``, UTF-8        the error text of every sample that has one
 =========  ======================  ==========================================================
@@ -36,10 +41,12 @@ import numpy.typing as npt
 from data_collector import CollectedVariables, Quality, Variable
 
 from ._layout import (
+    ARRAY_BASES,
     QUALITY_NAMES,
     WIDTHS,
     errors_dtype,
     sample_dtype,
+    split_table_name,
     table_name,
     time_us,
     width_class,
@@ -143,6 +150,8 @@ def _classify(value: Any) -> tuple[str, Any, bytes | None] | str:
         return ("other", value.isoformat().encode(), b"datetime")
     if isinstance(value, Decimal):
         return ("other", str(value).encode(), b"decimal")
+    if isinstance(value, np.ndarray):
+        return _array(value)
     if isinstance(value, list | dict):
         try:
             text = json.dumps(value, ensure_ascii=True, allow_nan=False)
@@ -152,6 +161,23 @@ def _classify(value: Any) -> tuple[str, Any, bytes | None] | str:
             return f"a {type(value).__name__} that JSON cannot hold exactly (tuples, non-str keys...)"
         return ("other", text.encode(), b"json")
     return f"{type(value).__name__} values cannot be stored"
+
+
+_ARRAY_BASE = {"f": "float_array", "i": "int_array", "u": "uint_array", "b": "bool_array"}
+_ARRAY_DTYPE = {"f": "<f8", "i": "<i8", "u": "<u8", "b": "?"}
+
+
+def _array(value: npt.NDArray[Any]) -> tuple[str, Any, bytes | None] | str:
+    """A 1-D NumPy array: its ``<kind>_array`` table (the caller adds the length), or ``other``
+    kind ``array`` when it is empty; a refusal reason for any other array."""
+    if value.ndim != 1:
+        return f"a {value.ndim}-D array of shape {value.shape} (only 1-D arrays can be stored)"
+    kind = value.dtype.kind
+    if kind not in _ARRAY_BASE:
+        return f"an array of dtype {value.dtype} (bool, int, uint or float only)"
+    if len(value) == 0:
+        return ("other", f"{value.dtype.newbyteorder('<').str}:".encode(), b"array")
+    return (_ARRAY_BASE[kind], value.astype(_ARRAY_DTYPE[kind], copy=False), None)
 
 
 def variable_ids(variables: list[Variable]) -> npt.NDArray[np.int64]:
@@ -234,7 +260,9 @@ def encode_batch(
                 else:
                     base, stored, kind = found
             name = base
-            if base in ("str", "other"):
+            if base in ARRAY_BASES:
+                name = table_name(base, len(stored))
+            elif base in ("str", "other"):
                 width = width_class(len(stored))
                 if width is None:
                     reason = f"a text of {len(stored)} bytes (the limit is {_MAX_TEXT})"
@@ -257,8 +285,7 @@ def encode_batch(
                 group.kinds.append(kind)
         for name, group in groups.items():
             index = np.array(group.idx, dtype=np.intp)
-            base = name.split("_", 1)[0]
-            width = int(name.split("_", 1)[1]) if "_" in name else None
+            base, width = split_table_name(name) or (name, None)
             rows = np.empty(len(index), dtype=sample_dtype(base, width))
             rows["time_us"] = times[index]
             rows["variable_id"] = ids[index]
@@ -306,6 +333,8 @@ def decode_other(kind: bytes, text: bytes) -> Any:
         return datetime.fromisoformat(text.decode("ascii"))
     if kind == b"decimal":
         return Decimal(text.decode("ascii"))
+    if kind == b"array":
+        return np.zeros(0, dtype=np.dtype(text.decode("ascii").rstrip(":")))
     raise ValueError(f"unknown value kind {kind!r}")
 
 
@@ -318,5 +347,7 @@ def decode_values(base: str, rows: Rows) -> list[Any]:
         return [b.decode("utf-8") for b in column.tolist()]
     if base == "other":
         return [decode_other(k, b) for k, b in zip(rows["kind"].tolist(), column.tolist(), strict=True)]
+    if base in ARRAY_BASES:
+        return list(column.copy())  # one 1-D array per row (copies: no view into the table rows)
     values: list[Any] = column.tolist()
     return values

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "ARRAY_BASES",
     "EPOCH",
     "FORMAT",
     "FORMAT_VERSION",
@@ -62,11 +63,14 @@ QUALITY_NAMES: tuple[bytes, ...] = (b"GOOD", b"UNCERTAIN", b"BAD")
 _FIXED: dict[str, str] = {"float": "<f8", "int": "<i8", "uint": "<u8", "bool": "?"}
 #: Tables with a text column, in width classes.
 TEXT_BASES = ("str", "other", "errors")
+#: Tables of 1-D array values, one per element type and length N (``float_array_1000``: a
+#: ``value`` column of shape (N,)); the "width" of such a table is its N.
+ARRAY_BASES = ("float_array", "int_array", "uint_array", "bool_array")
 #: Every kind of table that holds samples (``errors`` holds error texts of samples).
-SAMPLE_BASES = ("float", "int", "uint", "bool", "str", "other", "novalue")
+SAMPLE_BASES = ("float", "int", "uint", "bool", "str", "other", "novalue", *ARRAY_BASES)
 
 #: What the ``kind`` column of an ``other`` table says about its ``value`` text.
-OTHER_KINDS: tuple[str, ...] = ("int", "bytes", "str", "json", "datetime", "decimal")
+OTHER_KINDS: tuple[str, ...] = ("int", "bytes", "str", "json", "datetime", "decimal", "array")
 
 _PREFIX = [("time_us", "<i8"), ("variable_id", "<i8")]
 _QUALITY = ("quality", "S9")
@@ -97,20 +101,25 @@ def width_class(nbytes: int) -> int | None:
 
 
 def table_name(base: str, width: int | None = None) -> str:
-    """Node name of a table: ``float``, ``str`` (narrowest width), ``str_1024``, ``errors_256``..."""
+    """Node name of a table: ``float``, ``str`` (narrowest width), ``str_1024``, ``errors_256``,
+    ``float_array_1000`` (width: the array length)..."""
+    if base in ARRAY_BASES:
+        return f"{base}_{width}"
     if width is None or width == WIDTHS[0]:
         return base
     return f"{base}_{width}"
 
 
 _TABLE_RE = re.compile(r"^(float|int|uint|bool|novalue|str|other|errors)(?:_(\d+))?$")
+_ARRAY_RE = re.compile(r"^(float|int|uint|bool)_array_([1-9]\d*)$")
 
 
 def split_table_name(name: str) -> tuple[str, int | None] | None:
     """``(base, width)`` of a table node name of this layout, ``None`` for any other name."""
     m = _TABLE_RE.match(name)
     if m is None:
-        return None
+        a = _ARRAY_RE.match(name)
+        return None if a is None else (f"{a.group(1)}_array", int(a.group(2)))
     base, width = m.group(1), m.group(2)
     if base in TEXT_BASES:
         w = int(width) if width is not None else WIDTHS[0]
@@ -122,6 +131,8 @@ def sample_dtype(base: str, width: int | None = None) -> np.dtype[Any]:
     """Row type of a sample table (``time_us``, ``variable_id``, [``kind``], [``value``], ``quality``)."""
     if base in _FIXED:
         return np.dtype([*_PREFIX, ("value", _FIXED[base]), _QUALITY])
+    if base in ARRAY_BASES and width:
+        return np.dtype([*_PREFIX, ("value", _FIXED[base[: -len("_array")]], (width,)), _QUALITY])
     if base == "str":
         return np.dtype([*_PREFIX, ("value", f"S{width or WIDTHS[0]}"), _QUALITY])
     if base == "other":

@@ -19,6 +19,7 @@ from data_collector import ConfigurationError, Quality, WriterError, wide_frame
 
 from ._codec import decode_values
 from ._layout import (
+    ARRAY_BASES,
     FORMAT,
     FORMAT_VERSION,
     NAT,
@@ -230,7 +231,8 @@ def list_runs(path: str | os.PathLike[str], context_id: int | None = None) -> li
 
 
 def table_keys(path: str | os.PathLike[str], context_id: int, run: int = 1) -> list[str]:
-    """The ``pandas.read_hdf`` keys of one run's sample and error tables (``/context_7/run_1/float``...)."""
+    """The ``pandas.read_hdf`` keys of one run's sample and error tables (``/context_7/run_1/float``...);
+    also those of its array tables (``.../float_array_1000``), which pandas cannot load (h5py can)."""
     cid = _check_id("context_id", context_id)
     _check_id("run", run)
     with _opened(path) as h5:
@@ -420,7 +422,12 @@ def read_frame(
             value = np.empty(n, dtype=object)
             i = 0
             for p in data.parts:
-                value[i : i + len(p.rows)] = decode_values(p.base, p.rows)
+                decoded = decode_values(p.base, p.rows)
+                if p.base in ARRAY_BASES or p.base == "other":  # one by one: NumPy would merge arrays
+                    for k, v in enumerate(decoded):
+                        value[i + k] = v
+                else:
+                    value[i : i + len(p.rows)] = decoded
                 i += len(p.rows)
         frame = pd.DataFrame(
             {

@@ -17,16 +17,23 @@ json       ``value_text``: a list or dict of JSON-native values (str keys); also
            the database cannot hold as text (NUL on PostgreSQL, unpaired surrogates)
 datetime   ``value_text`` ISO-8601 (an aware datetime keeps its offset)
 decimal    ``value_text`` (``str(Decimal)``)
+array      ``value_text`` ``<dtype>:<base64>``: a 1-D NumPy array of bools, ints or floats as
+           its NumPy little-endian dtype string and the base64 of its raw bytes, e.g.
+           ``<f8:AAAAAAAA8D8=`` for ``[1.0]``, ``<i8:`` for an empty int64 array. Exact to the bit
+           (NaN payloads, -0.0, int64 extremes); read back as a NumPy array of that dtype
+           (``numpy.frombuffer(base64.b64decode(b64), dtype)``; reading needs NumPy)
 (none)     every value column NULL: the sample has no value (usually quality BAD)
 =========  =========================================================================
 
 A value that cannot be stored exactly (another type, a list holding a tuple, an int beyond
-Python's str conversion limit) is *refused*: its row gets no
+Python's str conversion limit, an array of more than one dimension or of another dtype) is
+*refused*: its row gets no
 value, quality BAD and an error text that says why, so the rest of the batch is still stored.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import math
@@ -54,7 +61,10 @@ __all__ = [
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
-KINDS = ("float", "int", "bool", "str", "bytes", "json", "datetime", "decimal")
+KINDS = ("float", "int", "bool", "str", "bytes", "json", "datetime", "decimal", "array")
+
+#: NumPy dtype kinds an array value may have: bool, signed and unsigned int, float
+_ARRAY_DTYPE_KINDS = frozenset("biuf")
 
 #: context_id, variable_key, read_at, value_kind, value_num, value_int, value_text, quality, error
 SampleTuple = tuple[int, int, Any, str | None, float | None, int | None, str | None, str, str | None]
@@ -124,6 +134,25 @@ def _int(value: int) -> _Encoded:
         raise Refused(f"int too large to store as text ({exc})") from None
 
 
+def _array(value: Any) -> _Encoded:
+    """A NumPy array as kind "array" (see the module docstring)."""
+    dtype = value.dtype
+    if value.ndim != 1:
+        raise Refused(f"only 1-D arrays can be stored, got {value.ndim}-D of shape {value.shape}")
+    if dtype.kind not in _ARRAY_DTYPE_KINDS:
+        raise Refused(f"arrays of dtype {dtype} cannot be stored (bool, int, uint or float only)")
+    little = dtype.newbyteorder("<")
+    data = value.astype(little, copy=False).tobytes()
+    return "array", None, None, f"{little.str}:{base64.b64encode(data).decode('ascii')}"
+
+
+def _decode_array(text: str) -> Any:
+    import numpy as np  # only when an array is read back
+
+    dtype, _, b64 = text.partition(":")
+    return np.frombuffer(base64.b64decode(b64), dtype=np.dtype(dtype)).copy()
+
+
 def encode_value(value: Any, forbid_nul: bool = False) -> _Encoded:
     """``(kind, num, int, text)`` for ``value``; :class:`Refused` when it cannot be stored exactly."""
     t = type(value)
@@ -153,6 +182,8 @@ def encode_value(value: Any, forbid_nul: bool = False) -> _Encoded:
             except UnicodeEncodeError:  # unpaired surrogates: escape them
                 text = json.dumps(value, separators=(",", ":"))
         return "json", None, None, text
+    if t.__name__ == "ndarray" and t.__module__ == "numpy":
+        return _array(value)
     # Subclasses and numeric look-alikes (IntEnum, numpy scalars, str subclasses).
     if isinstance(value, bool):
         return "bool", None, int(value), None
@@ -187,6 +218,8 @@ def decode_value(kind: str | None, num: Any, int_: Any, text: str | None) -> Any
         return datetime.fromisoformat(text) if text is not None else None
     if kind == "decimal":
         return Decimal(text) if text is not None else None
+    if kind == "array":
+        return _decode_array(text) if text is not None else None
     return text  # a kind written by a later version: its text form
 
 

@@ -81,6 +81,8 @@ class WriterCase:
     make: Callable[[Path], AbstractContextManager[WriterHarness]]
     #: value types whose values come back exactly typed (others come back as str)
     typed_values: bool = True
+    #: 1-D NumPy array values come back as NumPy arrays (the writer.arrays contract check)
+    array_values: bool = False
 
 
 def skip_or_fail(reason: str) -> NoReturn:

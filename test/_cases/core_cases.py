@@ -96,8 +96,8 @@ def _noop(tmp: Path) -> Iterator[WriterHarness]:
 
 
 WRITER_CASES = [
-    WriterCase("csv", _csv_single),
-    WriterCase("csv-per-context", _csv_per_context),
+    WriterCase("csv", _csv_single, array_values=True),
+    WriterCase("csv-per-context", _csv_per_context, array_values=True),
     WriterCase("noop", _noop),
 ]
 

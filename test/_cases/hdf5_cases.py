@@ -62,4 +62,7 @@ def _per_run(tmp: Path) -> Iterator[WriterHarness]:
     yield _Hdf5Harness(tmp, "ctx-{context_id}/run-{start:%Y%m%d-%H%M%S.%f}.h5")
 
 
-WRITER_CASES = [WriterCase("hdf5", _single), WriterCase("hdf5-per-run", _per_run)]
+WRITER_CASES = [
+    WriterCase("hdf5", _single, array_values=True),
+    WriterCase("hdf5-per-run", _per_run, array_values=True),
+]

@@ -219,7 +219,7 @@ def _case(kind: str) -> WriterCase:
         with sql_store(kind, tmp) as (url, prefix):
             yield SqlHarness(url, prefix)
 
-    return WriterCase(f"sql-{kind}", make)
+    return WriterCase(f"sql-{kind}", make, array_values=True)
 
 
 WRITER_CASES = [_case("sqlite"), _case("postgresql"), _case("mariadb")]
