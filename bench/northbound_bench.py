@@ -101,6 +101,7 @@ def drop_tables(url: str, table_prefix: str) -> None:
     engine = sa.create_engine(url)
     try:
         with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP VIEW IF EXISTS "{table_prefix}samples_view"')  # first: it reads them
             for name in SQL_TABLES:
                 conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{table_prefix}{name}"')
     finally:
