@@ -1175,21 +1175,7 @@ class WriterTask:
         if outcome and self._flush_s is not None:
             self._defer(key, lane, entry, now)
             return
-        if entry.recs and self.spool is not None:
-            for rec in entry.recs:
-                self.spool.ack(rec)
-        if entry.kind == _DATA:
-            if outcome:
-                c.batches += 1
-                c.samples_written += entry.samples
-                if self._on_written is not None:
-                    self._on_written(entry.context.id, entry.samples, self.name)
-            else:
-                c.lost_batches += 1
-                c.lost_samples += entry.samples
-            self._depth -= entry.samples
-            if entry.batch is not None:
-                self._in_memory -= entry.samples
+        self._account(entry, written=bool(outcome))
         if outcome is None:
             c.write_errors += 1
             self._log.error(
@@ -1221,6 +1207,26 @@ class WriterTask:
         elif entry.kind == _STOPPED:
             del self._lanes[key]
             self._keys.pop(id(entry.context), None)
+
+    def _account(self, entry: _Entry, *, written: bool) -> None:  # under self._cond
+        """``entry`` leaves this task: out of the spool (a lost one was quarantined already) and
+        counted written or lost."""
+        if entry.recs and self.spool is not None:
+            for rec in entry.recs:
+                self.spool.ack(rec)
+        if entry.kind == _DATA:
+            c = self.counters
+            if written:
+                c.batches += 1
+                c.samples_written += entry.samples
+                if self._on_written is not None:
+                    self._on_written(entry.context.id, entry.samples, self.name)
+            else:
+                c.lost_batches += 1
+                c.lost_samples += entry.samples
+            self._depth -= entry.samples
+            if entry.batch is not None:  # a deferred (flushed) entry gave its batch up already
+                self._in_memory -= entry.samples
 
     def _defer(self, key: int, lane: _Lane, entry: _Entry, now: float) -> None:  # under self._cond
         """A call of a writer with ``flush_interval_s`` returned: it counts once a flush confirms it."""
@@ -1339,19 +1345,7 @@ class WriterTask:
             self._flush_attempts = 0
             self._flush_delay = 0.0
             for entry in entries:
-                if entry.recs and self.spool is not None:
-                    for rec in entry.recs:
-                        self.spool.ack(rec)
-                if entry.kind == _DATA:
-                    if outcome:
-                        c.batches += 1
-                        c.samples_written += entry.samples
-                        if self._on_written is not None:
-                            self._on_written(entry.context.id, entry.samples, self.name)
-                    else:
-                        c.lost_batches += 1
-                        c.lost_samples += entry.samples
-                    self._depth -= entry.samples
+                self._account(entry, written=bool(outcome))
                 if entry.done is not None:
                     entry.done.set()
             self._cond.notify_all()
