@@ -58,6 +58,10 @@ __all__ = [
 _MAGIC = b"DCS1"
 _HEADER = struct.Struct("<4sB3xIIQqId")  # magic, kind, length, crc, seq, key, samples, spooled at
 KIND_CONTEXT, KIND_STARTED, KIND_DATA, KIND_STOPPED = 1, 2, 3, 4
+#: A marker written at the head of every new segment for each context whose start is spooled and
+#: whose stop is not: once the segment holding its KIND_STARTED record is acknowledged and deleted,
+#: a replay still knows that the run had not ended (never acknowledged, never replayed as a call).
+KIND_OPEN = 5
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _QUALITIES = (Quality.GOOD, Quality.UNCERTAIN, Quality.BAD)
@@ -204,6 +208,7 @@ class Spool:
         self._ack_file: Any = None
         self._next_seq = 1
         self._contexts: dict[int, dict[str, Any]] = {}  # open contexts (key -> definition)
+        self._started: set[int] = set()  # contexts whose start is spooled and whose stop is not
         self._pending: dict[int, SpoolRecord] = {}  # seq -> record, every unacknowledged one
         self._dirty = False
         self._last_sync = time.monotonic()
@@ -240,6 +245,9 @@ class Spool:
                     if rec.kind == KIND_CONTEXT:
                         contexts[rec.key] = pickle.loads(payload)
                         continue
+                    if rec.kind == KIND_OPEN:
+                        started.add(rec.key)
+                        continue
                     if rec.kind == KIND_STARTED:
                         started.add(rec.key)
                     elif rec.kind == KIND_STOPPED:
@@ -266,6 +274,7 @@ class Spool:
                 if not seg.pending:
                     self._delete(seg)
             open_keys = {k for k in started if k not in stopped and k in contexts}
+            self._started = set(open_keys)  # still open: carried into the segments of this run
             return Replayed(contexts, records, open_keys)
 
     @staticmethod
@@ -317,7 +326,13 @@ class Spool:
                 seg.samples += samples
                 self.samples += samples
                 self._pending[rec.seq] = rec
+            if kind == KIND_STARTED:
+                self._started.add(key)
+            elif kind == KIND_STOPPED:
+                self._started.discard(key)
             self._enforce_max_bytes()
+            if kind in (KIND_STARTED, KIND_STOPPED):  # rare and what a replay needs: on disk at once
+                self.sync(force=True)
             return rec
 
     def _write(self, seg: _Segment, kind: int, key: int, blob: bytes, samples: int) -> SpoolRecord:
@@ -349,6 +364,8 @@ class Spool:
         self._ack_file = open(seg.ack_path, "ab")  # noqa: SIM115
         for key, definition in list(self._contexts.items()):  # every segment readable on its own
             self._write(seg, KIND_CONTEXT, key, pickle.dumps(definition, protocol=pickle.HIGHEST_PROTOCOL), 0)
+            if key in self._started:
+                self._write(seg, KIND_OPEN, key, pickle.dumps(None), 0)
         return seg
 
     def _close_active(self) -> None:
@@ -531,7 +548,7 @@ def inspect_spool(spool_dir: str | os.PathLike[str]) -> list[SpoolInfo]:
             acked = Spool._read_acks(seg_path.with_suffix(".ack"))
             size += seg_path.stat().st_size
             for rec, _, _ in Spool._scan(seg_path, first):
-                if rec.kind == KIND_CONTEXT or rec.seq in acked:
+                if rec.kind in (KIND_CONTEXT, KIND_OPEN) or rec.seq in acked:
                     continue
                 records += 1
                 samples += rec.samples

@@ -254,6 +254,36 @@ def test_acknowledged_segments_leave_the_disk_when_the_spool_moves_on(tmp_path: 
     spool.close()
 
 
+def test_a_run_is_known_open_after_a_crash_even_once_its_start_left_the_spool(tmp_path: Path) -> None:
+    """A start is on disk as soon as it is spooled (not at the next sync), and every new segment
+    carries a marker for the runs still open, so a replay after kill -9 closes the run as ended
+    abnormally also when the segment with its start was acknowledged and deleted long ago."""
+    ctx = DataCollectionContext(7, [V(1)])
+    batch = CollectedVariables.of(ctx.variables)
+    batch.values[:] = [1]
+    batch.read_ats[:] = [datetime.now(UTC)]
+    folder = tmp_path / "w"
+    spool = Spool(folder, max_bytes=1 << 30, sync_s=3600.0)  # no timed sync during the test
+    spool.segment_bytes = 64 * 1024
+    key = spool.append_context(ctx)
+    started = spool.append(KIND_STARTED, key, None)
+    on_disk = [r.kind for f in folder.glob("*.seg") for r, _, _ in Spool._scan(f, int(f.stem))]
+    assert KIND_STARTED in on_disk  # synced at once
+    spool.ack(started)
+    payload = encode_batch(batch)
+    for _ in range(2000):  # ~20 segments, each acknowledged at once: the first one is deleted
+        spool.ack(spool.append(KIND_DATA, key, payload, 1))
+    assert started.segment not in {int(f.stem) for f in folder.glob("*.seg")}
+    spool.sync(force=True)
+    spool._close_active()  # a crash: the files stay as they are, nothing is tidied up
+    assert spool._lock_file is not None
+    spool._lock_file.close()
+    again = Spool(folder, max_bytes=1 << 30, sync_s=1.0)
+    replayed = again.replay()
+    assert replayed.open_keys == {key} and replayed.records == []
+    again.close()
+
+
 def test_a_full_spool_drops_the_oldest_loudly_and_counts_it(tmp_path: Path) -> None:
     writer = KeyWriter(tmp_path / "store.sqlite")
     writer.down.set()
