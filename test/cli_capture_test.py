@@ -344,3 +344,36 @@ def test_exit_status_and_metadata_parsing() -> None:
     assert parse_metadata(None) == {}
     with pytest.raises(ConfigurationError, match="'=x'"):
         parse_metadata(["=x"])
+
+
+def test_an_error_of_ours_while_the_command_runs_stops_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """data-collector failing while the command runs (here: an unexpected error starting the
+    contexts) stops the command and waits for it instead of leaving it running unwatched."""
+    from data_collector.cli import capture as capture_module
+    from data_collector.cli import main
+
+    config, _script = setup(tmp_path, CSV_WRITER)
+    pid_file = tmp_path / "pid"
+    sleeper = tmp_path / "sleeper.py"
+    sleeper.write_text(
+        "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(60)\n",
+        encoding="utf-8",
+    )
+
+    def broken_start(*args: Any, **kwargs: Any) -> None:
+        deadline = time.monotonic() + 10
+        while not pid_file.exists() and time.monotonic() < deadline:  # the command is running
+            time.sleep(0.01)
+        raise RuntimeError("an internal error of data-collector")
+
+    monkeypatch.setattr(capture_module, "_start", broken_start)
+    monkeypatch.chdir(tmp_path)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="an internal error"):
+        main(["capture", str(config), "--no-spool", "--", sys.executable, str(sleeper), str(pid_file)])
+    assert time.monotonic() - started < 30  # not the command's 60 s
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):  # waited for: gone, not a zombie or still running
+        os.kill(pid, 0)

@@ -399,6 +399,7 @@ def _capture(
             _finish(collector, contexts, ended, more)
             session.stop()
         except BaseException:
+            _end_child(fwd.child, err)  # never leave the command running behind an error of ours
             session.stop()
             raise
     if failed is not None:
@@ -429,6 +430,24 @@ def _capture(
         )
     err.flush()
     return code
+
+
+def _end_child(child: subprocess.Popen[bytes] | None, err: IO[str], grace_s: float = 10.0) -> None:
+    """An error of data-collector's own while the command runs: stop the command (SIGTERM, then
+    SIGKILL after ``grace_s``) and wait for it, saying so, rather than leave it running unwatched."""
+    if child is None or child.poll() is not None:
+        return
+    err.write(f"error: data-collector failed while the command ran; stopping it (pid {child.pid}, SIGTERM)\n")
+    err.flush()
+    try:
+        child.terminate()
+        child.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        err.write(f"error: the command did not end within {grace_s:g} s of SIGTERM; killing it (SIGKILL)\n")
+        child.kill()
+        child.wait()
+    except OSError:
+        pass  # it ended meanwhile
 
 
 def _shown(argv: Sequence[str]) -> str:
