@@ -229,7 +229,7 @@ def test_hdf5_stores_labels_in_the_variables_table_and_reads_format_1_runs(tmp_p
         writer.context_stopped(ctx)
         writer.close()
     with tables.open_file(str(path)) as h5:
-        assert int(h5.root._v_attrs["dc_format_version"]) == FORMAT_VERSION == 2
+        assert int(h5.root._v_attrs["dc_format_version"]) == FORMAT_VERSION == 3
         rows = h5.root.context_5.run_1.variables.read()
         assert rows.dtype.names[-3:] == ("name", "unit", "description")
         assert [(r["name"], r["unit"], r["description"]) for r in rows] == [
@@ -245,7 +245,7 @@ def test_hdf5_stores_labels_in_the_variables_table_and_reads_format_1_runs(tmp_p
     assert list(read_frame(path)["name"]) == ["Ram force", "Strokes", None]
 
     # a file of format version 1: its variables table has no description; it is read as it is, and
-    # a writer appending a run marks the file version 2 and keeps the old run
+    # a writer appending a run marks the file with the current version and keeps the old run
     with tables.open_file(str(path), "a") as h5:
         group = h5.root.context_5.run_1
         old = group.variables.read()
@@ -261,7 +261,7 @@ def test_hdf5_stores_labels_in_the_variables_table_and_reads_format_1_runs(tmp_p
         writer.write(ctx, batch(vs, T0 + timedelta(seconds=5), [3.5, 4, None]))
         writer.close()
     with tables.open_file(str(path)) as h5:
-        assert int(h5.root._v_attrs["dc_format_version"]) == 2
+        assert int(h5.root._v_attrs["dc_format_version"]) == FORMAT_VERSION
         assert "description" not in h5.root.context_5.run_1.variables.dtype.names
         assert "description" in h5.root.context_5.run_2.variables.dtype.names
     assert [s.name for s in read_samples(path, 5, 2)] == ["Ram force", "Strokes", None]

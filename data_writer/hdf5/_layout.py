@@ -1,4 +1,4 @@
-"""The HDF5 file layout (format version 2): node names, row types and text width classes.
+"""The HDF5 file layout (format version 3): node names, row types and text width classes.
 
 Version 2 added the ``description`` column to a run's ``variables`` table (its ``name`` and
 ``unit`` columns, empty in version 1 files, now hold the variable's labels); a run written by
@@ -44,7 +44,9 @@ __all__ = [
 #: Value of the root attribute ``dc_format``: marks a file written by this writer.
 FORMAT = "data-collector-hdf5"
 #: Value of the root attribute ``dc_format_version``; a file with a higher version is refused.
-FORMAT_VERSION = 2
+#: 2 added the variables' ``description``; 3 the ``<kind>_array_N`` tables of array values (so an
+#: older data-collector refuses such a file instead of skipping its arrays without a word).
+FORMAT_VERSION = 3
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
